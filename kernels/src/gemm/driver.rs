@@ -1,0 +1,235 @@
+//! The blocked GEMM loop shared by every rung, the micro-kernel trait each rung
+//! implements, and the epilogue that applies zero-point corrections and output stages.
+//!
+//! [`drive`] is `#[inline(always)]`: each rung calls it from its own
+//! `#[target_feature]` entry point, so the loop and the epilogue are compiled (and
+//! auto-vectorised) with that rung's instructions. The epilogue is written as plain scalar
+//! Rust that follows the contract in [`crate::reference`] operation for operation, so
+//! vectorisation cannot change a result: Rust never fuses a multiply and an add, and
+//! round-half-even and min/max vectorise exactly.
+
+use super::pack::PackedB;
+use super::params::{MatA, Scales};
+
+/// One register-blocked micro-kernel: `rows ≤ MR` rows of packed A times one packed B
+/// panel of `NR` columns, over `kgroups` groups of `KR` values of k.
+pub(crate) trait MicroKernel {
+    const MR: usize;
+    const NR: usize;
+    const KR: usize;
+
+    /// Writes `Σk a[r][k] · b[k][c]` (raw, wrapping i32) for `r < rows`, `c < NR` into
+    /// `acc[r * NR + c]`. With `kgroups == 0` it writes zeros.
+    ///
+    /// # Safety
+    /// The CPU supports the kernel's instructions; `a` points to `rows` rows at
+    /// `a_stride` bytes each holding at least `round_up(kgroups * KR, 16)` readable bytes;
+    /// `b` points to `kgroups * KR * NR` packed bytes; `acc` has room for `MR * NR` values.
+    unsafe fn tile(
+        rows: usize,
+        kgroups: usize,
+        a: *const u8,
+        a_stride: usize,
+        b: *const i8,
+        acc: *mut i32,
+    );
+}
+
+/// The largest `MR · NR` of any kernel: the stack tile the driver hands to kernels.
+pub(crate) const MAX_TILE: usize = 16 * 64;
+
+/// Activations packed for one call: rows padded with zeros to `stride` (a multiple of 64),
+/// stored as `a XOR a_offset`, with what the corrections need.
+pub(crate) struct PackedA {
+    pub data: Vec<u8>,
+    pub rows: usize,
+    pub stride: usize,
+    pub kgroups: usize,
+    /// `za[m] − a_offset`: coefficient of the column sums in the correction.
+    pub col_coef: Vec<i32>,
+    /// `Σk a[m][k] − K · za[m]` (wrapping): coefficient of the weight zero points.
+    pub row_term: Vec<i32>,
+    /// The largest activation value (before the offset), for domain dispatch.
+    pub max: u8,
+}
+
+impl PackedA {
+    pub(crate) fn pack(a: &MatA, kr: usize, a_offset: u8) -> PackedA {
+        let k = a.cols;
+        let kgroups = k.div_ceil(kr);
+        let stride = (kgroups * kr).div_ceil(64).max(1) * 64;
+        let mut data = vec![0u8; a.rows * stride];
+        let mut col_coef = Vec::with_capacity(a.rows);
+        let mut row_term = Vec::with_capacity(a.rows);
+        let mut max = 0u8;
+        for m in 0..a.rows {
+            let src = &a.data[m * a.stride..m * a.stride + k];
+            let dst = &mut data[m * stride..m * stride + k];
+            let mut sum = 0i32;
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = s ^ a_offset;
+                sum = sum.wrapping_add(i32::from(s));
+                max = max.max(s);
+            }
+            // Padding holds `0 XOR offset`; it meets zero weights, so it never counts.
+            if a_offset != 0 {
+                data[m * stride + k..(m + 1) * stride].fill(a_offset);
+            }
+            let za = a.zero_point_of(m);
+            col_coef.push(za - i32::from(a_offset));
+            row_term.push(sum.wrapping_sub((k as i32).wrapping_mul(za)));
+        }
+        PackedA {
+            data,
+            rows: a.rows,
+            stride,
+            kgroups,
+            col_coef,
+            row_term,
+            max,
+        }
+    }
+}
+
+/// Where the corrected accumulators go, with per-column parameters expanded to `n`.
+pub(crate) enum Output<'a> {
+    I32 {
+        c: &'a mut [i32],
+        ldc: usize,
+    },
+    Dequant {
+        c: &'a mut [f32],
+        ldc: usize,
+        a_scale: Scales<'a>,
+        b_scale: Vec<f32>,
+        bias: Vec<f32>,
+    },
+    Requant {
+        c: &'a mut [u8],
+        ldc: usize,
+        bias: Vec<i32>,
+        multiplier: Vec<f32>,
+        out_zero_point: i32,
+        qmin: i32,
+        qmax: i32,
+    },
+}
+
+/// Rows of A per cache block: keeps a block of packed A within about 256 KiB of L2 while
+/// a B panel is swept across it.
+fn rows_per_block(stride: usize, mr: usize) -> usize {
+    let rows = (256 * 1024 / stride.max(1)).max(mr);
+    rows / mr * mr
+}
+
+/// The blocked loop: for each block of A rows, for each B panel, for each tile of rows.
+///
+/// # Safety
+/// The CPU supports `K`'s instructions; `a` and `b` were packed for `K`'s rung; the
+/// output holds `a.rows × b.n()` values at its stride (checked by the public API).
+#[inline(always)]
+pub(crate) unsafe fn drive<K: MicroKernel>(a: &PackedA, b: &PackedB, out: &mut Output) {
+    debug_assert!(K::MR * K::NR <= MAX_TILE);
+    debug_assert_eq!(b.layout_nr(), K::NR);
+    let n = b.n();
+    let panel_len = a.kgroups * K::KR * K::NR;
+    let mut tile = [0i32; MAX_TILE];
+    let block = rows_per_block(a.stride, K::MR);
+    for m_block in (0..a.rows).step_by(block) {
+        let m_block_end = (m_block + block).min(a.rows);
+        for (panel, n0) in (0..n).step_by(K::NR).enumerate() {
+            let cols = K::NR.min(n - n0);
+            // SAFETY: panel `panel` lies within the packed data: the B buffer holds
+            // ceil(n / NR) panels of `panel_len` bytes each.
+            let b_panel = unsafe { b.data().as_ptr().add(panel * panel_len) };
+            for m0 in (m_block..m_block_end).step_by(K::MR) {
+                let rows = K::MR.min(m_block_end - m0);
+                // SAFETY: rows m0..m0+rows exist in packed A, each padded to `stride`
+                // (a multiple of 64, so ≥ round_up(kgroups·KR, 16)); the tile holds MR·NR.
+                unsafe {
+                    K::tile(
+                        rows,
+                        a.kgroups,
+                        a.data.as_ptr().add(m0 * a.stride),
+                        a.stride,
+                        b_panel,
+                        tile.as_mut_ptr(),
+                    )
+                };
+                for r in 0..rows {
+                    let raw = &tile[r * K::NR..r * K::NR + cols];
+                    finish_row(out, a, b, m0 + r, n0, raw);
+                }
+            }
+        }
+    }
+}
+
+/// Applies the corrections and the output stage to one tile row.
+#[inline(always)]
+fn finish_row(out: &mut Output, a: &PackedA, b: &PackedB, m: usize, n0: usize, raw: &[i32]) {
+    let cols = raw.len();
+    let col_sums = &b.col_sums()[n0..n0 + cols];
+    let col_coef = a.col_coef[m];
+    let mut acc = [0i32; 64];
+    let acc = &mut acc[..cols];
+    for ((acc, &raw), &sum) in acc.iter_mut().zip(raw).zip(col_sums) {
+        *acc = raw.wrapping_sub(col_coef.wrapping_mul(sum));
+    }
+    if let Some(zw) = b.zero_points() {
+        let row_term = a.row_term[m];
+        for (acc, &zw) in acc.iter_mut().zip(&zw[n0..n0 + cols]) {
+            *acc = acc.wrapping_sub(zw.wrapping_mul(row_term));
+        }
+    }
+    match out {
+        Output::I32 { c, ldc } => {
+            c[m * *ldc + n0..m * *ldc + n0 + cols].copy_from_slice(acc);
+        }
+        Output::Dequant {
+            c,
+            ldc,
+            a_scale,
+            b_scale,
+            bias,
+        } => {
+            let sa = a_scale.of(m);
+            let dst = &mut c[m * *ldc + n0..m * *ldc + n0 + cols];
+            for (((y, &acc), &sw), &bias) in dst
+                .iter_mut()
+                .zip(&*acc)
+                .zip(&b_scale[n0..])
+                .zip(&bias[n0..])
+            {
+                let s = sa * sw;
+                let v = acc as f32 * s;
+                *y = v + bias;
+            }
+        }
+        Output::Requant {
+            c,
+            ldc,
+            bias,
+            multiplier,
+            out_zero_point,
+            qmin,
+            qmax,
+        } => {
+            let dst = &mut c[m * *ldc + n0..m * *ldc + n0 + cols];
+            // Clamping t to ±2^30 before the conversion gives the same result as the
+            // reference's saturating conversion (any |t| ≥ 2^30 ends at qmin or qmax) and
+            // lets the loop vectorise with a plain convert.
+            const LIMIT: f32 = (1u32 << 30) as f32;
+            for (((q, &acc), &bias), &mul) in dst
+                .iter_mut()
+                .zip(&*acc)
+                .zip(&bias[n0..])
+                .zip(&multiplier[n0..])
+            {
+                let t = acc.wrapping_add(bias) as f32 * mul;
+                let t = t.clamp(-LIMIT, LIMIT).round_ties_even() as i32;
+                *q = (t + *out_zero_point).clamp(*qmin, *qmax) as u8;
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Packed int8 GEMM: `C = A · B`, u8 activations × s8 weights, i32 accumulators, with
+//! three output stages (raw i32, dequantized f32, requantized u8).
+//!
+//! Weights are packed once into a [`PackedB`] whose layout belongs to one rung of the
+//! ladder, together with their column sums, so zero-point corrections are applied in the
+//! epilogue and never in the inner loop. Each call packs the activations (padding `k`,
+//! computing row sums and the largest value) and then picks, among the rung's kernels,
+//! the fastest whose input domain holds the data: AVX2's `vpmaddubsw` kernel is only
+//! exact for 7-bit activations, so full-range data goes to its exact split kernel.
+
+mod driver;
+mod pack;
+mod params;
+mod registry;
+
+pub use pack::PackedB;
+pub(crate) use params::check_output;
+pub use params::{ActZeroPoints, Dequant, GemmError, MatA, MatB, Requant, Scales};
+pub use registry::{kernels_of, KernelInfo};
+
+pub(crate) use driver::{drive, MicroKernel, Output, PackedA};
+pub(crate) use registry::{KernelEntry, RungKernels};
+
+/// Zero-point-corrected i32 accumulators into `c` (`a.rows × b.n()` at stride `ldc`).
+/// Returns the name of the kernel that ran.
+pub fn gemm_i32(
+    a: &MatA,
+    b: &PackedB,
+    c: &mut [i32],
+    ldc: usize,
+) -> Result<&'static str, GemmError> {
+    check_call(a, b)?;
+    check_output(c.len(), a.rows, b.n(), ldc)?;
+    let mut out = Output::I32 { c, ldc };
+    Ok(run(a, b, &mut out))
+}
+
+/// Dequantized f32 outputs (dynamic quantization). Returns the name of the kernel that ran.
+pub fn gemm_dequant(
+    a: &MatA,
+    b: &PackedB,
+    p: &Dequant,
+    c: &mut [f32],
+    ldc: usize,
+) -> Result<&'static str, GemmError> {
+    check_call(a, b)?;
+    p.validate(a.rows, b.n())?;
+    check_output(c.len(), a.rows, b.n(), ldc)?;
+    let n = b.n();
+    let b_scale = per_column(p.b_scale, n);
+    let bias = p.bias.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);
+    let mut out = Output::Dequant {
+        c,
+        ldc,
+        a_scale: p.a_scale,
+        b_scale,
+        bias,
+    };
+    Ok(run(a, b, &mut out))
+}
+
+/// Requantized u8 outputs (static quantization). Returns the name of the kernel that ran.
+pub fn gemm_requant(
+    a: &MatA,
+    b: &PackedB,
+    p: &Requant,
+    c: &mut [u8],
+    ldc: usize,
+) -> Result<&'static str, GemmError> {
+    check_call(a, b)?;
+    p.validate(b.n())?;
+    check_output(c.len(), a.rows, b.n(), ldc)?;
+    let n = b.n();
+    let mut out = Output::Requant {
+        c,
+        ldc,
+        bias: p.bias.map_or_else(|| vec![0; n], <[i32]>::to_vec),
+        multiplier: per_column(p.multiplier, n),
+        out_zero_point: p.out_zero_point,
+        qmin: i32::from(p.qmin),
+        qmax: i32::from(p.qmax),
+    };
+    Ok(run(a, b, &mut out))
+}
+
+fn check_call(a: &MatA, b: &PackedB) -> Result<(), GemmError> {
+    a.validate()?;
+    if a.cols != b.k() {
+        return Err(GemmError::Shape(format!(
+            "activations have {} columns but the packed weights have k = {}",
+            a.cols,
+            b.k()
+        )));
+    }
+    Ok(())
+}
+
+fn per_column(values: &[f32], n: usize) -> Vec<f32> {
+    if values.len() == 1 {
+        vec![values[0]; n]
+    } else {
+        values.to_vec()
+    }
+}
+
+fn run(a: &MatA, b: &PackedB, out: &mut Output) -> &'static str {
+    let kernels = b.kernels();
+    let packed_a = PackedA::pack(a, kernels.kr, kernels.a_offset);
+    let kernel = kernels.pick(packed_a.max);
+    if a.rows > 0 && b.n() > 0 {
+        // SAFETY: `PackedB` only holds kernels of rungs this CPU supports (checked when it
+        // was packed), the packed A was laid out for this rung's `kr` and offset, and the
+        // output was checked against `a.rows × b.n()` above.
+        unsafe { (kernel.run)(&packed_a, b, out) };
+    }
+    kernel.name
+}

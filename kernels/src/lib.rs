@@ -1,0 +1,27 @@
+//! qbench-kernels: the int8 and fp32 compute that every qbench number rests on.
+//!
+//! This crate owns the arithmetic contract (see [`reference`]), the ISA ladder
+//! ([`isa`]), packed int8 GEMM with three output stages ([`gemm`]) and the fp32 baseline
+//! GEMM ([`fp32`]). It knows nothing about models, graphs or quantization recipes: it is
+//! handed integer tensors with zero points and scales and returns integers or floats.
+//!
+//! Every SIMD kernel is bit-exact with [`reference`] on its declared input domain; the
+//! tests in `tests/` hold every rung to that.
+
+pub mod fp32;
+pub mod gemm;
+mod generic;
+pub mod isa;
+pub mod reference;
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+
+pub use gemm::{
+    gemm_dequant, gemm_i32, gemm_requant, ActZeroPoints, Dequant, GemmError, MatA, MatB, PackedB,
+    Requant, Scales,
+};
+pub use isa::Rung;

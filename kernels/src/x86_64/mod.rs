@@ -1,0 +1,4 @@
+//! x86-64 rungs: AVX2 (`vpmaddubsw`/`vpmaddwd`) and AVX-512 VNNI (`vpdpbusd`).
+
+pub(crate) mod avx2;
+pub(crate) mod avx512vnni;

@@ -1,0 +1,192 @@
+//! Every GEMM rung against the reference, bit for bit: random shapes around each rung's
+//! tiles (proptest), then the fixed edge cases (partial tiles, k = 0 and around the k
+//! group and the 64-byte row padding, sizes 2^j ± 1, large k near the i32 limit and past
+//! it, zero points over 0..=255, clamp extremes, 7-bit versus full-range activations).
+
+mod common;
+
+use common::{check_case, rungs_under_test, Case, Rng};
+use proptest::prelude::*;
+use qbench_kernels::gemm::kernels_of;
+use qbench_kernels::{isa, Rung};
+
+/// CI runs this suite once per rung with `QBENCH_KERNEL`; a rung this machine silently
+/// lacks must fail the run, not quietly test a lower rung.
+#[test]
+fn forced_rung_is_the_one_running() {
+    let selection = isa::selection();
+    assert!(
+        selection.honoured(),
+        "{}={:?} was requested but {} is active: {}",
+        isa::KERNEL_ENV,
+        selection.requested,
+        selection.active,
+        selection.warning.as_deref().unwrap_or("")
+    );
+}
+
+#[test]
+fn every_rung_of_this_ladder_has_a_full_range_kernel() {
+    for &rung in isa::ladder() {
+        let kernels = kernels_of(rung);
+        assert!(!kernels.is_empty(), "{rung} has no kernels");
+        assert_eq!(
+            kernels.last().unwrap().max_activation,
+            255,
+            "{rung} cannot take full-range u8"
+        );
+        for k in &kernels {
+            assert!(
+                k.name.starts_with(&rung.name().replace("-dotprod", "dot")),
+                "{} is misnamed for {rung}",
+                k.name
+            );
+        }
+    }
+}
+
+fn tile(rung: Rung) -> (usize, usize, usize) {
+    let k = &kernels_of(rung)[0];
+    (k.mr, k.nr, k.kr)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_shapes_around_the_tiles(seed in any::<u64>(), mf in 0.0f64..1.0, nf in 0.0f64..1.0, kf in 0.0f64..1.0, full_range in any::<bool>()) {
+        for rung in rungs_under_test() {
+            let (mr, nr, kr) = tile(rung);
+            let m = 1 + (mf * (3 * mr) as f64) as usize;
+            let n = 1 + (nf * (3 * nr) as f64) as usize;
+            let k = (kf * (3 * 64 + 3 * kr + 1) as f64) as usize;
+            let mut rng = Rng::new(seed);
+            check_case(rung, &Case::random(&mut rng, m, n, k, if full_range { 255 } else { 127 }));
+        }
+    }
+}
+
+#[test]
+fn small_and_power_of_two_sizes() {
+    let sizes = [
+        1usize, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65,
+    ];
+    for rung in rungs_under_test() {
+        let mut rng = Rng::new(7);
+        for &s in &sizes {
+            for max_a in [127, 255] {
+                check_case(rung, &Case::random(&mut rng, s, s, s, max_a));
+                check_case(
+                    rung,
+                    &Case::random(&mut rng, s, 2 * s + 1, 3 * s + 2, max_a),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn k_around_the_group_and_the_row_padding() {
+    for rung in rungs_under_test() {
+        let mut rng = Rng::new(11);
+        let (mr, nr, _) = tile(rung);
+        for k in [
+            0, 1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 257,
+            768,
+        ] {
+            check_case(rung, &Case::random(&mut rng, mr + 1, nr + 1, k, 255));
+            check_case(
+                rung,
+                &Case::random(&mut rng, 2 * mr - 1, 2 * nr - 1, k, 127),
+            );
+        }
+    }
+}
+
+#[test]
+fn every_partial_tile() {
+    for rung in rungs_under_test() {
+        let mut rng = Rng::new(13);
+        let (mr, nr, _) = tile(rung);
+        for m in 1..=mr {
+            check_case(rung, &Case::random(&mut rng, m, nr + m, 37, 255));
+        }
+        for n in 1..=nr {
+            check_case(rung, &Case::random(&mut rng, mr + n % 3, n, 41, 127));
+        }
+    }
+}
+
+#[test]
+fn zero_points_swept_over_the_whole_range() {
+    for rung in rungs_under_test() {
+        let mut rng = Rng::new(17);
+        for za in (0..=255).step_by(15).chain([255]) {
+            let mut case = Case::random(&mut rng, 5, 19, 70, 255);
+            case.a_zero = vec![za];
+            case.w_zero = vec![(za - 128).clamp(-128, 127)];
+            check_case(rung, &case);
+        }
+    }
+}
+
+#[test]
+fn extreme_values_and_large_k() {
+    for rung in rungs_under_test() {
+        // The largest k whose exact accumulators fit i32 (|a − za|·|w − zw| ≤ 255·128 here),
+        // with every product at its extreme.
+        for (k, a, w, za) in [
+            (33_025usize, 255u8, -128i8, 0),
+            (33_025, 0, 127, 255),
+            (70_001, 255, -128, 0),
+        ] {
+            let mut case = Case::random(&mut Rng::new(k as u64), 2, 3, k, 255);
+            case.a.iter_mut().for_each(|x| *x = a);
+            case.w.iter_mut().for_each(|x| *x = w);
+            case.a_zero = vec![za];
+            case.w_zero = vec![0];
+            // k = 70_001 overflows i32: the contract is wrapping, and every rung must wrap alike.
+            check_case(rung, &case);
+        }
+    }
+}
+
+#[test]
+fn clamp_extremes_and_extreme_multipliers() {
+    for rung in rungs_under_test() {
+        let mut rng = Rng::new(19);
+        for (qmin, qmax, mul) in [
+            (0u8, 255u8, 1e-9f32),
+            (0, 255, 1e3),
+            (255, 255, 1.0),
+            (0, 0, 1.0),
+            (7, 8, 0.01),
+            (0, 255, f32::MAX),
+        ] {
+            let mut case = Case::random(&mut rng, 9, 21, 50, 255);
+            case.qmin = qmin;
+            case.qmax = qmax;
+            case.multiplier = vec![mul];
+            check_case(rung, &case);
+        }
+    }
+}
+
+#[test]
+fn seven_bit_data_takes_the_fastest_kernel() {
+    for rung in rungs_under_test() {
+        let names = check_case(rung, &Case::random(&mut Rng::new(23), 8, 40, 96, 127));
+        assert!(
+            names.iter().all(|n| *n == kernels_of(rung)[0].name),
+            "{rung}: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn dispatch_through_the_active_rung() {
+    let case = Case::random(&mut Rng::new(29), 33, 70, 129, 255);
+    let packed = qbench_kernels::PackedB::new(&case.mat_b()).unwrap();
+    assert_eq!(packed.rung(), isa::active());
+    check_case(isa::active(), &case);
+}
