@@ -1,1 +1,108 @@
-fn main() {}
+//! `qbench`: the command-line front end. Parses arguments into a validated plan, then
+//! hands off to the module that owns each command. Errors are reported with `anyhow`
+//! context naming the file, flag or key at fault.
+
+mod bench_gemm;
+mod machine;
+mod measure;
+mod stats;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tabled::{builder::Builder, settings::Style};
+
+#[derive(Parser)]
+#[command(name = "qbench", version, about = "Quantize neural networks to int8, measure what it costs and gains, and compare")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the CPU, its ISA features, and which int8 kernel rung runs here.
+    Machine {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure int8 GEMM on every rung this CPU runs and the fp32 baseline, interleaved, single thread.
+    BenchGemm {
+        /// Print JSON rows instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Shapes as MxNxK, comma separated (default: the zoo's transformer shapes and squares).
+        #[arg(long)]
+        shapes: Option<String>,
+        /// Short time budgets (for smoke tests; numbers are noisier).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Machine { json } => cmd_machine(json),
+        Command::BenchGemm { json, shapes, quick } => cmd_bench_gemm(json, shapes.as_deref(), quick),
+    }
+}
+
+fn cmd_machine(json: bool) -> Result<()> {
+    let fingerprint = machine::Fingerprint::detect();
+    let kernels = machine::KernelReport::detect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "machine": fingerprint, "kernels": kernels }))?);
+        return Ok(());
+    }
+    println!("cpu       {}", fingerprint.cpu_model);
+    println!("arch      {} ({} cores)", fingerprint.arch, fingerprint.cores);
+    println!("features  {}", fingerprint.features.join(" "));
+    println!("active    {} (detected {}{})", kernels.active, kernels.detected, kernels.knob.as_deref().map(|k| format!(", {}={k}", qbench_kernels::isa::KERNEL_ENV)).unwrap_or_default());
+    if let Some(w) = &kernels.warning {
+        println!("warning   {w}");
+    }
+    let mut table = Builder::default();
+    table.push_record(["rung", "runs here", "kernels"]);
+    for rung in &kernels.ladder {
+        let runs = if rung.available { "yes".to_owned() } else { format!("no: {}", rung.reason.as_deref().unwrap_or("")) };
+        table.push_record([rung.rung.clone(), runs, rung.kernels.join(", ")]);
+    }
+    println!("{}", table.build().with(Style::rounded()));
+    Ok(())
+}
+
+fn cmd_bench_gemm(json: bool, shapes: Option<&str>, quick: bool) -> Result<()> {
+    // Validate everything before the first measurement.
+    let shapes = match shapes {
+        Some(spec) => bench_gemm::parse_shapes(spec)?,
+        None => bench_gemm::DEFAULT_SHAPES.to_vec(),
+    };
+    let budget = if quick { measure::Budget::QUICK } else { measure::Budget::DEFAULT };
+    let mut rows = Vec::new();
+    for shape in shapes {
+        if !json {
+            eprintln!("measuring {}x{}x{} ...", shape.0, shape.1, shape.2);
+        }
+        rows.extend(bench_gemm::bench_shape(shape, budget)?);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let mut table = Builder::default();
+    table.push_record(["M x N x K", "impl", "kernel", "GOP/s", "median µs", "p10–p90 µs", "vs fp32"]);
+    for r in &rows {
+        table.push_record([
+            format!("{}x{}x{}", r.m, r.n, r.k),
+            r.implementation.clone(),
+            r.kernel.clone(),
+            format!("{:.1}", r.gops),
+            format!("{:.1}", r.median_ns / 1e3),
+            format!("{:.1}–{:.1}", r.p10_ns / 1e3, r.p90_ns / 1e3),
+            format!("{:.2}x", r.speedup_vs_fp32),
+        ]);
+    }
+    println!("{}", table.build().with(Style::markdown()));
+    println!("\nsingle thread; samples of each implementation interleaved in one run; GOP/s = 2·M·N·K / median");
+    Ok(())
+}

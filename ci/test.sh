@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test command (README: "Run the tests"). Runs on a fresh clone with nothing but
+# what this script installs: format, lints, the workspace tests, the kernel suite once
+# per x86 rung forced by QBENCH_KERNEL, and the aarch64 kernels under qemu-user.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s ===\n' "$*"; }
+started=$(date +%s)
+
+step "toolchain"
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: install Rust with rustup (https://rustup.rs) and re-run" >&2
+  exit 2
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+cargo --version
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "workspace tests"
+cargo test --workspace --locked
+
+# The kernel suite again with each x86 rung forced; `forced_rung_is_the_one_running`
+# fails if this machine silently lacks the rung CI asked for.
+if [ "$(uname -m)" = "x86_64" ]; then
+  for rung in avx512vnni avx2 generic; do
+    step "kernels with QBENCH_KERNEL=$rung"
+    QBENCH_KERNEL=$rung cargo test -p qbench-kernels --locked --tests
+  done
+fi
+
+step "aarch64 kernels under qemu"
+ci/cross-aarch64.sh
+
+step "done in $(( $(date +%s) - started )) s"
