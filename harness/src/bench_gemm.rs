@@ -63,10 +63,20 @@ pub fn parse_shapes(spec: &str) -> Result<Vec<(usize, usize, usize)>> {
 /// Measures one shape: every available rung (AVX2 twice: on 7-bit activations, its fast
 /// domain, and on full-range u8, its exact kernel) and the fp32 baseline.
 pub fn bench_shape((m, n, k): (usize, usize, usize), budget: Budget) -> Result<Vec<Row>> {
-    let a_u8: Vec<u8> = (0..m * k).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+    let a_u8: Vec<u8> = (0..m * k)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
     let a_u7: Vec<u8> = a_u8.iter().map(|x| x & 0x7F).collect();
-    let w: Vec<i8> = (0..k * n).map(|i| (i.wrapping_mul(40_503) >> 5) as i8).collect();
-    let b = MatB { data: &w, rows: k, cols: n, zero_points: &[0], transposed: false };
+    let w: Vec<i8> = (0..k * n)
+        .map(|i| (i.wrapping_mul(40_503) >> 5) as i8)
+        .collect();
+    let b = MatB {
+        data: &w,
+        rows: k,
+        cols: n,
+        zero_points: &[0],
+        transposed: false,
+    };
 
     struct Int8Impl {
         label: String,
@@ -75,13 +85,26 @@ pub fn bench_shape((m, n, k): (usize, usize, usize), budget: Budget) -> Result<V
     }
     let mut impls = Vec::new();
     for &rung in isa::ladder().iter().filter(|r| r.is_available()) {
-        let narrow = kernels_of(rung).first().is_some_and(|k| k.max_activation < 255);
-        impls.push(Int8Impl { label: rung.name().to_owned(), rung, u7: narrow });
+        let narrow = kernels_of(rung)
+            .first()
+            .is_some_and(|k| k.max_activation < 255);
+        impls.push(Int8Impl {
+            label: rung.name().to_owned(),
+            rung,
+            u7: narrow,
+        });
         if narrow {
-            impls.push(Int8Impl { label: format!("{}-u8", rung.name()), rung, u7: false });
+            impls.push(Int8Impl {
+                label: format!("{}-u8", rung.name()),
+                rung,
+                u7: false,
+            });
         }
     }
-    let packed: Vec<PackedB> = impls.iter().map(|i| PackedB::for_rung(&b, i.rung)).collect::<Result<_, _>>()?;
+    let packed: Vec<PackedB> = impls
+        .iter()
+        .map(|i| PackedB::for_rung(&b, i.rung))
+        .collect::<Result<_, _>>()?;
     let mut outputs: Vec<Vec<i32>> = impls.iter().map(|_| vec![0; m * n]).collect();
     let mut kernel_names = Vec::new();
     for ((imp, p), out) in impls.iter().zip(&packed).zip(&mut outputs) {
@@ -120,7 +143,10 @@ pub fn bench_shape((m, n, k): (usize, usize, usize), budget: Budget) -> Result<V
             n,
             k,
             implementation: c.name.clone(),
-            kernel: kernel_names.get(i).cloned().unwrap_or_else(|| c.name.clone()),
+            kernel: kernel_names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| c.name.clone()),
             activations: impls.get(i).map(|imp| if imp.u7 { "u7" } else { "u8" }),
             gops: ops / s.median,
             median_ns: s.median,
@@ -139,7 +165,10 @@ mod tests {
 
     #[test]
     fn shapes_parse_and_bad_ones_are_named() {
-        assert_eq!(parse_shapes("1x768x768, 2x3x4").unwrap(), vec![(1, 768, 768), (2, 3, 4)]);
+        assert_eq!(
+            parse_shapes("1x768x768, 2x3x4").unwrap(),
+            vec![(1, 768, 768), (2, 3, 4)]
+        );
         let err = parse_shapes("1x768").unwrap_err().to_string();
         assert!(err.contains("\"1x768\""), "{err}");
         assert!(parse_shapes("0x1x1").is_err());
@@ -147,7 +176,11 @@ mod tests {
 
     #[test]
     fn one_tiny_shape_measures_every_rung_and_the_baseline() {
-        let budget = Budget { min_samples: 3, max_samples: 3, ..Budget::QUICK };
+        let budget = Budget {
+            min_samples: 3,
+            max_samples: 3,
+            ..Budget::QUICK
+        };
         let rows = bench_shape((3, 20, 10), budget).unwrap();
         let available = isa::ladder().iter().filter(|r| r.is_available()).count();
         assert!(rows.len() > available, "{rows:?}");

@@ -55,7 +55,10 @@ impl KernelReport {
                 rung: rung.name().to_owned(),
                 available: rung.is_available(),
                 reason: rung.unavailable_reason(),
-                kernels: kernels_of(rung).into_iter().map(|k| k.name.to_owned()).collect(),
+                kernels: kernels_of(rung)
+                    .into_iter()
+                    .map(|k| k.name.to_owned())
+                    .collect(),
             })
             .collect();
         KernelReport {
@@ -71,7 +74,9 @@ impl KernelReport {
 fn cpu_model() -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     info.lines()
-        .find(|l| l.starts_with("model name") || l.starts_with("Model") || l.starts_with("CPU part"))
+        .find(|l| {
+            l.starts_with("model name") || l.starts_with("Model") || l.starts_with("CPU part")
+        })
         .and_then(|l| l.split_once(':'))
         .map(|(_, v)| v.trim().to_owned())
 }
@@ -86,7 +91,19 @@ fn features() -> Vec<String> {
             }
         )*};
     }
-    probe!("sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512bf16", "avxvnni");
+    probe!(
+        "sse4.2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512vnni",
+        "avx512bf16",
+        "avxvnni"
+    );
     found
 }
 

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use tabled::{builder::Builder, settings::Style};
 
 #[derive(Parser)]
-#[command(name = "qbench", version, about = "Quantize neural networks to int8, measure what it costs and gains, and compare")]
+#[command(
+    name = "qbench",
+    version,
+    about = "Quantize neural networks to int8, measure what it costs and gains, and compare"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +47,11 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Machine { json } => cmd_machine(json),
-        Command::BenchGemm { json, shapes, quick } => cmd_bench_gemm(json, shapes.as_deref(), quick),
+        Command::BenchGemm {
+            json,
+            shapes,
+            quick,
+        } => cmd_bench_gemm(json, shapes.as_deref(), quick),
     }
 }
 
@@ -51,20 +59,41 @@ fn cmd_machine(json: bool) -> Result<()> {
     let fingerprint = machine::Fingerprint::detect();
     let kernels = machine::KernelReport::detect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "machine": fingerprint, "kernels": kernels }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "machine": fingerprint, "kernels": kernels })
+            )?
+        );
         return Ok(());
     }
     println!("cpu       {}", fingerprint.cpu_model);
-    println!("arch      {} ({} cores)", fingerprint.arch, fingerprint.cores);
+    println!(
+        "arch      {} ({} cores)",
+        fingerprint.arch, fingerprint.cores
+    );
     println!("features  {}", fingerprint.features.join(" "));
-    println!("active    {} (detected {}{})", kernels.active, kernels.detected, kernels.knob.as_deref().map(|k| format!(", {}={k}", qbench_kernels::isa::KERNEL_ENV)).unwrap_or_default());
+    println!(
+        "active    {} (detected {}{})",
+        kernels.active,
+        kernels.detected,
+        kernels
+            .knob
+            .as_deref()
+            .map(|k| format!(", {}={k}", qbench_kernels::isa::KERNEL_ENV))
+            .unwrap_or_default()
+    );
     if let Some(w) = &kernels.warning {
         println!("warning   {w}");
     }
     let mut table = Builder::default();
     table.push_record(["rung", "runs here", "kernels"]);
     for rung in &kernels.ladder {
-        let runs = if rung.available { "yes".to_owned() } else { format!("no: {}", rung.reason.as_deref().unwrap_or("")) };
+        let runs = if rung.available {
+            "yes".to_owned()
+        } else {
+            format!("no: {}", rung.reason.as_deref().unwrap_or(""))
+        };
         table.push_record([rung.rung.clone(), runs, rung.kernels.join(", ")]);
     }
     println!("{}", table.build().with(Style::rounded()));
@@ -77,7 +106,11 @@ fn cmd_bench_gemm(json: bool, shapes: Option<&str>, quick: bool) -> Result<()> {
         Some(spec) => bench_gemm::parse_shapes(spec)?,
         None => bench_gemm::DEFAULT_SHAPES.to_vec(),
     };
-    let budget = if quick { measure::Budget::QUICK } else { measure::Budget::DEFAULT };
+    let budget = if quick {
+        measure::Budget::QUICK
+    } else {
+        measure::Budget::DEFAULT
+    };
     let mut rows = Vec::new();
     for shape in shapes {
         if !json {
@@ -90,7 +123,15 @@ fn cmd_bench_gemm(json: bool, shapes: Option<&str>, quick: bool) -> Result<()> {
         return Ok(());
     }
     let mut table = Builder::default();
-    table.push_record(["M x N x K", "impl", "kernel", "GOP/s", "median µs", "p10–p90 µs", "vs fp32"]);
+    table.push_record([
+        "M x N x K",
+        "impl",
+        "kernel",
+        "GOP/s",
+        "median µs",
+        "p10–p90 µs",
+        "vs fp32",
+    ]);
     for r in &rows {
         table.push_record([
             format!("{}x{}x{}", r.m, r.n, r.k),

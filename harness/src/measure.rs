@@ -64,7 +64,10 @@ pub fn interleaved(candidates: &mut [Candidate], budget: Budget) -> Vec<Summary>
             break;
         }
     }
-    samples.iter().map(|s| summarize(s).expect("at least one finite sample")).collect()
+    samples
+        .iter()
+        .map(|s| summarize(s).expect("at least one finite sample"))
+        .collect()
 }
 
 /// Runs the candidate for the warm-up time and returns how many calls make one sample.
@@ -88,10 +91,20 @@ mod tests {
         let mut counts = [0u32; 2];
         let (first, second) = counts.split_at_mut(1);
         let mut candidates = vec![
-            Candidate { name: "a".into(), run: Box::new(|| first[0] += 1) },
-            Candidate { name: "b".into(), run: Box::new(|| second[0] += 1) },
+            Candidate {
+                name: "a".into(),
+                run: Box::new(|| first[0] += 1),
+            },
+            Candidate {
+                name: "b".into(),
+                run: Box::new(|| second[0] += 1),
+            },
         ];
-        let budget = Budget { min_samples: 7, max_samples: 7, ..Budget::QUICK };
+        let budget = Budget {
+            min_samples: 7,
+            max_samples: 7,
+            ..Budget::QUICK
+        };
         let summaries = interleaved(&mut candidates, budget);
         assert_eq!(summaries.len(), 2);
         assert!(summaries.iter().all(|s| s.samples == 7));

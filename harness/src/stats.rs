@@ -30,7 +30,11 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
         p90,
         min: sorted[0],
         max: sorted[sorted.len() - 1],
-        spread: if median > 0.0 { (p90 - p10) / median } else { 0.0 },
+        spread: if median > 0.0 {
+            (p90 - p10) / median
+        } else {
+            0.0
+        },
         samples: sorted.len(),
     })
 }
@@ -50,7 +54,11 @@ mod tests {
     fn percentiles_interpolate_like_numpy() {
         // numpy.percentile([1..=10], [10, 50, 90]) = [1.9, 5.5, 9.1]
         let s = summarize(&[10.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]).unwrap();
-        assert!((s.p10 - 1.9).abs() < 1e-12 && (s.median - 5.5).abs() < 1e-12 && (s.p90 - 9.1).abs() < 1e-12);
+        assert!(
+            (s.p10 - 1.9).abs() < 1e-12
+                && (s.median - 5.5).abs() < 1e-12
+                && (s.p90 - 9.1).abs() < 1e-12
+        );
         assert_eq!((s.min, s.max, s.samples), (1.0, 10.0, 10));
         assert!((s.spread - 7.2 / 5.5).abs() < 1e-12);
     }

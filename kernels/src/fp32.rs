@@ -12,23 +12,65 @@ pub const BASELINE_NAME: &str = "fp32-gemm";
 /// # Panics
 /// When a slice is shorter than its shape says.
 pub fn sgemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], threads: usize) {
+    sgemm_strided(m, n, k, a, k, b, n, c, n, false, threads);
+}
+
+/// `c[m×n] += a[m×k] · b[k×n]` with row strides `lda`, `ldb`, `ldc` (accumulates into c).
+#[allow(clippy::too_many_arguments)] // BLAS shape: every argument is a dimension or stride
+pub fn sgemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    threads: usize,
+) {
+    sgemm_strided(m, n, k, a, lda, b, ldb, c, ldc, true, threads);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sgemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    let needs = |rows: usize, cols: usize, ld: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * ld + cols
+        }
+    };
     assert!(
-        a.len() >= m * k,
-        "sgemm: a holds {} values, {m}x{k} needs {}",
-        a.len(),
-        m * k
+        lda >= k && ldb >= n && ldc >= n,
+        "sgemm: a stride is smaller than its row"
     );
     assert!(
-        b.len() >= k * n,
-        "sgemm: b holds {} values, {k}x{n} needs {}",
-        b.len(),
-        k * n
+        a.len() >= needs(m, k, lda),
+        "sgemm: a holds {} values, {m}x{k} at stride {lda} needs more",
+        a.len()
     );
     assert!(
-        c.len() >= m * n,
-        "sgemm: c holds {} values, {m}x{n} needs {}",
-        c.len(),
-        m * n
+        b.len() >= needs(k, n, ldb),
+        "sgemm: b holds {} values, {k}x{n} at stride {ldb} needs more",
+        b.len()
+    );
+    assert!(
+        c.len() >= needs(m, n, ldc),
+        "sgemm: c holds {} values, {m}x{n} at stride {ldc} needs more",
+        c.len()
     );
     if m == 0 || n == 0 {
         return;
@@ -38,9 +80,9 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], 
     } else {
         gemm::Parallelism::Rayon(threads)
     };
-    // SAFETY: the three buffers hold the row-major shapes checked above (row stride = the
-    // column count, column stride 1), `c` is not aliased by `a` or `b` (it is `&mut`), and
-    // `read_dst = false` means c's old contents are never read.
+    // SAFETY: the buffers hold the strided row-major shapes checked above (column stride
+    // 1); `c` is `&mut` so it aliases neither input; with `read_dst` false c's old
+    // contents are never read, with it true they are scaled by alpha = 1.
     unsafe {
         gemm::gemm(
             m,
@@ -48,15 +90,15 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], 
             k,
             c.as_mut_ptr(),
             1,
-            n as isize,
-            false,
+            ldc as isize,
+            accumulate,
             a.as_ptr(),
             1,
-            k as isize,
+            lda as isize,
             b.as_ptr(),
             1,
-            n as isize,
-            0.0,
+            ldb as isize,
+            1.0,
             1.0,
             false,
             false,

@@ -8,10 +8,17 @@
 //! Every SIMD kernel is bit-exact with [`reference`] on its declared input domain; the
 //! tests in `tests/` hold every rung to that.
 
+pub mod affine;
+pub mod conv;
+pub mod eltwise;
+mod epilogue;
+pub mod error;
 pub mod fp32;
 pub mod gemm;
 mod generic;
 pub mod isa;
+pub mod nhwc;
+pub mod pool;
 pub mod reference;
 
 #[cfg(target_arch = "x86_64")]
@@ -20,8 +27,12 @@ mod x86_64;
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 
+pub use affine::Affine;
+pub use conv::{conv_dequant, conv_requant, ConvWeights, PackedConv};
+pub use error::KernelError;
 pub use gemm::{
-    gemm_dequant, gemm_i32, gemm_requant, ActZeroPoints, Dequant, GemmError, MatA, MatB, PackedB,
-    Requant, Scales,
+    gemm_dequant, gemm_i32, gemm_requant, ActZeroPoints, Dequant, MatA, MatB, PackedB, Requant,
+    Scales,
 };
 pub use isa::Rung;
+pub use nhwc::{Nhwc, Window};

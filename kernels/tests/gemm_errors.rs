@@ -1,7 +1,7 @@
 //! Bad calls are refused with an error naming the parameter, and nothing is written.
 
 use qbench_kernels::{
-    gemm, ActZeroPoints, Dequant, GemmError, MatA, MatB, PackedB, Requant, Rung, Scales,
+    gemm, ActZeroPoints, Dequant, KernelError, MatA, MatB, PackedB, Requant, Rung, Scales,
 };
 
 fn operands() -> (Vec<u8>, Vec<i8>) {
@@ -23,7 +23,7 @@ fn mismatched_k_is_a_shape_error() {
     let mut c = [7i32; 6];
     let err = gemm::gemm_i32(&mat_a, &packed, &mut c, 3).unwrap_err();
     assert!(
-        matches!(err, GemmError::Shape(_)) && err.to_string().contains("k = 4"),
+        matches!(err, KernelError::Shape(_)) && err.to_string().contains("k = 4"),
         "{err}"
     );
     assert_eq!(c, [7; 6], "output was touched");

@@ -3,13 +3,12 @@
 //!
 //! [`drive`] is `#[inline(always)]`: each rung calls it from its own
 //! `#[target_feature]` entry point, so the loop and the epilogue are compiled (and
-//! auto-vectorised) with that rung's instructions. The epilogue is written as plain scalar
-//! Rust that follows the contract in [`crate::reference`] operation for operation, so
-//! vectorisation cannot change a result: Rust never fuses a multiply and an add, and
-//! round-half-even and min/max vectorise exactly.
+//! auto-vectorised) with that rung's instructions; the output stages themselves live in
+//! [`crate::epilogue`], shared with the other kernel families.
 
 use super::pack::PackedB;
 use super::params::{MatA, Scales};
+use crate::epilogue::{dequantize_row, requantize_row};
 
 /// One register-blocked micro-kernel: `rows ≤ MR` rows of packed A times one packed B
 /// panel of `NR` columns, over `kgroups` groups of `KR` values of k.
@@ -156,9 +155,18 @@ pub(crate) unsafe fn drive<K: MicroKernel>(a: &PackedA, b: &PackedB, out: &mut O
                         tile.as_mut_ptr(),
                     )
                 };
-                for r in 0..rows {
-                    let raw = &tile[r * K::NR..r * K::NR + cols];
-                    finish_row(out, a, b, m0 + r, n0, raw);
+                if cols == K::NR {
+                    // Full panels (the common case) get a compile-time row length, so the
+                    // epilogue vectorises without remainder loops or a library memcpy.
+                    for r in 0..rows {
+                        let raw = &tile[r * K::NR..(r + 1) * K::NR];
+                        finish_row(out, a, b, m0 + r, n0, raw);
+                    }
+                } else {
+                    for r in 0..rows {
+                        let raw = &tile[r * K::NR..r * K::NR + cols];
+                        finish_row(out, a, b, m0 + r, n0, raw);
+                    }
                 }
             }
         }
@@ -193,18 +201,8 @@ fn finish_row(out: &mut Output, a: &PackedA, b: &PackedB, m: usize, n0: usize, r
             b_scale,
             bias,
         } => {
-            let sa = a_scale.of(m);
             let dst = &mut c[m * *ldc + n0..m * *ldc + n0 + cols];
-            for (((y, &acc), &sw), &bias) in dst
-                .iter_mut()
-                .zip(&*acc)
-                .zip(&b_scale[n0..])
-                .zip(&bias[n0..])
-            {
-                let s = sa * sw;
-                let v = acc as f32 * s;
-                *y = v + bias;
-            }
+            dequantize_row(acc, a_scale.of(m), &b_scale[n0..], &bias[n0..], dst);
         }
         Output::Requant {
             c,
@@ -216,20 +214,15 @@ fn finish_row(out: &mut Output, a: &PackedA, b: &PackedB, m: usize, n0: usize, r
             qmax,
         } => {
             let dst = &mut c[m * *ldc + n0..m * *ldc + n0 + cols];
-            // Clamping t to ±2^30 before the conversion gives the same result as the
-            // reference's saturating conversion (any |t| ≥ 2^30 ends at qmin or qmax) and
-            // lets the loop vectorise with a plain convert.
-            const LIMIT: f32 = (1u32 << 30) as f32;
-            for (((q, &acc), &bias), &mul) in dst
-                .iter_mut()
-                .zip(&*acc)
-                .zip(&bias[n0..])
-                .zip(&multiplier[n0..])
-            {
-                let t = acc.wrapping_add(bias) as f32 * mul;
-                let t = t.clamp(-LIMIT, LIMIT).round_ties_even() as i32;
-                *q = (t + *out_zero_point).clamp(*qmin, *qmax) as u8;
-            }
+            requantize_row(
+                acc,
+                &bias[n0..],
+                &multiplier[n0..],
+                *out_zero_point,
+                *qmin,
+                *qmax,
+                dst,
+            );
         }
     }
 }

@@ -13,9 +13,10 @@ mod pack;
 mod params;
 mod registry;
 
+use crate::error::KernelError;
 pub use pack::PackedB;
 pub(crate) use params::check_output;
-pub use params::{ActZeroPoints, Dequant, GemmError, MatA, MatB, Requant, Scales};
+pub use params::{ActZeroPoints, Dequant, MatA, MatB, Requant, Scales};
 pub use registry::{kernels_of, KernelInfo};
 
 pub(crate) use driver::{drive, MicroKernel, Output, PackedA};
@@ -28,7 +29,7 @@ pub fn gemm_i32(
     b: &PackedB,
     c: &mut [i32],
     ldc: usize,
-) -> Result<&'static str, GemmError> {
+) -> Result<&'static str, KernelError> {
     check_call(a, b)?;
     check_output(c.len(), a.rows, b.n(), ldc)?;
     let mut out = Output::I32 { c, ldc };
@@ -42,7 +43,7 @@ pub fn gemm_dequant(
     p: &Dequant,
     c: &mut [f32],
     ldc: usize,
-) -> Result<&'static str, GemmError> {
+) -> Result<&'static str, KernelError> {
     check_call(a, b)?;
     p.validate(a.rows, b.n())?;
     check_output(c.len(), a.rows, b.n(), ldc)?;
@@ -66,7 +67,7 @@ pub fn gemm_requant(
     p: &Requant,
     c: &mut [u8],
     ldc: usize,
-) -> Result<&'static str, GemmError> {
+) -> Result<&'static str, KernelError> {
     check_call(a, b)?;
     p.validate(b.n())?;
     check_output(c.len(), a.rows, b.n(), ldc)?;
@@ -83,10 +84,10 @@ pub fn gemm_requant(
     Ok(run(a, b, &mut out))
 }
 
-fn check_call(a: &MatA, b: &PackedB) -> Result<(), GemmError> {
+fn check_call(a: &MatA, b: &PackedB) -> Result<(), KernelError> {
     a.validate()?;
     if a.cols != b.k() {
-        return Err(GemmError::Shape(format!(
+        return Err(KernelError::Shape(format!(
             "activations have {} columns but the packed weights have k = {}",
             a.cols,
             b.k()

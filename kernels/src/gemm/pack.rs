@@ -7,8 +7,9 @@
 //! so kernels never need edge cases on B. `KR = 4` matches `vpdpbusd`, `sdot` and
 //! `vpmaddubsw`+`vpmaddwd`, which all sum four adjacent products into one i32 lane.
 
-use super::params::{GemmError, MatB};
+use super::params::MatB;
 use super::registry::RungKernels;
+use crate::error::KernelError;
 use crate::isa::{self, Rung};
 
 /// Weights packed once for one rung of the ladder.
@@ -24,18 +25,19 @@ pub struct PackedB {
 
 impl PackedB {
     /// Packs for the rung this process uses ([`isa::active`]).
-    pub fn new(b: &MatB) -> Result<PackedB, GemmError> {
+    pub fn new(b: &MatB) -> Result<PackedB, KernelError> {
         PackedB::for_rung(b, isa::active())
     }
 
     /// Packs for a given rung; fails when the rung does not run on this CPU.
-    pub fn for_rung(b: &MatB, rung: Rung) -> Result<PackedB, GemmError> {
+    pub fn for_rung(b: &MatB, rung: Rung) -> Result<PackedB, KernelError> {
         b.validate()?;
         if let Some(reason) = rung.unavailable_reason() {
-            return Err(GemmError::Param(reason));
+            return Err(KernelError::Param(reason));
         }
-        let kernels = RungKernels::of(rung)
-            .ok_or_else(|| GemmError::Param(format!("no GEMM kernels are compiled for {rung}")))?;
+        let kernels = RungKernels::of(rung).ok_or_else(|| {
+            KernelError::Param(format!("no GEMM kernels are compiled for {rung}"))
+        })?;
         let (k, n, nr, kr) = (b.rows, b.cols, kernels.nr, kernels.kr);
         let kgroups = k.div_ceil(kr);
         let panels = n.div_ceil(nr);

@@ -2,7 +2,9 @@
 //!
 //! Everything a caller hands to [`super::gemm_i32`], [`super::gemm_dequant`] or
 //! [`super::gemm_requant`] is described here, checked once per call, and rejected with a
-//! [`GemmError`] that names the offending parameter.
+//! [`KernelError`] that names the offending parameter.
+
+use crate::error::KernelError;
 
 /// Activations: a row-major `rows × cols` matrix of u8 with a zero point.
 #[derive(Clone, Copy, Debug)]
@@ -35,15 +37,15 @@ impl<'a> MatA<'a> {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), GemmError> {
+    pub(crate) fn validate(&self) -> Result<(), KernelError> {
         if self.stride < self.cols {
-            return Err(GemmError::Shape(format!(
+            return Err(KernelError::Shape(format!(
                 "activation stride {} is smaller than its {} columns",
                 self.stride, self.cols
             )));
         }
         if self.rows > 0 && self.data.len() < (self.rows - 1) * self.stride + self.cols {
-            return Err(GemmError::Shape(format!(
+            return Err(KernelError::Shape(format!(
                 "activation buffer holds {} bytes, {}x{} at stride {} needs {}",
                 self.data.len(),
                 self.rows,
@@ -60,7 +62,7 @@ impl<'a> MatA<'a> {
             }
         };
         if let Some(z) = zero_points.iter().find(|z| !(0..=255).contains(*z)) {
-            return Err(GemmError::Param(format!(
+            return Err(KernelError::Param(format!(
                 "activation zero point {z} is outside 0..=255"
             )));
         }
@@ -108,7 +110,7 @@ impl MatB<'_> {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), GemmError> {
+    pub(crate) fn validate(&self) -> Result<(), KernelError> {
         check_len("weights", self.data.len(), self.rows * self.cols)?;
         if self.zero_points.len() != 1 {
             check_len(
@@ -118,7 +120,7 @@ impl MatB<'_> {
             )?;
         }
         if let Some(z) = self.zero_points.iter().find(|z| !(-128..=127).contains(*z)) {
-            return Err(GemmError::Param(format!(
+            return Err(KernelError::Param(format!(
                 "weight zero point {z} is outside -128..=127"
             )));
         }
@@ -154,7 +156,7 @@ pub struct Dequant<'a> {
 }
 
 impl Dequant<'_> {
-    pub(crate) fn validate(&self, m: usize, n: usize) -> Result<(), GemmError> {
+    pub(crate) fn validate(&self, m: usize, n: usize) -> Result<(), KernelError> {
         match self.a_scale {
             Scales::PerTensor(s) => check_finite("activation scale", std::slice::from_ref(&s))?,
             Scales::PerRow(s) => {
@@ -189,7 +191,7 @@ pub struct Requant<'a> {
 }
 
 impl Requant<'_> {
-    pub(crate) fn validate(&self, n: usize) -> Result<(), GemmError> {
+    pub(crate) fn validate(&self, n: usize) -> Result<(), KernelError> {
         if let Some(bias) = self.bias {
             check_len("bias", bias.len(), n)?;
         }
@@ -205,18 +207,18 @@ impl Requant<'_> {
             .iter()
             .find(|m| !(m.is_finite() && **m > 0.0))
         {
-            return Err(GemmError::Param(format!(
+            return Err(KernelError::Param(format!(
                 "requantization multiplier {m} must be finite and positive"
             )));
         }
         if !(0..=255).contains(&self.out_zero_point) {
-            return Err(GemmError::Param(format!(
+            return Err(KernelError::Param(format!(
                 "output zero point {} is outside 0..=255",
                 self.out_zero_point
             )));
         }
         if self.qmin > self.qmax {
-            return Err(GemmError::Param(format!(
+            return Err(KernelError::Param(format!(
                 "clamp range is empty: qmin {} > qmax {}",
                 self.qmin, self.qmax
             )));
@@ -225,29 +227,20 @@ impl Requant<'_> {
     }
 }
 
-/// Why a GEMM call was refused. Nothing is written to the output when it is.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum GemmError {
-    #[error("gemm shape mismatch: {0}")]
-    Shape(String),
-    #[error("gemm parameter: {0}")]
-    Param(String),
-}
-
-fn check_len(what: &str, got: usize, want: usize) -> Result<(), GemmError> {
+fn check_len(what: &str, got: usize, want: usize) -> Result<(), KernelError> {
     if got == want {
         Ok(())
     } else {
-        Err(GemmError::Shape(format!(
+        Err(KernelError::Shape(format!(
             "{what}: expected {want} values, got {got}"
         )))
     }
 }
 
-fn check_finite(what: &str, values: &[f32]) -> Result<(), GemmError> {
+fn check_finite(what: &str, values: &[f32]) -> Result<(), KernelError> {
     match values.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
-        Some(i) => Err(GemmError::Param(format!("{what}[{i}] is {}", values[i]))),
+        Some(i) => Err(KernelError::Param(format!("{what}[{i}] is {}", values[i]))),
     }
 }
 
@@ -257,14 +250,14 @@ pub(crate) fn check_output(
     rows: usize,
     cols: usize,
     ld: usize,
-) -> Result<(), GemmError> {
+) -> Result<(), KernelError> {
     if ld < cols {
-        return Err(GemmError::Shape(format!(
+        return Err(KernelError::Shape(format!(
             "output stride {ld} is smaller than its {cols} columns"
         )));
     }
     if rows > 0 && cols > 0 && len < (rows - 1) * ld + cols {
-        return Err(GemmError::Shape(format!(
+        return Err(KernelError::Shape(format!(
             "output buffer holds {len} values, {rows}x{cols} at stride {ld} needs {}",
             (rows - 1) * ld + cols
         )));

@@ -13,10 +13,15 @@
 //! - **Dequantization to f32.** `s = sa[m] · sw[n]`, `y = (acc as f32) · s`, `y = y + bias[n]`:
 //!   a multiply and an add, never fused into an FMA, so every rung rounds the same way.
 
-use crate::gemm::{check_output, Dequant, GemmError, MatA, MatB, Requant};
+pub mod conv;
+pub mod eltwise;
+pub mod pool;
+
+use crate::error::KernelError;
+use crate::gemm::{check_output, Dequant, MatA, MatB, Requant};
 
 /// Zero-point-corrected i32 accumulators, `a.rows × b.cols`, written at stride `ldc`.
-pub fn gemm_i32(a: &MatA, b: &MatB, c: &mut [i32], ldc: usize) -> Result<(), GemmError> {
+pub fn gemm_i32(a: &MatA, b: &MatB, c: &mut [i32], ldc: usize) -> Result<(), KernelError> {
     check_operands(a, b)?;
     check_output(c.len(), a.rows, b.cols, ldc)?;
     for m in 0..a.rows {
@@ -34,7 +39,7 @@ pub fn gemm_dequant(
     p: &Dequant,
     c: &mut [f32],
     ldc: usize,
-) -> Result<(), GemmError> {
+) -> Result<(), KernelError> {
     check_operands(a, b)?;
     p.validate(a.rows, b.cols)?;
     check_output(c.len(), a.rows, b.cols, ldc)?;
@@ -59,7 +64,7 @@ pub fn gemm_requant(
     p: &Requant,
     c: &mut [u8],
     ldc: usize,
-) -> Result<(), GemmError> {
+) -> Result<(), KernelError> {
     check_operands(a, b)?;
     p.validate(b.cols)?;
     check_output(c.len(), a.rows, b.cols, ldc)?;
@@ -120,11 +125,11 @@ pub fn dequantize(acc: i32, a_scale: f32, b_scale: f32, bias: f32) -> f32 {
     y + bias
 }
 
-fn check_operands(a: &MatA, b: &MatB) -> Result<(), GemmError> {
+fn check_operands(a: &MatA, b: &MatB) -> Result<(), KernelError> {
     a.validate()?;
     b.validate()?;
     if a.cols != b.rows {
-        return Err(GemmError::Shape(format!(
+        return Err(KernelError::Shape(format!(
             "activations have {} columns but weights have {} rows",
             a.cols, b.rows
         )));
@@ -168,14 +173,15 @@ mod tests {
         };
         let mut c = [0i32; 6];
         gemm_i32(&mat_a, &mat_b, &mut c, 3).unwrap();
-        // Row 0: (7, 17) · columns (0,3), (-2,-5), (4,7).
+        // Rows (10, 20) − 3 = (7, 17) and (30, 40) − 7 = (23, 33) against the columns
+        // minus their zero points: (0, 3), (−2, −5), (4, 7).
         assert_eq!(
             c,
             [
-                7 * 0 + 17 * 3,
+                17 * 3,
                 7 * -2 + 17 * -5,
                 7 * 4 + 17 * 7,
-                23 * 0 + 33 * 3,
+                33 * 3,
                 23 * -2 + 33 * -5,
                 23 * 4 + 33 * 7
             ]

@@ -1,0 +1,85 @@
+//! im2col in row tiles: output pixels `first..first + rows` of one image and one group,
+//! each row the concatenation over taps (ky, kx) of that tap's `c_in_g` input channels.
+//! NHWC makes each tap a contiguous copy; out-of-image taps are filled with the value
+//! that means zero (the activation zero point for u8, 0.0 for f32).
+
+use crate::nhwc::{Nhwc, Window};
+
+/// Rows per tile: about 128 KiB of u8 im2col, so a tile and its packed copy stay in L2.
+pub(crate) fn tile_rows(k: usize, pixels: usize) -> usize {
+    (128 * 1024 / k.max(1)).clamp(16, 4096).min(pixels.max(1))
+}
+
+/// Fills `tile` (`rows × k`, k = kh·kw·cin_g) for u8 input; `pad` is the zero point.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
+pub(crate) fn fill_u8(
+    input: &[u8],
+    shape: Nhwc,
+    img: usize,
+    c0: usize,
+    cin_g: usize,
+    window: &Window,
+    out_w: usize,
+    first: usize,
+    pad: u8,
+    tile: &mut [u8],
+) {
+    fill(
+        input, shape, img, c0, cin_g, window, out_w, first, pad, tile,
+    );
+}
+
+/// Fills `tile` for f32 input (padding 0.0).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fill_f32(
+    input: &[f32],
+    shape: Nhwc,
+    img: usize,
+    c0: usize,
+    cin_g: usize,
+    window: &Window,
+    out_w: usize,
+    first: usize,
+    tile: &mut [f32],
+) {
+    fill(
+        input, shape, img, c0, cin_g, window, out_w, first, 0.0, tile,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn fill<T: Copy>(
+    input: &[T],
+    shape: Nhwc,
+    img: usize,
+    c0: usize,
+    cin_g: usize,
+    window: &Window,
+    out_w: usize,
+    first: usize,
+    pad: T,
+    tile: &mut [T],
+) {
+    let [kh, kw] = window.kernel;
+    let k = kh * kw * cin_g;
+    for (r, row) in tile.chunks_exact_mut(k).enumerate() {
+        let pixel = first + r;
+        let (oy, ox) = (pixel / out_w, pixel % out_w);
+        for ky in 0..kh {
+            let iy = (oy * window.stride[0] + ky * window.dilation[0]) as isize
+                - window.pads[0] as isize;
+            for kx in 0..kw {
+                let ix = (ox * window.stride[1] + kx * window.dilation[1]) as isize
+                    - window.pads[1] as isize;
+                let dst = &mut row[(ky * kw + kx) * cin_g..][..cin_g];
+                if iy < 0 || ix < 0 || iy as usize >= shape.h || ix as usize >= shape.w {
+                    dst.fill(pad);
+                } else {
+                    let src = shape.index(img, iy as usize, ix as usize, c0);
+                    dst.copy_from_slice(&input[src..src + cin_g]);
+                }
+            }
+        }
+    }
+}
