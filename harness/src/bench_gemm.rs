@@ -60,6 +60,39 @@ pub fn parse_shapes(spec: &str) -> Result<Vec<(usize, usize, usize)>> {
         .collect()
 }
 
+/// One int8 implementation to measure: a rung, fed 7-bit or full-range activations.
+pub struct Int8Variant {
+    /// `avx2` (its fast domain) or `avx2-u8` (full range, its exact kernel), `avx512vnni`, ...
+    pub label: String,
+    pub rung: Rung,
+    /// Feed activations ≤ 127 (the domain of 7-bit kernels such as AVX2's `vpmaddubsw`).
+    pub u7: bool,
+}
+
+/// Every available rung; a rung whose fastest kernel is 7-bit appears twice, on 7-bit
+/// data (`avx2`) and on full-range data (`avx2-u8`), so both of its kernels are measured.
+pub fn int8_variants() -> Vec<Int8Variant> {
+    let mut variants = Vec::new();
+    for &rung in isa::ladder().iter().filter(|r| r.is_available()) {
+        let narrow = kernels_of(rung)
+            .first()
+            .is_some_and(|k| k.max_activation < 255);
+        variants.push(Int8Variant {
+            label: rung.name().to_owned(),
+            rung,
+            u7: narrow,
+        });
+        if narrow {
+            variants.push(Int8Variant {
+                label: format!("{}-u8", rung.name()),
+                rung,
+                u7: false,
+            });
+        }
+    }
+    variants
+}
+
 /// Measures one shape: every available rung (AVX2 twice: on 7-bit activations, its fast
 /// domain, and on full-range u8, its exact kernel) and the fp32 baseline.
 pub fn bench_shape((m, n, k): (usize, usize, usize), budget: Budget) -> Result<Vec<Row>> {
@@ -78,29 +111,7 @@ pub fn bench_shape((m, n, k): (usize, usize, usize), budget: Budget) -> Result<V
         transposed: false,
     };
 
-    struct Int8Impl {
-        label: String,
-        rung: Rung,
-        u7: bool,
-    }
-    let mut impls = Vec::new();
-    for &rung in isa::ladder().iter().filter(|r| r.is_available()) {
-        let narrow = kernels_of(rung)
-            .first()
-            .is_some_and(|k| k.max_activation < 255);
-        impls.push(Int8Impl {
-            label: rung.name().to_owned(),
-            rung,
-            u7: narrow,
-        });
-        if narrow {
-            impls.push(Int8Impl {
-                label: format!("{}-u8", rung.name()),
-                rung,
-                u7: false,
-            });
-        }
-    }
+    let impls = int8_variants();
     let packed: Vec<PackedB> = impls
         .iter()
         .map(|i| PackedB::for_rung(&b, i.rung))

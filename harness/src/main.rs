@@ -2,6 +2,7 @@
 //! hands off to the module that owns each command. Errors are reported with `anyhow`
 //! context naming the file, flag or key at fault.
 
+mod bench_conv;
 mod bench_gemm;
 mod machine;
 mod measure;
@@ -42,6 +43,18 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Measure int8 conv on every rung and the fp32 conv on ResNet-50 and MobileNetV2 layers, interleaved, single thread.
+    BenchConv {
+        /// Print JSON rows instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Layer ids or network prefixes, comma separated (default: all).
+        #[arg(long)]
+        layers: Option<String>,
+        /// Short time budgets (for smoke tests; numbers are noisier).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -52,6 +65,11 @@ fn main() -> Result<()> {
             shapes,
             quick,
         } => cmd_bench_gemm(json, shapes.as_deref(), quick),
+        Command::BenchConv {
+            json,
+            layers,
+            quick,
+        } => cmd_bench_conv(json, layers.as_deref(), quick),
     }
 }
 
@@ -145,5 +163,49 @@ fn cmd_bench_gemm(json: bool, shapes: Option<&str>, quick: bool) -> Result<()> {
     }
     println!("{}", table.build().with(Style::markdown()));
     println!("\nsingle thread; samples of each implementation interleaved in one run; GOP/s = 2·M·N·K / median");
+    Ok(())
+}
+
+fn cmd_bench_conv(json: bool, layers: Option<&str>, quick: bool) -> Result<()> {
+    let layers = bench_conv::select(layers)?;
+    let budget = if quick {
+        measure::Budget::QUICK
+    } else {
+        measure::Budget::DEFAULT
+    };
+    let mut rows = Vec::new();
+    for layer in &layers {
+        if !json {
+            eprintln!("measuring {} ...", layer.id);
+        }
+        rows.extend(bench_conv::bench_layer(layer, budget)?);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let mut table = Builder::default();
+    table.push_record([
+        "layer",
+        "impl",
+        "path",
+        "kernel",
+        "GOP/s",
+        "median µs",
+        "vs fp32",
+    ]);
+    for r in &rows {
+        table.push_record([
+            r.layer.to_owned(),
+            r.implementation.clone(),
+            r.path.clone(),
+            r.kernel.clone(),
+            format!("{:.1}", r.gops),
+            format!("{:.1}", r.median_ns / 1e3),
+            format!("{:.2}x", r.speedup_vs_fp32),
+        ]);
+    }
+    println!("{}", table.build().with(Style::markdown()));
+    println!("\nbatch 1, single thread, int8 = requantized u8 output; samples interleaved in one run; GOP/s = 2·MACs / median");
     Ok(())
 }

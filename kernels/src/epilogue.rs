@@ -7,10 +7,14 @@
 //! result: Rust never fuses a multiply and an add, and min/max, round-half-even and
 //! in-range conversions are exact.
 
-/// Bound applied before the f32 → i32 conversion: any `|t| ≥ 2^30` ends at qmin or qmax
-/// after adding a zero point in 0..=255, exactly as the reference's saturating conversion
-/// does, and below it the plain (vectorisable) conversion is exact.
-const LIMIT: f32 = (1u32 << 30) as f32;
+/// Bound applied before rounding: any `|t| ≥ 2^22` ends at qmin or qmax after adding a
+/// zero point in 0..=255, exactly as the reference's saturating conversion does.
+const LIMIT: f32 = (1u32 << 22) as f32;
+
+/// `1.5 · 2^23`: adding and subtracting it rounds any `|t| ≤ 2^22` to an integer, half to
+/// even (the default IEEE rounding of the addition does the work). This keeps the loop a
+/// chain of vector adds where `f32::round_ties_even` would be a libm call per element.
+const ROUNDER: f32 = 12_582_912.0;
 
 /// `q = clamp(round_half_even((acc + bias) as f32 · m) + z, qmin, qmax)` for one value.
 #[inline(always)]
@@ -23,8 +27,14 @@ pub(crate) fn requantize(
     qmax: i32,
 ) -> u8 {
     let t = acc.wrapping_add(bias) as f32 * multiplier;
-    let t = t.clamp(-LIMIT, LIMIT).round_ties_even() as i32;
-    (t + out_zero_point).clamp(qmin, qmax) as u8
+    let rounded = (t.clamp(-LIMIT, LIMIT) + ROUNDER) - ROUNDER;
+    // Integers of magnitude < 2^23 are exact in f32, so the rest can stay in f32.
+    let q = (rounded + out_zero_point as f32).clamp(qmin as f32, qmax as f32);
+    // SAFETY: q is an integer in [qmin, qmax] ⊆ [0, 255] (finite: t was clamped), so the
+    // conversion is exact and in range. The checked `as u8` would saturate lane by lane
+    // and keep the loop scalar.
+    let q: i32 = unsafe { q.to_int_unchecked() };
+    q as u8
 }
 
 /// Requantizes a row of accumulators with per-column bias and multiplier.

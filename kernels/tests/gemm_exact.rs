@@ -190,3 +190,20 @@ fn dispatch_through_the_active_rung() {
     assert_eq!(packed.rung(), isa::active());
     check_case(isa::active(), &case);
 }
+
+/// Multipliers of 0.5 and 0.25 put many results exactly on .5: they must round to even
+/// on every rung, as the reference does (2.5 → 2, 3.5 → 4, −2.5 → −2).
+#[test]
+fn exact_ties_round_half_to_even() {
+    for rung in rungs_under_test() {
+        for mul in [0.5f32, 0.25, 1.5] {
+            let mut case = Case::random(&mut Rng::new(31), 7, 23, 9, 255);
+            case.multiplier = vec![mul];
+            case.bias_i32 = None;
+            case.out_zero = 128;
+            case.qmin = 0;
+            case.qmax = 255;
+            check_case(rung, &case);
+        }
+    }
+}

@@ -1,17 +1,25 @@
 //! int8 depthwise convolution (groups = channels, one output per channel), NHWC.
 //!
-//! For each output pixel, each in-image tap adds `(x − za) · (w − zw)` for all channels
-//! at once: NHWC makes the channels of a pixel contiguous, so the channel loop is the
-//! vector loop. Out-of-image taps add nothing (padding means the value zero, and
-//! `za − za = 0`). The body is one `#[inline(always)]` function compiled once per ISA
-//! through `#[target_feature]` entry points; it is integer arithmetic plus the shared
-//! epilogue, so every rung gives identical results by construction (tests check anyway).
+//! Each in-image tap adds `(x − za) · (w − zw)` for a block of channels at once: NHWC makes
+//! the channels of a pixel contiguous, so the channel block is the vector. The kernel is
+//! register-blocked: for a block of [`BLOCK`] channels, the weights of every tap are held
+//! in a fixed-size array (registers, for 3x3), and for each output pixel the accumulators
+//! live in one fixed-size array that never leaves registers until the epilogue. Channels
+//! past the last full block go through the same code with a dynamic width.
+//!
+//! Out-of-image taps add nothing (padding means the value zero, and `za − za = 0`). The
+//! body is one `#[inline(always)]` function compiled once per ISA through
+//! `#[target_feature]` entry points; it is integer arithmetic plus the shared epilogue,
+//! so every rung gives identical results by construction (the tests check anyway).
 
 use super::Stage;
 use crate::epilogue::{dequantize_row, requantize_row};
 use crate::error::KernelError;
 use crate::isa::Rung;
 use crate::nhwc::{Nhwc, Window};
+
+/// Channels per block: one zmm of i32 lanes, two ymm, four NEON q registers.
+const BLOCK: usize = 16;
 
 /// The output stage with per-channel parameters expanded to `c` values.
 enum Out<'a> {
@@ -31,12 +39,61 @@ enum Out<'a> {
     },
 }
 
+impl Out<'_> {
+    /// Finishes channels `c0..c0 + acc.len()` of the output pixel at `offset`.
+    #[inline(always)]
+    fn store(&mut self, offset: usize, c0: usize, acc: &[i32]) {
+        let range = c0..c0 + acc.len();
+        let dst = offset + c0..offset + c0 + acc.len();
+        match self {
+            Out::Requant {
+                bias,
+                multiplier,
+                zero_point,
+                qmin,
+                qmax,
+                out,
+            } => requantize_row(
+                acc,
+                &bias[range.clone()],
+                &multiplier[range],
+                *zero_point,
+                *qmin,
+                *qmax,
+                &mut out[dst],
+            ),
+            Out::Dequant {
+                a_scale,
+                b_scale,
+                bias,
+                out,
+            } => dequantize_row(
+                acc,
+                *a_scale,
+                &b_scale[range.clone()],
+                &bias[range],
+                &mut out[dst],
+            ),
+        }
+    }
+}
+
 fn expand<T: Copy>(values: &[T], c: usize) -> Vec<T> {
     if values.len() == 1 {
         vec![values[0]; c]
     } else {
         values.to_vec()
     }
+}
+
+struct Args<'a> {
+    input: &'a [u8],
+    shape: Nhwc,
+    za: i32,
+    /// `[tap][channel]`, `w − zw` as i16.
+    taps: &'a [i16],
+    window: &'a Window,
+    out_shape: Nhwc,
 }
 
 /// Runs the depthwise convolution on `rung`; returns the kernel name.
@@ -79,38 +136,80 @@ pub(super) fn run(
     let name = match rung {
         #[cfg(target_arch = "x86_64")]
         Rung::Avx512Vnni => {
-            // SAFETY: a PackedConv is only built for rungs the CPU supports, and the
-            // avx512vnni rung implies AVX-512 F and BW.
-            unsafe { body_avx512(&args, &mut out) };
-            "avx512_dwconv_u8s8"
+            let full = c / BLOCK * BLOCK;
+            if window.kernel == [3, 3] {
+                let mut finish = match &mut out {
+                    Out::Requant {
+                        bias,
+                        multiplier,
+                        zero_point,
+                        qmin,
+                        qmax,
+                        out,
+                    } => crate::x86_64::dwconv::Finish::Requant {
+                        bias,
+                        multiplier,
+                        zero_point: *zero_point,
+                        qmin: *qmin,
+                        qmax: *qmax,
+                        out,
+                    },
+                    Out::Dequant {
+                        a_scale,
+                        b_scale,
+                        bias,
+                        out,
+                    } => crate::x86_64::dwconv::Finish::Dequant {
+                        a_scale: *a_scale,
+                        b_scale,
+                        bias,
+                        out,
+                    },
+                };
+                for c0 in (0..full).step_by(BLOCK) {
+                    // SAFETY: the avx512vnni rung (checked when packing) implies AVX-512
+                    // F and BW; the block is within the channels, the window is 3x3,
+                    // out_shape is its output shape, and the vectors hold c values.
+                    unsafe {
+                        crate::x86_64::dwconv::dw3x3_u8_block16(
+                            input,
+                            shape,
+                            za,
+                            taps,
+                            window,
+                            out_shape,
+                            c0,
+                            &mut finish,
+                        )
+                    };
+                }
+                if full < c {
+                    block_any(&args, &mut out, full, c - full);
+                }
+            } else {
+                // SAFETY: as above; AVX-512 F and BW come with the rung.
+                unsafe { body_avx512(&args, &mut out) };
+            }
+            "avx512_dwconv_u8s8_c16"
         }
         #[cfg(target_arch = "x86_64")]
         Rung::Avx2 => {
             // SAFETY: as above; the avx2 rung implies AVX2.
             unsafe { body_avx2(&args, &mut out) };
-            "avx2_dwconv_u8s8"
+            "avx2_dwconv_u8s8_c16"
         }
         #[cfg(target_arch = "aarch64")]
         Rung::Neon | Rung::NeonDotprod => {
             // SAFETY: both aarch64 rungs imply Advanced SIMD.
             unsafe { body_neon(&args, &mut out) };
-            "neon_dwconv_u8s8"
+            "neon_dwconv_u8s8_c16"
         }
         _ => {
             body(&args, &mut out);
-            "generic_dwconv_u8s8"
+            "generic_dwconv_u8s8_c16"
         }
     };
     Ok(name)
-}
-
-struct Args<'a> {
-    input: &'a [u8],
-    shape: Nhwc,
-    za: i32,
-    taps: &'a [i16],
-    window: &'a Window,
-    out_shape: Nhwc,
 }
 
 /// # Safety
@@ -139,6 +238,47 @@ unsafe fn body_neon(args: &Args, out: &mut Out) {
 
 #[inline(always)]
 fn body(args: &Args, out: &mut Out) {
+    let c = args.shape.c;
+    let full = c / BLOCK * BLOCK;
+    let is_3x3 = args.window.kernel == [3, 3];
+    for c0 in (0..full).step_by(BLOCK) {
+        if is_3x3 {
+            block::<9>(args, out, c0);
+        } else {
+            block_any(args, out, c0, BLOCK);
+        }
+    }
+    if full < c {
+        block_any(args, out, full, c - full);
+    }
+}
+
+/// In-image tap range `[first, last)` along one axis for output coordinate `o`.
+#[inline(always)]
+pub(crate) fn tap_range(
+    o: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    taps: usize,
+    size: usize,
+) -> (usize, usize) {
+    let origin = (o * stride) as isize - pad as isize;
+    let valid = |t: usize| {
+        let i = origin + (t * dilation) as isize;
+        i >= 0 && (i as usize) < size
+    };
+    let first = (0..taps).find(|&t| valid(t)).unwrap_or(taps);
+    let last = (first..taps)
+        .rev()
+        .find(|&t| valid(t))
+        .map_or(first, |t| t + 1);
+    (first, last)
+}
+
+/// A full block of channels with `TAPS = kh·kw` known at compile time (3x3).
+#[inline(always)]
+fn block<const TAPS: usize>(args: &Args, out: &mut Out, c0: usize) {
     let Args {
         input,
         shape,
@@ -147,61 +287,98 @@ fn body(args: &Args, out: &mut Out) {
         window,
         out_shape,
     } = *args;
-    let c = shape.c;
-    let [kh, kw] = window.kernel;
-    let mut acc = vec![0i32; c];
+    let (c, [kh, kw]) = (shape.c, window.kernel);
+    let mut weights = [[0i32; BLOCK]; TAPS];
+    for (t, w) in weights.iter_mut().enumerate() {
+        for (lane, w) in w.iter_mut().enumerate() {
+            *w = i32::from(taps[t * c + c0 + lane]);
+        }
+    }
     for img in 0..shape.n {
         for oy in 0..out_shape.h {
+            let (ky0, ky1) = tap_range(
+                oy,
+                window.stride[0],
+                window.dilation[0],
+                window.pads[0],
+                kh,
+                shape.h,
+            );
             for ox in 0..out_shape.w {
-                acc.fill(0);
-                for ky in 0..kh {
-                    let iy = (oy * window.stride[0] + ky * window.dilation[0]) as isize
-                        - window.pads[0] as isize;
-                    if iy < 0 || iy as usize >= shape.h {
-                        continue;
-                    }
-                    for kx in 0..kw {
-                        let ix = (ox * window.stride[1] + kx * window.dilation[1]) as isize
-                            - window.pads[1] as isize;
-                        if ix < 0 || ix as usize >= shape.w {
-                            continue;
+                let (kx0, kx1) = tap_range(
+                    ox,
+                    window.stride[1],
+                    window.dilation[1],
+                    window.pads[1],
+                    kw,
+                    shape.w,
+                );
+                let mut acc = [0i32; BLOCK];
+                for ky in ky0..ky1 {
+                    let iy = oy * window.stride[0] + ky * window.dilation[0] - window.pads[0];
+                    for kx in kx0..kx1 {
+                        let ix = ox * window.stride[1] + kx * window.dilation[1] - window.pads[1];
+                        let x: &[u8; BLOCK] = input[shape.index(img, iy, ix, c0)..][..BLOCK]
+                            .try_into()
+                            .expect("block");
+                        let w = &weights[ky * kw + kx];
+                        for lane in 0..BLOCK {
+                            acc[lane] = acc[lane]
+                                .wrapping_add((i32::from(x[lane]) - za).wrapping_mul(w[lane]));
                         }
-                        let x = &input[shape.index(img, iy as usize, ix as usize, 0)..][..c];
-                        let w = &taps[(ky * kw + kx) * c..][..c];
+                    }
+                }
+                out.store(out_shape.index(img, oy, ox, 0), c0, &acc);
+            }
+        }
+    }
+}
+
+/// Channels `c0..c0 + width` (`width ≤ BLOCK`) with any kernel size.
+#[inline(always)]
+fn block_any(args: &Args, out: &mut Out, c0: usize, width: usize) {
+    let Args {
+        input,
+        shape,
+        za,
+        taps,
+        window,
+        out_shape,
+    } = *args;
+    let (c, [kh, kw]) = (shape.c, window.kernel);
+    for img in 0..shape.n {
+        for oy in 0..out_shape.h {
+            let (ky0, ky1) = tap_range(
+                oy,
+                window.stride[0],
+                window.dilation[0],
+                window.pads[0],
+                kh,
+                shape.h,
+            );
+            for ox in 0..out_shape.w {
+                let (kx0, kx1) = tap_range(
+                    ox,
+                    window.stride[1],
+                    window.dilation[1],
+                    window.pads[1],
+                    kw,
+                    shape.w,
+                );
+                let mut acc = [0i32; BLOCK];
+                let acc = &mut acc[..width];
+                for ky in ky0..ky1 {
+                    let iy = oy * window.stride[0] + ky * window.dilation[0] - window.pads[0];
+                    for kx in kx0..kx1 {
+                        let ix = ox * window.stride[1] + kx * window.dilation[1] - window.pads[1];
+                        let x = &input[shape.index(img, iy, ix, c0)..][..width];
+                        let w = &taps[(ky * kw + kx) * c + c0..][..width];
                         for ((acc, &x), &w) in acc.iter_mut().zip(x).zip(w) {
                             *acc = acc.wrapping_add((i32::from(x) - za).wrapping_mul(i32::from(w)));
                         }
                     }
                 }
-                let o = out_shape.index(img, oy, ox, 0);
-                match out {
-                    Out::Requant {
-                        bias,
-                        multiplier,
-                        zero_point,
-                        qmin,
-                        qmax,
-                        out,
-                    } => {
-                        requantize_row(
-                            &acc,
-                            bias,
-                            multiplier,
-                            *zero_point,
-                            *qmin,
-                            *qmax,
-                            &mut out[o..o + c],
-                        );
-                    }
-                    Out::Dequant {
-                        a_scale,
-                        b_scale,
-                        bias,
-                        out,
-                    } => {
-                        dequantize_row(&acc, *a_scale, b_scale, bias, &mut out[o..o + c]);
-                    }
-                }
+                out.store(out_shape.index(img, oy, ox, 0), c0, acc);
             }
         }
     }

@@ -201,8 +201,25 @@ fn depthwise(input: &[f32], shape: Nhwc, taps: &[f32], window: &Window, os: Nhwc
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512 F (which implies FMA) was just detected.
-            return unsafe { depthwise_avx512(input, shape, taps, window, os, out) };
+            let full = if window.kernel == [3, 3] {
+                shape.c / 16 * 16
+            } else {
+                0
+            };
+            for c0 in (0..full).step_by(16) {
+                // SAFETY: AVX-512 F was just detected; the block lies within the
+                // channels, the window is 3x3 and `os` is its output shape.
+                unsafe {
+                    crate::x86_64::dwconv::dw3x3_f32_block16(
+                        input, shape, taps, window, os, c0, out,
+                    )
+                };
+            }
+            if full < shape.c {
+                // SAFETY: AVX-512 F (which implies FMA) was just detected.
+                unsafe { depthwise_avx512(input, shape, taps, window, os, out, full) };
+            }
+            return;
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
@@ -210,7 +227,7 @@ fn depthwise(input: &[f32], shape: Nhwc, taps: &[f32], window: &Window, os: Nhwc
             return unsafe { depthwise_avx2(input, shape, taps, window, os, out) };
         }
     }
-    depthwise_body::<false>(input, shape, taps, window, os, out);
+    depthwise_body::<false>(input, shape, taps, window, os, out, 0);
 }
 
 /// # Safety
@@ -224,8 +241,9 @@ unsafe fn depthwise_avx512(
     window: &Window,
     os: Nhwc,
     out: &mut [f32],
+    c_from: usize,
 ) {
-    depthwise_body::<true>(input, shape, taps, window, os, out);
+    depthwise_body::<true>(input, shape, taps, window, os, out, c_from);
 }
 
 /// # Safety
@@ -240,11 +258,12 @@ unsafe fn depthwise_avx2(
     os: Nhwc,
     out: &mut [f32],
 ) {
-    depthwise_body::<true>(input, shape, taps, window, os, out);
+    depthwise_body::<true>(input, shape, taps, window, os, out, 0);
 }
 
-/// Output rows arrive pre-filled with the bias. `FMA` selects `mul_add`, which is only
-/// fast where the target has FMA instructions (elsewhere it is a libm call).
+/// Channels `c_from..` of every output pixel; output rows arrive pre-filled with the
+/// bias. `FMA` selects `mul_add`, which is only fast where the target has FMA
+/// instructions (elsewhere it is a libm call).
 #[inline(always)]
 fn depthwise_body<const FMA: bool>(
     input: &[f32],
@@ -253,6 +272,7 @@ fn depthwise_body<const FMA: bool>(
     window: &Window,
     os: Nhwc,
     out: &mut [f32],
+    c_from: usize,
 ) {
     let c = shape.c;
     let [kh, kw] = window.kernel;
@@ -260,7 +280,7 @@ fn depthwise_body<const FMA: bool>(
         for oy in 0..os.h {
             for ox in 0..os.w {
                 let o = os.index(img, oy, ox, 0);
-                let acc = &mut out[o..o + c];
+                let acc = &mut out[o + c_from..o + c];
                 for ky in 0..kh {
                     let iy = (oy * window.stride[0] + ky * window.dilation[0]) as isize
                         - window.pads[0] as isize;
@@ -273,8 +293,9 @@ fn depthwise_body<const FMA: bool>(
                         if ix < 0 || ix as usize >= shape.w {
                             continue;
                         }
-                        let x = &input[shape.index(img, iy as usize, ix as usize, 0)..][..c];
-                        let w = &taps[(ky * kw + kx) * c..][..c];
+                        let x = &input[shape.index(img, iy as usize, ix as usize, c_from)..]
+                            [..c - c_from];
+                        let w = &taps[(ky * kw + kx) * c + c_from..][..c - c_from];
                         for ((acc, &x), &w) in acc.iter_mut().zip(x).zip(w) {
                             *acc = if FMA {
                                 x.mul_add(w, *acc)

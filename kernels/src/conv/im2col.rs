@@ -66,14 +66,29 @@ fn fill<T: Copy>(
     for (r, row) in tile.chunks_exact_mut(k).enumerate() {
         let pixel = first + r;
         let (oy, ox) = (pixel / out_w, pixel % out_w);
+        let ix0 = (ox * window.stride[1]) as isize - window.pads[1] as isize;
+        // With dilation 1 the kw taps of a kernel row are adjacent pixels, and in NHWC
+        // with one group their channels are one contiguous run: copy the row at once
+        // when it lies inside the image (a 7x7 stem on RGB copies 21 bytes, not 7 × 3).
+        let row_contiguous =
+            window.dilation[1] == 1 && cin_g == shape.c && ix0 >= 0 && ix0 as usize + kw <= shape.w;
         for ky in 0..kh {
             let iy = (oy * window.stride[0] + ky * window.dilation[0]) as isize
                 - window.pads[0] as isize;
+            let dst_row = &mut row[ky * kw * cin_g..(ky + 1) * kw * cin_g];
+            if iy < 0 || iy as usize >= shape.h {
+                dst_row.fill(pad);
+                continue;
+            }
+            if row_contiguous {
+                let src = shape.index(img, iy as usize, ix0 as usize, c0);
+                dst_row.copy_from_slice(&input[src..src + kw * cin_g]);
+                continue;
+            }
             for kx in 0..kw {
-                let ix = (ox * window.stride[1] + kx * window.dilation[1]) as isize
-                    - window.pads[1] as isize;
-                let dst = &mut row[(ky * kw + kx) * cin_g..][..cin_g];
-                if iy < 0 || ix < 0 || iy as usize >= shape.h || ix as usize >= shape.w {
+                let ix = ix0 + (kx * window.dilation[1]) as isize;
+                let dst = &mut dst_row[kx * cin_g..(kx + 1) * cin_g];
+                if ix < 0 || ix as usize >= shape.w {
                     dst.fill(pad);
                 } else {
                     let src = shape.index(img, iy as usize, ix as usize, c0);

@@ -13,7 +13,7 @@
 //! zero points per output channel; outputs are requantized u8 (with a fused clamp for
 //! ReLU/ReLU6) or dequantized f32, with the arithmetic of [`crate::reference`].
 
-mod depthwise;
+pub(crate) mod depthwise;
 pub mod fp32;
 mod im2col;
 

@@ -3,4 +3,5 @@
 
 pub(crate) mod avx2;
 pub(crate) mod avx512vnni;
+pub(crate) mod dwconv;
 pub(crate) mod qops;
