@@ -6,6 +6,7 @@ mod bench_conv;
 mod bench_gemm;
 mod machine;
 mod measure;
+mod output;
 mod stats;
 
 use anyhow::Result;
@@ -39,6 +40,9 @@ enum Command {
         /// Shapes as MxNxK, comma separated (default: the zoo's transformer shapes and squares).
         #[arg(long)]
         shapes: Option<String>,
+        /// Also write bench-gemm.json and bench-gemm.md (with the machine fingerprint) into DIR.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
         /// Short time budgets (for smoke tests; numbers are noisier).
         #[arg(long)]
         quick: bool,
@@ -51,6 +55,9 @@ enum Command {
         /// Layer ids or network prefixes, comma separated (default: all).
         #[arg(long)]
         layers: Option<String>,
+        /// Also write bench-conv.json and bench-conv.md (with the machine fingerprint) into DIR.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
         /// Short time budgets (for smoke tests; numbers are noisier).
         #[arg(long)]
         quick: bool,
@@ -64,12 +71,14 @@ fn main() -> Result<()> {
             json,
             shapes,
             quick,
-        } => cmd_bench_gemm(json, shapes.as_deref(), quick),
+            out,
+        } => cmd_bench_gemm(json, shapes.as_deref(), quick, out.as_deref()),
         Command::BenchConv {
             json,
             layers,
             quick,
-        } => cmd_bench_conv(json, layers.as_deref(), quick),
+            out,
+        } => cmd_bench_conv(json, layers.as_deref(), quick, out.as_deref()),
     }
 }
 
@@ -118,7 +127,12 @@ fn cmd_machine(json: bool) -> Result<()> {
     Ok(())
 }
 
-fn cmd_bench_gemm(json: bool, shapes: Option<&str>, quick: bool) -> Result<()> {
+fn cmd_bench_gemm(
+    json: bool,
+    shapes: Option<&str>,
+    quick: bool,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
     // Validate everything before the first measurement.
     let shapes = match shapes {
         Some(spec) => bench_gemm::parse_shapes(spec)?,
@@ -135,10 +149,6 @@ fn cmd_bench_gemm(json: bool, shapes: Option<&str>, quick: bool) -> Result<()> {
             eprintln!("measuring {}x{}x{} ...", shape.0, shape.1, shape.2);
         }
         rows.extend(bench_gemm::bench_shape(shape, budget)?);
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
     }
     let mut table = Builder::default();
     table.push_record([
@@ -161,12 +171,16 @@ fn cmd_bench_gemm(json: bool, shapes: Option<&str>, quick: bool) -> Result<()> {
             format!("{:.2}x", r.speedup_vs_fp32),
         ]);
     }
-    println!("{}", table.build().with(Style::markdown()));
-    println!("\nsingle thread; samples of each implementation interleaved in one run; GOP/s = 2·M·N·K / median");
-    Ok(())
+    let note = "single thread; samples of each implementation interleaved in one run; GOP/s = 2·M·N·K / median";
+    finish_bench("bench-gemm", &rows, table, note, json, out)
 }
 
-fn cmd_bench_conv(json: bool, layers: Option<&str>, quick: bool) -> Result<()> {
+fn cmd_bench_conv(
+    json: bool,
+    layers: Option<&str>,
+    quick: bool,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
     let layers = bench_conv::select(layers)?;
     let budget = if quick {
         measure::Budget::QUICK
@@ -179,10 +193,6 @@ fn cmd_bench_conv(json: bool, layers: Option<&str>, quick: bool) -> Result<()> {
             eprintln!("measuring {} ...", layer.id);
         }
         rows.extend(bench_conv::bench_layer(layer, budget)?);
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
     }
     let mut table = Builder::default();
     table.push_record([
@@ -205,7 +215,46 @@ fn cmd_bench_conv(json: bool, layers: Option<&str>, quick: bool) -> Result<()> {
             format!("{:.2}x", r.speedup_vs_fp32),
         ]);
     }
-    println!("{}", table.build().with(Style::markdown()));
-    println!("\nbatch 1, single thread, int8 = requantized u8 output; samples interleaved in one run; GOP/s = 2·MACs / median");
+    let note = "batch 1, single thread, int8 = requantized u8 output; samples interleaved in one run; GOP/s = 2·MACs / median";
+    finish_bench("bench-conv", &rows, table, note, json, out)
+}
+
+/// Prints a bench's rows (JSON or a markdown table) and, with `--out`, writes
+/// `{name}.json` (provenance + rows) and `{name}.md` atomically.
+fn finish_bench(
+    name: &str,
+    rows: &impl serde::Serialize,
+    table: Builder,
+    note: &str,
+    json: bool,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    let markdown = table.build().with(Style::markdown()).to_string();
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+    } else {
+        println!("{markdown}\n\n{note}");
+    }
+    if let Some(dir) = out {
+        let provenance = output::Provenance::detect();
+        output::write_json(
+            &dir.join(format!("{name}.json")),
+            &serde_json::json!({ "schema": format!("qbench.{name}/1"), "provenance": provenance, "rows": rows }),
+        )?;
+        let header = format!(
+            "# qbench {name}\n\n{} ({} cores, {}), kernels: {} active; qbench {} ({})\n\n",
+            provenance.machine.cpu_model,
+            provenance.machine.cores,
+            provenance.machine.features.join(" "),
+            provenance.kernels.active,
+            provenance.qbench_version,
+            provenance.git_commit
+        );
+        output::write_atomic(
+            &dir.join(format!("{name}.md")),
+            format!("{header}{markdown}\n\n{note}\n").as_bytes(),
+        )?;
+        eprintln!("wrote {}/{name}.json and {name}.md", dir.display());
+    }
     Ok(())
 }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job (README: "Run the main job"): build qbench in release mode and write the
+# benchmark report of this machine into reports/runs/<UTC timestamp>/ (or $1).
+# Until the sweep lands, the report is the GEMM and convolution ladders against fp32.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: install Rust with rustup (https://rustup.rs) and re-run" >&2
+  exit 2
+fi
+out=${1:-reports/runs/$(date -u +%Y%m%dT%H%M%SZ)}
+cargo build --release --locked -p qbench
+qbench=${CARGO_TARGET_DIR:-target}/release/qbench
+"$qbench" machine
+"$qbench" bench-gemm --out "$out"
+"$qbench" bench-conv --out "$out"
+echo "report written to $out"
