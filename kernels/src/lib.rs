@@ -29,6 +29,7 @@ mod aarch64;
 
 pub use affine::Affine;
 pub use conv::{conv_dequant, conv_requant, ConvWeights, PackedConv};
+pub use eltwise::AddQuant;
 pub use error::KernelError;
 pub use gemm::{
     gemm_dequant, gemm_i32, gemm_requant, ActZeroPoints, Dequant, MatA, MatB, PackedB, Requant,
@@ -36,3 +37,4 @@ pub use gemm::{
 };
 pub use isa::Rung;
 pub use nhwc::{Nhwc, Window};
+pub use pool::PoolQuant;
