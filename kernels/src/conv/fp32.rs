@@ -156,8 +156,7 @@ impl PackedConvF32 {
                 let cog = cout / self.groups;
                 let k = self.window.kernel[0] * self.window.kernel[1] * cin_g;
                 let pixels = os.h * os.w;
-                // Same tile as the u8 path in rows, so the f32 tile is 4x the bytes.
-                let tile_rows = im2col::tile_rows(k * 4, pixels);
+                let tile_rows = im2col::tile_rows_f32(k, pixels);
                 let mut tile = vec![0f32; tile_rows * k];
                 for img in 0..shape.n {
                     for (g, wg) in w.iter().enumerate() {

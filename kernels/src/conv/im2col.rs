@@ -5,9 +5,19 @@
 
 use crate::nhwc::{Nhwc, Window};
 
-/// Rows per tile: about 128 KiB of u8 im2col, so a tile and its packed copy stay in L2.
+/// Rows per u8 tile: about 256 KiB of im2col, so a tile and its packed copy stay in L2,
+/// but never fewer than 64 rows, so deep layers (k in the thousands) still give the
+/// micro-kernel full row tiles.
 pub(crate) fn tile_rows(k: usize, pixels: usize) -> usize {
-    (128 * 1024 / k.max(1)).clamp(16, 4096).min(pixels.max(1))
+    (256 * 1024 / k.max(1)).clamp(64, 4096).min(pixels.max(1))
+}
+
+/// Rows per f32 tile: the `gemm` crate packs the weights on every call, so the fp32
+/// path takes few, large tiles (up to about 4 MiB of im2col, usually the whole image).
+pub(crate) fn tile_rows_f32(k: usize, pixels: usize) -> usize {
+    (4 * 1024 * 1024 / (4 * k.max(1)))
+        .clamp(64, 1 << 16)
+        .min(pixels.max(1))
 }
 
 /// Fills `tile` (`rows × k`, k = kh·kw·cin_g) for u8 input; `pad` is the zero point.

@@ -1,0 +1,922 @@
+//! The fp32 executor: runs a [`Graph`] on the kernels crate's strong fp32 paths.
+//!
+//! At construction ([`Executor::new`]) it
+//! 1. folds every node whose inputs are all constant (initializers, `Constant`,
+//!    `ConstantOfShape`, `Shape`-derived arithmetic on constants, ...), so constant-filled
+//!    weights and shape subgraphs cost nothing per call;
+//! 2. folds an inference BatchNormalization that is the only reader of a Conv's output into
+//!    the conv's weights and bias, and fuses a following Relu into the conv step;
+//! 3. packs every Conv once into a [`PackedConvF32`] and pre-transposes every constant Gemm
+//!    `B` (with `alpha` folded in), so a call does no weight preparation.
+//!
+//! **Layout.** ONNX activations are NCHW; [`PackedConvF32`] is NHWC. Converting at every
+//! conv would cost two transposes per layer, so 4-D activations stay NHWC from the first
+//! conv on, through the ops that are layout-agnostic or have an NHWC body here (element-wise
+//! ops and broadcasting binaries, BatchNorm, pools, LRN, channel Concat), and are converted
+//! back to NCHW only where an op needs the ONNX order (Flatten, Reshape, Transpose, Gemm,
+//! MatMul, Softmax, Gather, ...) and at the graph outputs. Each runtime value carries a flag
+//! saying which layout its buffer is in; `Shape` reports the logical (NCHW) shape.
+//!
+//! **Batch.** The first dimension of every graph input is free at run time; other declared
+//! fixed dims are checked. **Threads**: [`Options::threads`] goes to the GEMMs and convs
+//! (1 = the calling thread only, the default).
+
+mod ops;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use qbench_kernels::conv::fp32::PackedConvF32;
+use qbench_kernels::fp32::sgemm_into;
+use qbench_kernels::{Nhwc, Window};
+
+use crate::error::{ModelError, Result};
+use crate::ir::{AutoPad, Dim, Graph, Node, Op, ValueInfo};
+use crate::tensor::{broadcast_binary, broadcast_shapes, Data, Tensor};
+
+pub use ops::norm_axis;
+
+/// Executor settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Threads for GEMM and conv; 1 runs on the calling thread only.
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { threads: 1 }
+    }
+}
+
+/// Physical NHWC → logical NCHW, and back.
+const TO_NCHW: [usize; 4] = [0, 3, 1, 2];
+const TO_NHWC: [usize; 4] = [0, 2, 3, 1];
+
+/// A runtime value: a tensor and whether its (rank-4) buffer is NHWC. When `nhwc`, the
+/// tensor's shape is the physical `[n, h, w, c]`.
+#[derive(Clone, Debug)]
+struct Val {
+    t: Tensor,
+    nhwc: bool,
+}
+
+impl Val {
+    fn plain(t: Tensor) -> Val {
+        Val { t, nhwc: false }
+    }
+
+    fn logical_shape(&self) -> Vec<usize> {
+        let s = self.t.shape();
+        if self.nhwc {
+            vec![s[0], s[3], s[1], s[2]]
+        } else {
+            s.to_vec()
+        }
+    }
+}
+
+enum Kernel {
+    Generic,
+    Conv {
+        packed: PackedConvF32,
+        relu: bool,
+    },
+    /// Constant `B` as `k × n` row-major, `alpha` folded in.
+    Gemm {
+        b: Vec<f32>,
+        k: usize,
+        n: usize,
+    },
+}
+
+struct Step {
+    name: String,
+    op: Op,
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<Option<usize>>,
+    kernel: Kernel,
+}
+
+/// A graph prepared to run: constants folded, convs packed. Immutable and `Sync`; one
+/// executor can serve calls from several threads.
+pub struct Executor {
+    inputs: Vec<(usize, ValueInfo)>,
+    outputs: Vec<(usize, String)>,
+    /// Constants by slot (folded and initializers that running steps still read).
+    consts: Vec<Option<Val>>,
+    steps: Vec<Step>,
+    /// How many steps (and graph outputs) read each slot.
+    uses: Vec<usize>,
+    threads: usize,
+}
+
+fn exec_err(node: &str, op: &Op, e: impl std::fmt::Display) -> ModelError {
+    ModelError::Exec {
+        node: node.to_string(),
+        op: op.onnx_name().to_string(),
+        msg: e.to_string(),
+    }
+}
+
+impl Executor {
+    /// Prepares `graph` (see the module docs for what is folded and packed).
+    pub fn new(graph: &Graph, opts: Options) -> Result<Executor> {
+        graph.validate(&graph.name)?;
+        let threads = opts.threads.max(1);
+        let mut consts: HashMap<String, Tensor> = graph
+            .initializers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut live: Vec<Node> = Vec::new();
+        for node in &graph.nodes {
+            let all_const = node
+                .inputs
+                .iter()
+                .all(|i| i.is_empty() || consts.contains_key(i));
+            if all_const && !matches!(node.op, Op::Conv { .. }) {
+                let args: Vec<Option<Cow<Val>>> = node
+                    .inputs
+                    .iter()
+                    .map(|i| (!i.is_empty()).then(|| Cow::Owned(Val::plain(consts[i].clone()))))
+                    .collect();
+                let outs = eval(&node.op, &Kernel::Generic, args, threads)
+                    .map_err(|e| exec_err(&node.name, &node.op, e))?;
+                for (name, v) in node.outputs.iter().zip(outs) {
+                    if !name.is_empty() {
+                        consts.insert(name.clone(), v.t);
+                    }
+                }
+            } else {
+                live.push(node.clone());
+            }
+        }
+        let graph_outputs: Vec<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
+        let live = fuse(live, &mut consts, &graph_outputs)?;
+
+        // Slots: every name a running step or a graph output reads or writes.
+        let mut slot_of: HashMap<String, usize> = HashMap::new();
+        let mut slot = |name: &str| -> usize {
+            let n = slot_of.len();
+            *slot_of.entry(name.to_string()).or_insert(n)
+        };
+        let inputs: Vec<(usize, ValueInfo)> = graph
+            .inputs
+            .iter()
+            .map(|vi| (slot(&vi.name), vi.clone()))
+            .collect();
+        let mut steps = Vec::with_capacity(live.len());
+        for node in live {
+            let kernel = prepare(&node, &consts)?;
+            // A conv step reads only X and a packed gemm step A and C: the weights live
+            // in the kernel, so their slots are not read (and not kept) at run time.
+            let read = |k: usize| match kernel {
+                Kernel::Generic => true,
+                Kernel::Conv { .. } => k == 0,
+                Kernel::Gemm { .. } => k != 1,
+            };
+            let ins = node
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(k, i)| (!i.is_empty() && read(k)).then(|| slot(i)))
+                .collect();
+            let outs = node
+                .outputs
+                .iter()
+                .map(|o| (!o.is_empty()).then(|| slot(o)))
+                .collect();
+            steps.push(Step {
+                name: node.name,
+                op: node.op,
+                inputs: ins,
+                outputs: outs,
+                kernel,
+            });
+        }
+        let outputs: Vec<(usize, String)> = graph
+            .outputs
+            .iter()
+            .map(|o| (slot(&o.name), o.name.clone()))
+            .collect();
+        let nslots = slot_of.len();
+        let mut const_slots: Vec<Option<Val>> = vec![None; nslots];
+        for (name, &s) in &slot_of {
+            if let Some(t) = consts.get(name) {
+                if !graph.inputs.iter().any(|i| &i.name == name) {
+                    const_slots[s] = Some(Val::plain(t.clone()));
+                }
+            }
+        }
+        let mut uses = vec![0usize; nslots];
+        for st in &steps {
+            for s in st.inputs.iter().flatten() {
+                uses[*s] += 1;
+            }
+        }
+        for (s, _) in &outputs {
+            uses[*s] += 1;
+        }
+        Ok(Executor {
+            inputs,
+            outputs,
+            consts: const_slots,
+            steps,
+            uses,
+            threads,
+        })
+    }
+
+    /// Number of steps that run per call (after folding and fusion).
+    pub fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Runs on `inputs` in the graph's input order; returns the outputs in its output
+    /// order, NCHW as ONNX defines them.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(ModelError::Tensor(format!(
+                "the graph has {} inputs, {} given",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut vals: Vec<Option<Val>> = vec![None; self.consts.len()];
+        for ((slot, vi), t) in self.inputs.iter().zip(inputs) {
+            check_input(vi, t)?;
+            vals[*slot] = Some(Val::plain(t.clone()));
+        }
+        let mut remaining = self.uses.clone();
+        for st in &self.steps {
+            let ins = &st.inputs[..];
+            // Take a runtime value this step is the last reader of, so element-wise ops
+            // can work in place; borrow everything else.
+            let mut owned: Vec<Option<Val>> = ins
+                .iter()
+                .map(|s| match s {
+                    Some(s)
+                        if remaining[*s] == 1
+                            && vals[*s].is_some()
+                            && ins.iter().filter(|x| **x == Some(*s)).count() == 1 =>
+                    {
+                        vals[*s].take()
+                    }
+                    _ => None,
+                })
+                .collect();
+            let mut args: Vec<Option<Cow<Val>>> = Vec::with_capacity(ins.len());
+            for (k, s) in ins.iter().enumerate() {
+                args.push(match (owned[k].take(), s) {
+                    (Some(v), _) => Some(Cow::Owned(v)),
+                    (None, None) => None,
+                    (None, Some(s)) => {
+                        let v =
+                            vals[*s]
+                                .as_ref()
+                                .or(self.consts[*s].as_ref())
+                                .ok_or_else(|| {
+                                    exec_err(&st.name, &st.op, format!("input slot {s} is empty"))
+                                })?;
+                        Some(Cow::Borrowed(v))
+                    }
+                });
+            }
+            let outs = eval(&st.op, &st.kernel, args, self.threads)
+                .map_err(|e| exec_err(&st.name, &st.op, e))?;
+            for s in ins.iter().flatten() {
+                remaining[*s] = remaining[*s].saturating_sub(1);
+                if remaining[*s] == 0 {
+                    vals[*s] = None;
+                }
+            }
+            for (s, v) in st.outputs.iter().zip(outs) {
+                if let Some(s) = s {
+                    vals[*s] = Some(v);
+                }
+            }
+        }
+        self.outputs
+            .iter()
+            .map(|(s, name)| {
+                let v = vals[*s]
+                    .clone()
+                    .or_else(|| self.consts[*s].clone())
+                    .ok_or_else(|| {
+                        ModelError::Tensor(format!("output {name:?} was not computed"))
+                    })?;
+                Ok(to_plain(Cow::Owned(v))?.into_owned())
+            })
+            .collect()
+    }
+}
+
+fn check_input(vi: &ValueInfo, t: &Tensor) -> Result<()> {
+    let bad = t.rank() != vi.dims.len()
+        || vi
+            .dims
+            .iter()
+            .zip(t.shape())
+            .enumerate()
+            .any(|(i, (d, &x))| i > 0 && matches!(d, Dim::Fixed(f) if *f != x));
+    if bad || !t.is_f32() {
+        return Err(ModelError::Tensor(format!(
+            "input {:?}: expected f32 {:?} (first dim free), got {:?} shape {:?}",
+            vi.name,
+            vi.dims,
+            if t.is_f32() { "f32" } else { "i64" },
+            t.shape()
+        )));
+    }
+    Ok(())
+}
+
+/// Folds Conv → BatchNormalization into the conv, and Conv → Relu into one step (the
+/// conv takes the Relu's outputs and a marker 4th input). Both need the conv output to
+/// have no other reader and not be a graph output.
+fn fuse(
+    nodes: Vec<Node>,
+    consts: &mut HashMap<String, Tensor>,
+    graph_outputs: &[&str],
+) -> Result<Vec<Node>> {
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for n in &nodes {
+        for i in n.inputs.iter().filter(|i| !i.is_empty()) {
+            *readers.entry(i.clone()).or_default() += 1;
+        }
+    }
+    let mut out: Vec<Node> = Vec::with_capacity(nodes.len());
+    let mut nodes = nodes.into_iter().peekable();
+    while let Some(mut node) = nodes.next() {
+        if let Op::Conv { .. } = node.op {
+            let private =
+                |name: &str| readers.get(name) == Some(&1) && !graph_outputs.contains(&name);
+            // BatchNorm right after, reading this conv's output only.
+            if let Some(bn) = nodes.peek() {
+                let foldable = matches!(bn.op, Op::BatchNorm { .. })
+                    && bn.inputs.first() == node.outputs.first()
+                    && private(&node.outputs[0])
+                    && bn.inputs.len() == 5
+                    && bn.inputs[1..].iter().all(|i| consts.contains_key(i))
+                    && node.inputs.get(1).is_some_and(|w| consts.contains_key(w))
+                    && node
+                        .inputs
+                        .get(2)
+                        .is_none_or(|b| b.is_empty() || consts.contains_key(b));
+                if foldable {
+                    let bn = nodes.next().expect("peeked");
+                    let Op::BatchNorm { epsilon } = bn.op else {
+                        unreachable!()
+                    };
+                    let p = |i: usize| consts[&bn.inputs[i]].f32s().map(<[f32]>::to_vec);
+                    let (scale, beta, mean, var) = (p(1)?, p(2)?, p(3)?, p(4)?);
+                    let w = &consts[&node.inputs[1]];
+                    let co = w.shape().first().copied().unwrap_or(0);
+                    if [&scale, &beta, &mean, &var].iter().any(|v| v.len() != co) {
+                        return Err(exec_err(
+                            &bn.name,
+                            &bn.op,
+                            format!("parameters do not have {co} channels"),
+                        ));
+                    }
+                    let per = w.len() / co.max(1);
+                    let mut wv = w.f32s()?.to_vec();
+                    let bias0: Vec<f32> = match node.inputs.get(2).filter(|b| !b.is_empty()) {
+                        Some(b) => consts[b].f32s()?.to_vec(),
+                        None => vec![0.0; co],
+                    };
+                    let mut bias = vec![0f32; co];
+                    for c in 0..co {
+                        let s = scale[c] / (var[c] + epsilon).sqrt();
+                        wv[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= s);
+                        bias[c] = (bias0[c] - mean[c]) * s + beta[c];
+                    }
+                    let wname = format!("{}::bn_folded_w", node.name);
+                    let bname = format!("{}::bn_folded_b", node.name);
+                    consts.insert(wname.clone(), Tensor::new(w.shape().to_vec(), wv)?);
+                    consts.insert(bname.clone(), Tensor::new(vec![co], bias)?);
+                    node.inputs = vec![node.inputs[0].clone(), wname, bname];
+                    node.outputs = vec![bn.outputs[0].clone()];
+                }
+            }
+            // Relu right after: the conv step applies it (its outputs become the Relu's).
+            if let Some(r) = nodes.peek() {
+                if r.op == Op::Relu
+                    && r.inputs.first() == node.outputs.first()
+                    && private(&node.outputs[0])
+                {
+                    let r = nodes.next().expect("peeked");
+                    node.outputs = r.outputs.clone();
+                    node.name = format!("{}+{}", node.name, r.name);
+                    // Marker input: an empty 4th input slot says "fused relu".
+                    node.inputs.resize(3, String::new());
+                    node.inputs.push(FUSED_RELU.to_string());
+                }
+            }
+        }
+        out.push(node);
+    }
+    if out.iter().any(|n| n.inputs.iter().any(|i| i == FUSED_RELU)) {
+        consts.insert(FUSED_RELU.to_string(), Tensor::scalar(0.0));
+    }
+    Ok(out)
+}
+
+/// Name of the marker constant whose presence as a Conv's 4th input means "fused Relu".
+const FUSED_RELU: &str = "::qbench_fused_relu";
+
+/// Packs what a step can pack: conv weights, constant Gemm `B`.
+fn prepare(node: &Node, consts: &HashMap<String, Tensor>) -> Result<Kernel> {
+    let err = |e: &dyn std::fmt::Display| exec_err(&node.name, &node.op, e);
+    match &node.op {
+        Op::Conv { spatial, group } => {
+            let w = node
+                .inputs
+                .get(1)
+                .and_then(|w| consts.get(w))
+                .ok_or_else(|| err(&"weights must be constant (an initializer or foldable)"))?;
+            let ws = w.shape();
+            if ws.len() != 4 {
+                return Err(err(&format!(
+                    "only 2-D convolution is supported; weights have shape {ws:?}"
+                )));
+            }
+            let k = [ws[2], ws[3]];
+            if spatial.kernel.is_some_and(|ks| ks != k) {
+                return Err(err(&format!(
+                    "kernel_shape {:?} differs from the weights' {k:?}",
+                    spatial.kernel
+                )));
+            }
+            if matches!(spatial.auto_pad, AutoPad::SameUpper | AutoPad::SameLower)
+                && spatial.strides != [1, 1]
+            {
+                return Err(err(&"auto_pad SAME with stride > 1 is not supported (pads depend on the input size)"));
+            }
+            // With unit stride, SAME pads do not depend on the input size.
+            let pads = spatial.resolve_pads(k, 1024, 1024);
+            let window = Window::new(k[0], k[1])
+                .stride(spatial.strides[0], spatial.strides[1])
+                .dilation(spatial.dilations[0], spatial.dilations[1])
+                .pads(pads);
+            let bias = match node.inputs.get(2).filter(|b| !b.is_empty()) {
+                Some(b) => Some(
+                    consts
+                        .get(b)
+                        .ok_or_else(|| err(&"bias must be constant"))?
+                        .f32s()?,
+                ),
+                None => None,
+            };
+            let packed = PackedConvF32::new(w.f32s()?, ws[0], ws[1], *group, window, bias)
+                .map_err(|e| err(&e))?;
+            let relu = node.inputs.get(3).is_some_and(|i| i == FUSED_RELU);
+            Ok(Kernel::Conv { packed, relu })
+        }
+        Op::Gemm { alpha, trans_b, .. } => {
+            let Some(b) = node.inputs.get(1).and_then(|b| consts.get(b)) else {
+                return Ok(Kernel::Generic);
+            };
+            if b.rank() != 2 {
+                return Err(err(&format!("B must be 2-D, has shape {:?}", b.shape())));
+            }
+            let bt = if *trans_b {
+                b.transposed(&[1, 0])?
+            } else {
+                b.clone()
+            };
+            let (k, n) = (bt.shape()[0], bt.shape()[1]);
+            let bv: Vec<f32> = bt.f32s()?.iter().map(|x| x * alpha).collect();
+            Ok(Kernel::Gemm { b: bv, k, n })
+        }
+        _ => Ok(Kernel::Generic),
+    }
+}
+
+fn to_plain(v: Cow<Val>) -> Result<Cow<Tensor>> {
+    Ok(match v {
+        Cow::Borrowed(v) if v.nhwc => Cow::Owned(v.t.transposed(&TO_NCHW)?),
+        Cow::Borrowed(v) => Cow::Borrowed(&v.t),
+        Cow::Owned(v) if v.nhwc => Cow::Owned(v.t.transposed(&TO_NCHW)?),
+        Cow::Owned(v) => Cow::Owned(v.t),
+    })
+}
+
+fn to_nhwc(v: Cow<Val>) -> Result<(Cow<Tensor>, Nhwc)> {
+    let t = match v {
+        Cow::Borrowed(v) if v.nhwc => Cow::Borrowed(&v.t),
+        Cow::Owned(v) if v.nhwc => Cow::Owned(v.t),
+        v => {
+            if v.t.rank() != 4 {
+                return Err(ModelError::Tensor(format!(
+                    "expected a 4-D NCHW tensor, got shape {:?}",
+                    v.t.shape()
+                )));
+            }
+            Cow::Owned(v.t.transposed(&TO_NHWC)?)
+        }
+    };
+    let s = t.shape();
+    let shape = Nhwc::new(s[0], s[1], s[2], s[3]);
+    Ok((t, shape))
+}
+
+fn arg<'a>(args: &mut [Option<Cow<'a, Val>>], i: usize) -> Result<Cow<'a, Val>> {
+    args.get_mut(i)
+        .and_then(Option::take)
+        .ok_or_else(|| ModelError::Tensor(format!("missing input {i}")))
+}
+
+fn opt_arg<'a>(args: &mut [Option<Cow<'a, Val>>], i: usize) -> Option<Cow<'a, Val>> {
+    args.get_mut(i).and_then(Option::take)
+}
+
+/// A scalar f32 from an optional input (Clip bounds).
+fn scalar_arg(args: &mut [Option<Cow<Val>>], i: usize) -> Result<Option<f32>> {
+    match opt_arg(args, i) {
+        None => Ok(None),
+        Some(v) => {
+            let t = to_plain(v)?;
+            match t.f32s()? {
+                [x] => Ok(Some(*x)),
+                _ => Err(ModelError::Tensor(format!(
+                    "input {i} must be a scalar, has shape {:?}",
+                    t.shape()
+                ))),
+            }
+        }
+    }
+}
+
+fn map_in_place(v: Cow<Val>, f: impl Fn(f32) -> f32) -> Result<Val> {
+    let mut v = v.into_owned();
+    for x in v.t.f32s_mut()? {
+        *x = f(*x);
+    }
+    Ok(v)
+}
+
+/// A broadcasting binary op on values in either layout. When one operand is NHWC and the
+/// result is 4-D, the others are brought into NHWC order (cheap: they are usually small
+/// per-channel constants) and the result stays NHWC.
+fn binary(a: Cow<Val>, b: Cow<Val>, f: fn(f32, f32) -> f32) -> Result<Val> {
+    if a.nhwc == b.nhwc && a.t.shape() == b.t.shape() {
+        let mut out = a.into_owned();
+        for (x, &y) in out.t.f32s_mut()?.iter_mut().zip(b.t.f32s()?) {
+            *x = f(*x, y);
+        }
+        return Ok(out);
+    }
+    let out_rank = broadcast_shapes(&a.logical_shape(), &b.logical_shape())?.len();
+    if (a.nhwc || b.nhwc) && out_rank == 4 {
+        let phys = |v: &Val| -> Result<Tensor> {
+            if v.nhwc {
+                return Ok(v.t.clone());
+            }
+            let mut s = v.t.shape().to_vec();
+            while s.len() < 4 {
+                s.insert(0, 1);
+            }
+            v.t.clone().reshaped(s)?.transposed(&TO_NHWC)
+        };
+        let t = broadcast_binary(&phys(&a)?, &phys(&b)?, f)?;
+        return Ok(Val { t, nhwc: true });
+    }
+    let t = broadcast_binary(&*to_plain(a)?, &*to_plain(b)?, f)?;
+    Ok(Val::plain(t))
+}
+
+/// Evaluates one op. `args[i]` is `None` for an omitted optional input.
+fn eval(
+    op: &Op,
+    kernel: &Kernel,
+    mut args: Vec<Option<Cow<Val>>>,
+    threads: usize,
+) -> Result<Vec<Val>> {
+    let a = &mut args;
+    let one = |v: Val| Ok(vec![v]);
+    match op {
+        Op::Conv { .. } => {
+            let Kernel::Conv { packed, relu } = kernel else {
+                return Err(ModelError::Tensor("conv was not prepared".into()));
+            };
+            let (x, shape) = to_nhwc(arg(a, 0)?)?;
+            let os = packed.output_shape(shape)?;
+            let mut out = vec![0f32; os.len()];
+            packed.run(x.f32s()?, shape, &mut out, threads)?;
+            if *relu {
+                out.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            one(Val {
+                t: Tensor::new(vec![os.n, os.h, os.w, os.c], out)?,
+                nhwc: true,
+            })
+        }
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => {
+            let at = to_plain(arg(a, 0)?)?;
+            if at.rank() != 2 {
+                return Err(ModelError::Tensor(format!(
+                    "Gemm A must be 2-D, has shape {:?}",
+                    at.shape()
+                )));
+            }
+            let at = if *trans_a {
+                Cow::Owned(at.transposed(&[1, 0])?)
+            } else {
+                at
+            };
+            let (m, ka) = (at.shape()[0], at.shape()[1]);
+            let runtime_b;
+            let (bv, k, n): (&[f32], usize, usize) = match kernel {
+                Kernel::Gemm { b, k, n } => (b, *k, *n),
+                _ => {
+                    let b = to_plain(arg(a, 1)?)?;
+                    if b.rank() != 2 {
+                        return Err(ModelError::Tensor(format!(
+                            "Gemm B must be 2-D, has shape {:?}",
+                            b.shape()
+                        )));
+                    }
+                    let bt = if *trans_b {
+                        b.transposed(&[1, 0])?
+                    } else {
+                        b.into_owned()
+                    };
+                    let (k, n) = (bt.shape()[0], bt.shape()[1]);
+                    runtime_b = bt.f32s()?.iter().map(|x| x * alpha).collect::<Vec<f32>>();
+                    (&runtime_b, k, n)
+                }
+            };
+            if k != ka {
+                return Err(ModelError::Tensor(format!(
+                    "Gemm: A is {m}x{ka}, B' is {k}x{n}"
+                )));
+            }
+            let mut out = match opt_arg(a, 2) {
+                Some(c) => {
+                    let c = to_plain(c)?;
+                    let z = Tensor::zeros(vec![m, n]);
+                    let beta = *beta;
+                    broadcast_binary(&z, &c, move |_, c| beta * c)?.into_f32s()?
+                }
+                None => vec![0f32; m * n],
+            };
+            if out.len() != m * n {
+                return Err(ModelError::Tensor(format!(
+                    "Gemm: C does not broadcast to {m}x{n}"
+                )));
+            }
+            sgemm_into(m, n, k, at.f32s()?, k, bv, n, &mut out, n, threads);
+            one(Val::plain(Tensor::new(vec![m, n], out)?))
+        }
+        Op::MatMul => {
+            let x = to_plain(arg(a, 0)?)?;
+            let y = to_plain(arg(a, 1)?)?;
+            one(Val::plain(ops::matmul(&x, &y, threads)?))
+        }
+        Op::BatchNorm { epsilon } => {
+            let x = arg(a, 0)?;
+            let p = |a: &mut Vec<Option<Cow<Val>>>, i| -> Result<Vec<f32>> {
+                Ok(to_plain(arg(a, i)?)?.f32s()?.to_vec())
+            };
+            let (scale, bias, mean, var) = (p(a, 1)?, p(a, 2)?, p(a, 3)?, p(a, 4)?);
+            let c = x.logical_shape().get(1).copied().unwrap_or(0);
+            if [&scale, &bias, &mean, &var].iter().any(|v| v.len() != c) {
+                return Err(ModelError::Tensor(format!(
+                    "BatchNormalization parameters must have {c} values"
+                )));
+            }
+            let s: Vec<f32> = (0..c)
+                .map(|i| scale[i] / (var[i] + epsilon).sqrt())
+                .collect();
+            let b: Vec<f32> = (0..c).map(|i| bias[i] - mean[i] * s[i]).collect();
+            let mut v = x.into_owned();
+            let shape = v.t.shape().to_vec();
+            ops::channel_affine(v.t.f32s_mut()?, &shape, v.nhwc, &s, &b);
+            one(v)
+        }
+        Op::Relu => one(map_in_place(arg(a, 0)?, |x| x.max(0.0))?),
+        Op::Clip { min, max } => {
+            let x = arg(a, 0)?;
+            let lo = match min {
+                Some(m) => *m,
+                None => scalar_arg(a, 1)?.unwrap_or(f32::NEG_INFINITY),
+            };
+            let hi = match max {
+                Some(m) => *m,
+                None => scalar_arg(a, 2)?.unwrap_or(f32::INFINITY),
+            };
+            one(map_in_place(x, move |v| v.max(lo).min(hi))?)
+        }
+        Op::Sigmoid => one(map_in_place(arg(a, 0)?, |x| 1.0 / (1.0 + (-x).exp()))?),
+        Op::HardSigmoid { alpha, beta } => {
+            let (al, be) = (*alpha, *beta);
+            one(map_in_place(arg(a, 0)?, move |x| {
+                (al * x + be).clamp(0.0, 1.0)
+            })?)
+        }
+        Op::HardSwish => one(map_in_place(arg(a, 0)?, |x| {
+            x * (x / 6.0 + 0.5).clamp(0.0, 1.0)
+        })?),
+        Op::Identity => one(arg(a, 0)?.into_owned()),
+        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Sum => {
+            let f: fn(f32, f32) -> f32 = match op {
+                Op::Sub => |x, y| x - y,
+                Op::Mul => |x, y| x * y,
+                Op::Div => |x, y| x / y,
+                _ => |x, y| x + y,
+            };
+            let mut items: Vec<Cow<Val>> = args.into_iter().flatten().collect();
+            if items.is_empty() {
+                return Err(ModelError::Tensor("no inputs".into()));
+            }
+            // Prefer an owned operand first so the common same-shape case is in place.
+            if matches!(op, Op::Add | Op::Mul | Op::Sum) {
+                if let Some(i) = items.iter().position(|v| matches!(v, Cow::Owned(_))) {
+                    items.swap(0, i);
+                }
+            }
+            let mut it = items.into_iter();
+            let mut acc = it.next().expect("non-empty");
+            for b in it {
+                acc = Cow::Owned(binary(acc, b, f)?);
+            }
+            one(acc.into_owned())
+        }
+        Op::MaxPool { spatial } | Op::AveragePool { spatial, .. } => {
+            let (x, shape) = to_nhwc(arg(a, 0)?)?;
+            let g = ops::pool_geom(spatial, shape)?;
+            let (max, cip) = match op {
+                Op::AveragePool {
+                    count_include_pad, ..
+                } => (false, *count_include_pad),
+                _ => (true, false),
+            };
+            let out = ops::pool_nhwc(x.f32s()?, shape, &g, max, cip);
+            one(Val {
+                t: Tensor::new(vec![shape.n, g.oh, g.ow, shape.c], out)?,
+                nhwc: true,
+            })
+        }
+        Op::GlobalAveragePool => {
+            let (x, shape) = to_nhwc(arg(a, 0)?)?;
+            let out = ops::global_avg_nhwc(x.f32s()?, shape);
+            one(Val {
+                t: Tensor::new(vec![shape.n, 1, 1, shape.c], out)?,
+                nhwc: true,
+            })
+        }
+        Op::Lrn {
+            alpha,
+            beta,
+            bias,
+            size,
+        } => {
+            let (x, shape) = to_nhwc(arg(a, 0)?)?;
+            let out = ops::lrn_nhwc(x.f32s()?, shape.c, *alpha, *beta, *bias, *size);
+            one(Val {
+                t: Tensor::new(x.shape().to_vec(), out)?,
+                nhwc: true,
+            })
+        }
+        Op::Flatten { axis } => {
+            let x = to_plain(arg(a, 0)?)?.into_owned();
+            let r = x.rank() as i64;
+            let ax = if *axis < 0 { axis + r } else { *axis };
+            if ax < 0 || ax > r {
+                return Err(ModelError::Tensor(format!(
+                    "Flatten axis {axis} out of range for rank {r}"
+                )));
+            }
+            let ax = ax as usize;
+            let shape = vec![
+                x.shape()[..ax].iter().product(),
+                x.shape()[ax..].iter().product(),
+            ];
+            one(Val::plain(x.reshaped(shape)?))
+        }
+        Op::Reshape => {
+            let x = to_plain(arg(a, 0)?)?.into_owned();
+            let spec = to_plain(arg(a, 1)?)?;
+            let target = ops::reshape_target(x.shape(), spec.i64s()?)?;
+            one(Val::plain(x.reshaped(target)?))
+        }
+        Op::Transpose { perm } => {
+            let x = to_plain(arg(a, 0)?)?;
+            let perm: Vec<usize> = perm
+                .clone()
+                .unwrap_or_else(|| (0..x.rank()).rev().collect());
+            one(Val::plain(x.transposed(&perm)?))
+        }
+        Op::Concat { axis } => {
+            let items: Vec<Cow<Val>> = args.into_iter().flatten().collect();
+            let rank = items.first().map_or(0, |v| v.t.rank());
+            let ax = ops::norm_axis(*axis, rank)?;
+            if rank == 4 && items.iter().any(|v| v.nhwc) {
+                let phys = [0, 3, 1, 2][ax];
+                let parts = items
+                    .into_iter()
+                    .map(|v| to_nhwc(v).map(|p| p.0))
+                    .collect::<Result<Vec<_>>>()?;
+                let refs: Vec<&Tensor> = parts.iter().map(|c| c.as_ref()).collect();
+                return one(Val {
+                    t: ops::concat(&refs, phys)?,
+                    nhwc: true,
+                });
+            }
+            let parts = items
+                .into_iter()
+                .map(to_plain)
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&Tensor> = parts.iter().map(|c| c.as_ref()).collect();
+            one(Val::plain(ops::concat(&refs, ax)?))
+        }
+        Op::Softmax { axis, legacy } => {
+            let x = to_plain(arg(a, 0)?)?;
+            one(Val::plain(ops::softmax(&x, *axis, *legacy)?))
+        }
+        Op::Constant { value } => one(Val::plain(value.clone())),
+        Op::ConstantOfShape { value } => {
+            let s = to_plain(arg(a, 0)?)?;
+            let shape = s
+                .i64s()?
+                .iter()
+                .map(|&d| {
+                    usize::try_from(d)
+                        .map_err(|_| ModelError::Tensor(format!("negative dimension {d}")))
+                })
+                .collect::<Result<Vec<usize>>>()?;
+            let n = shape
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                .filter(|&n| n <= crate::onnx::MAX_ELEMENTS)
+                .ok_or_else(|| ModelError::Tensor(format!("shape {shape:?} is too large")))?;
+            let t = match value.data() {
+                Data::F32(v) => Tensor::new(shape, vec![v.first().copied().unwrap_or(0.0); n])?,
+                Data::I64(v) => Tensor::new_i64(shape, vec![v.first().copied().unwrap_or(0); n])?,
+            };
+            one(Val::plain(t))
+        }
+        Op::Shape => {
+            let x = arg(a, 0)?;
+            one(Val::plain(Tensor::from_i64s(
+                x.logical_shape().iter().map(|&d| d as i64).collect(),
+            )))
+        }
+        Op::Gather { axis } => {
+            let x = to_plain(arg(a, 0)?)?;
+            let idx = to_plain(arg(a, 1)?)?;
+            let ax = ops::norm_axis(*axis, x.rank())?;
+            one(Val::plain(ops::gather(&x, &idx, ax)?))
+        }
+        Op::Unsqueeze { axes } | Op::Squeeze { axes } => {
+            let x = to_plain(arg(a, 0)?)?.into_owned();
+            let axes: Option<Vec<i64>> = match axes {
+                Some(ax) => Some(ax.clone()),
+                None => opt_arg(a, 1)
+                    .map(|t| to_plain(t).and_then(|t| Ok(t.i64s()?.to_vec())))
+                    .transpose()?,
+            };
+            let mut shape = x.shape().to_vec();
+            if matches!(op, Op::Unsqueeze { .. }) {
+                let axes = axes.ok_or_else(|| ModelError::Tensor("Unsqueeze needs axes".into()))?;
+                let out_rank = shape.len() + axes.len();
+                let mut norm = axes
+                    .iter()
+                    .map(|&ax| ops::norm_axis(ax, out_rank))
+                    .collect::<Result<Vec<_>>>()?;
+                norm.sort_unstable();
+                for ax in norm {
+                    shape.insert(ax, 1);
+                }
+            } else {
+                match axes {
+                    Some(axes) => {
+                        let mut norm = axes
+                            .iter()
+                            .map(|&ax| ops::norm_axis(ax, shape.len()))
+                            .collect::<Result<Vec<_>>>()?;
+                        norm.sort_unstable();
+                        for ax in norm.into_iter().rev() {
+                            if shape[ax] != 1 {
+                                return Err(ModelError::Tensor(format!(
+                                    "Squeeze axis {ax} has size {}",
+                                    shape[ax]
+                                )));
+                            }
+                            shape.remove(ax);
+                        }
+                    }
+                    None => shape.retain(|&d| d != 1),
+                }
+            }
+            one(Val::plain(x.reshaped(shape)?))
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The executor's op bodies on plain tensors (ONNX semantics, row-major) and on NHWC
+//! buffers (pooling, LRN, per-channel affine). Conv and the GEMMs call the kernels crate;
+//! everything here is light compared to them and written for clarity first.
+
+use qbench_kernels::fp32::sgemm;
+use qbench_kernels::Nhwc;
+
+use crate::error::{tensor_err, Result};
+use crate::ir::Spatial;
+use crate::tensor::{broadcast_shapes, broadcast_strides, Data, Tensor};
+
+/// Normalises a possibly negative axis against `rank`.
+pub fn norm_axis(axis: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r {
+        return tensor_err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+/// Output size of one spatial axis for a pool or conv window (ONNX, with `ceil_mode`:
+/// a window must start inside the input or its begin pad).
+pub fn pool_out(
+    input: usize,
+    pad_b: usize,
+    pad_e: usize,
+    k: usize,
+    d: usize,
+    s: usize,
+    ceil: bool,
+) -> Result<usize> {
+    let span = d * (k - 1) + 1;
+    let total = input + pad_b + pad_e;
+    if total < span || s == 0 {
+        return tensor_err(format!(
+            "window {k} (dilation {d}) does not fit input {input} with pads {pad_b}+{pad_e}"
+        ));
+    }
+    let mut out = if ceil {
+        (total - span).div_ceil(s) + 1
+    } else {
+        (total - span) / s + 1
+    };
+    if ceil && (out - 1) * s >= input + pad_b {
+        out -= 1;
+    }
+    Ok(out)
+}
+
+pub struct PoolGeom {
+    pub k: [usize; 2],
+    pub s: [usize; 2],
+    pub d: [usize; 2],
+    pub pads: [usize; 4],
+    pub oh: usize,
+    pub ow: usize,
+}
+
+pub fn pool_geom(sp: &Spatial, shape: Nhwc) -> Result<PoolGeom> {
+    let Some(k) = sp.kernel else {
+        return tensor_err("pool without kernel_shape");
+    };
+    let pads = sp.resolve_pads(k, shape.h, shape.w);
+    let oh = pool_out(
+        shape.h,
+        pads[0],
+        pads[2],
+        k[0],
+        sp.dilations[0],
+        sp.strides[0],
+        sp.ceil_mode,
+    )?;
+    let ow = pool_out(
+        shape.w,
+        pads[1],
+        pads[3],
+        k[1],
+        sp.dilations[1],
+        sp.strides[1],
+        sp.ceil_mode,
+    )?;
+    Ok(PoolGeom {
+        k,
+        s: sp.strides,
+        d: sp.dilations,
+        pads,
+        oh,
+        ow,
+    })
+}
+
+/// Max or average pool on an NHWC buffer. For the average, `count_include_pad` counts
+/// taps in the padded region (but not those past the end pad that `ceil_mode` adds).
+pub fn pool_nhwc(
+    x: &[f32],
+    shape: Nhwc,
+    g: &PoolGeom,
+    max: bool,
+    count_include_pad: bool,
+) -> Vec<f32> {
+    let c = shape.c;
+    let mut out = vec![0f32; shape.n * g.oh * g.ow * c];
+    let init = if max { f32::NEG_INFINITY } else { 0.0 };
+    for img in 0..shape.n {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let o = ((img * g.oh + oy) * g.ow + ox) * c;
+                let acc = &mut out[o..o + c];
+                acc.fill(init);
+                let mut taps = 0usize;
+                let mut padded_taps = 0usize;
+                for ky in 0..g.k[0] {
+                    let iy = (oy * g.s[0] + ky * g.d[0]) as isize - g.pads[0] as isize;
+                    let in_pad_h = iy < (shape.h + g.pads[2]) as isize;
+                    for kx in 0..g.k[1] {
+                        let ix = (ox * g.s[1] + kx * g.d[1]) as isize - g.pads[1] as isize;
+                        if in_pad_h && ix < (shape.w + g.pads[3]) as isize {
+                            padded_taps += 1;
+                        }
+                        if iy < 0 || ix < 0 || iy as usize >= shape.h || ix as usize >= shape.w {
+                            continue;
+                        }
+                        taps += 1;
+                        let i = shape.index(img, iy as usize, ix as usize, 0);
+                        let row = &x[i..i + c];
+                        if max {
+                            for (a, &v) in acc.iter_mut().zip(row) {
+                                *a = a.max(v);
+                            }
+                        } else {
+                            for (a, &v) in acc.iter_mut().zip(row) {
+                                *a += v;
+                            }
+                        }
+                    }
+                }
+                if !max {
+                    let n = if count_include_pad { padded_taps } else { taps };
+                    let inv = 1.0 / n.max(1) as f32;
+                    for a in acc.iter_mut() {
+                        *a *= inv;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Global average pool on NHWC: one row of `c` means per image.
+pub fn global_avg_nhwc(x: &[f32], shape: Nhwc) -> Vec<f32> {
+    let c = shape.c;
+    let hw = shape.h * shape.w;
+    let mut out = vec![0f32; shape.n * c];
+    for img in 0..shape.n {
+        let acc = &mut out[img * c..(img + 1) * c];
+        for p in 0..hw {
+            let row = &x[(img * hw + p) * c..][..c];
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+        let inv = 1.0 / hw.max(1) as f32;
+        acc.iter_mut().for_each(|a| *a *= inv);
+    }
+    out
+}
+
+/// LRN across the channels of each NHWC pixel:
+/// `y = x / (bias + alpha/size · Σ x²)^beta` over channels `c - ⌊(size-1)/2⌋ ..= c + ⌈(size-1)/2⌉`.
+pub fn lrn_nhwc(x: &[f32], c: usize, alpha: f32, beta: f32, bias: f32, size: usize) -> Vec<f32> {
+    let lo = (size - 1) / 2;
+    let hi = (size - 1).div_ceil(2);
+    let mut out = vec![0f32; x.len()];
+    for (row, orow) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+        for ch in 0..c {
+            let a = ch.saturating_sub(lo);
+            let b = (ch + hi).min(c - 1);
+            let sq: f32 = row[a..=b].iter().map(|v| v * v).sum();
+            orow[ch] = row[ch] / (bias + alpha / size as f32 * sq).powf(beta);
+        }
+    }
+    out
+}
+
+/// Softmax over `axis`; `legacy` (opset < 13) coerces to 2-D at `axis` first.
+pub fn softmax(t: &Tensor, axis: i64, legacy: bool) -> Result<Tensor> {
+    let shape = t.shape().to_vec();
+    let a = norm_axis(axis, shape.len())?;
+    let x = t.f32s()?;
+    let (outer, n, inner) = if legacy {
+        (
+            shape[..a].iter().product::<usize>(),
+            shape[a..].iter().product::<usize>(),
+            1,
+        )
+    } else {
+        (
+            shape[..a].iter().product(),
+            shape[a],
+            shape[a + 1..].iter().product(),
+        )
+    };
+    let mut y = vec![0f32; x.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * n + j) * inner + i;
+            let m = (0..n).map(|j| x[at(j)]).fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for j in 0..n {
+                let e = (x[at(j)] - m).exp();
+                y[at(j)] = e;
+                sum += e;
+            }
+            for j in 0..n {
+                y[at(j)] /= sum;
+            }
+        }
+    }
+    Tensor::new(shape, y)
+}
+
+/// numpy matmul with broadcast batch dims; 1-D operands are promoted and the added axis
+/// removed from the result.
+pub fn matmul(a: &Tensor, b: &Tensor, threads: usize) -> Result<Tensor> {
+    let (mut ash, mut bsh) = (a.shape().to_vec(), b.shape().to_vec());
+    let (a1, b1) = (ash.len() == 1, bsh.len() == 1);
+    if ash.is_empty() || bsh.is_empty() {
+        return tensor_err("MatMul of a scalar");
+    }
+    if a1 {
+        ash.insert(0, 1);
+    }
+    if b1 {
+        bsh.push(1);
+    }
+    let (m, k) = (ash[ash.len() - 2], ash[ash.len() - 1]);
+    let (k2, n) = (bsh[bsh.len() - 2], bsh[bsh.len() - 1]);
+    if k != k2 {
+        return tensor_err(format!(
+            "MatMul {:?} x {:?}: inner dims differ",
+            a.shape(),
+            b.shape()
+        ));
+    }
+    let batch = broadcast_shapes(&ash[..ash.len() - 2], &bsh[..bsh.len() - 2])?;
+    let nb: usize = batch.iter().product();
+    // Batch index → offset of each operand's matrix (0 stride where broadcast).
+    let offsets = |sh: &[usize], mat: usize| -> Vec<usize> {
+        let bs = broadcast_strides(sh, &batch);
+        (0..nb)
+            .map(|l| {
+                let mut rem = l;
+                let mut off = 0;
+                for (ax, &d) in batch.iter().enumerate().rev() {
+                    off += (rem % d) * bs[ax];
+                    rem /= d;
+                }
+                off * mat
+            })
+            .collect()
+    };
+    let ao = offsets(&ash[..ash.len() - 2], m * k);
+    let bo = offsets(&bsh[..bsh.len() - 2], k * n);
+    let (av, bv) = (a.f32s()?, b.f32s()?);
+    let mut out = vec![0f32; nb * m * n];
+    for i in 0..nb {
+        sgemm(
+            m,
+            n,
+            k,
+            &av[ao[i]..ao[i] + m * k],
+            &bv[bo[i]..bo[i] + k * n],
+            &mut out[i * m * n..(i + 1) * m * n],
+            threads,
+        );
+    }
+    let mut shape = batch;
+    if !a1 {
+        shape.push(m);
+    }
+    if !b1 {
+        shape.push(n);
+    }
+    Tensor::new(shape, out)
+}
+
+/// ONNX Reshape target: 0 copies the input dim (allowzero = 0), -1 is inferred.
+pub fn reshape_target(input: &[usize], spec: &[i64]) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &s) in spec.iter().enumerate() {
+        match s {
+            0 => match input.get(i) {
+                Some(&d) => out.push(d),
+                None => {
+                    return tensor_err(format!(
+                        "Reshape {spec:?}: 0 at {i} past input rank {}",
+                        input.len()
+                    ))
+                }
+            },
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            s if s > 0 => out.push(s as usize),
+            _ => return tensor_err(format!("Reshape {spec:?}: invalid dimension {s}")),
+        }
+    }
+    let total: usize = input.iter().product();
+    if let Some(i) = infer {
+        let known: usize = out.iter().product();
+        if known == 0 || !total.is_multiple_of(known) {
+            return tensor_err(format!(
+                "Reshape {input:?} to {spec:?}: -1 cannot be inferred"
+            ));
+        }
+        out[i] = total / known;
+    }
+    if out.iter().product::<usize>() != total {
+        return tensor_err(format!(
+            "Reshape {input:?} to {spec:?}: element counts differ"
+        ));
+    }
+    Ok(out)
+}
+
+pub fn concat(parts: &[&Tensor], axis: usize) -> Result<Tensor> {
+    let first = parts
+        .first()
+        .ok_or_else(|| crate::error::ModelError::Tensor("Concat of nothing".into()))?;
+    let rank = first.rank();
+    let mut shape = first.shape().to_vec();
+    if axis >= rank {
+        return tensor_err(format!("Concat axis {axis} out of range for rank {rank}"));
+    }
+    shape[axis] = 0;
+    for p in parts {
+        let ok =
+            p.rank() == rank && (0..rank).all(|i| i == axis || p.shape()[i] == first.shape()[i]);
+        if !ok {
+            return tensor_err(format!(
+                "Concat: shapes {:?} and {:?} differ off axis {axis}",
+                first.shape(),
+                p.shape()
+            ));
+        }
+        shape[axis] += p.shape()[axis];
+    }
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    macro_rules! cat {
+        ($get:ident, $ctor:ident) => {{
+            let mut out = Vec::with_capacity(shape.iter().product());
+            let srcs = parts.iter().map(|p| p.$get()).collect::<Result<Vec<_>>>()?;
+            for o in 0..outer {
+                for (p, src) in parts.iter().zip(&srcs) {
+                    let run = p.shape()[axis] * inner;
+                    out.extend_from_slice(&src[o * run..(o + 1) * run]);
+                }
+            }
+            Tensor::$ctor(shape, out)
+        }};
+    }
+    if first.is_f32() {
+        cat!(f32s, new)
+    } else {
+        cat!(i64s, new_i64)
+    }
+}
+
+pub fn gather(data: &Tensor, idx: &Tensor, axis: usize) -> Result<Tensor> {
+    let ds = data.shape();
+    if axis >= ds.len() {
+        return tensor_err(format!(
+            "Gather axis {axis} out of range for rank {}",
+            ds.len()
+        ));
+    }
+    let dim = ds[axis];
+    let indices = idx
+        .i64s()?
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + dim as i64 } else { i };
+            if j < 0 || j >= dim as i64 {
+                tensor_err(format!("Gather index {i} out of range for dim {dim}"))
+            } else {
+                Ok(j as usize)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let outer: usize = ds[..axis].iter().product();
+    let inner: usize = ds[axis + 1..].iter().product();
+    let mut shape = ds[..axis].to_vec();
+    shape.extend_from_slice(idx.shape());
+    shape.extend_from_slice(&ds[axis + 1..]);
+    macro_rules! g {
+        ($v:expr, $ctor:ident) => {{
+            let v = $v;
+            let mut out = Vec::with_capacity(outer * indices.len() * inner);
+            for o in 0..outer {
+                for &j in &indices {
+                    out.extend_from_slice(&v[(o * dim + j) * inner..][..inner]);
+                }
+            }
+            Tensor::$ctor(shape, out)
+        }};
+    }
+    match data.data() {
+        Data::F32(v) => g!(v, new),
+        Data::I64(v) => g!(v, new_i64),
+    }
+}
+
+/// `bias + x·scale` per channel; `channel_last` for NHWC, else channel axis 1.
+pub fn channel_affine(
+    x: &mut [f32],
+    shape: &[usize],
+    channel_last: bool,
+    scale: &[f32],
+    shift: &[f32],
+) {
+    let c = scale.len();
+    if channel_last {
+        for row in x.chunks_exact_mut(c) {
+            for ((v, &s), &b) in row.iter_mut().zip(scale).zip(shift) {
+                *v = *v * s + b;
+            }
+        }
+    } else {
+        let inner: usize = shape[2..].iter().product();
+        for (i, plane) in x.chunks_exact_mut(inner.max(1)).enumerate() {
+            let ch = i % c;
+            for v in plane {
+                *v = *v * scale[ch] + shift[ch];
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The cross-check against tract: the same ONNX file and inputs through our executor and
+//! through tract-onnx (optimised, fp32), compared output by output.
+//!
+//! Tolerance ([`CROSSCHECK_REL_TOL`]): the max absolute difference, relative to the largest
+//! magnitude of tract's output, must be ≤ 1e-4. Both sides sum the same products in
+//! different orders (different GEMM blockings, BatchNorm folded or not, NHWC vs NCHW), so
+//! they differ by a few ulps per accumulation; over the ≤ 50 layers of these CNNs that
+//! stays far below 1e-4 of the output range, while a wrong op is off by O(1).
+
+use std::path::Path;
+
+use tract_onnx::prelude::*;
+
+use crate::error::{ModelError, Result};
+use crate::exec::{Executor, Options};
+use crate::tensor::Tensor;
+
+/// Relative tolerance of [`CrossCheck::passes`] (see the module docs).
+pub const CROSSCHECK_REL_TOL: f32 = 1e-4;
+
+/// What the cross-check found, over all outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrossCheck {
+    /// max |ours − tract| over every output element.
+    pub max_abs_diff: f32,
+    /// max |tract| over every output element (the scale of `rel_diff`).
+    pub max_abs_ref: f32,
+    /// `max_abs_diff / max(max_abs_ref, f32::MIN_POSITIVE)`.
+    pub rel_diff: f32,
+    /// Every row (last axis) of every output has the same argmax on both sides.
+    pub argmax_agree: bool,
+    /// Our outputs are all finite.
+    pub finite: bool,
+    /// Output shapes (ours; tract's are checked equal).
+    pub shapes: Vec<Vec<usize>>,
+}
+
+impl CrossCheck {
+    pub fn passes(&self) -> bool {
+        self.finite && self.argmax_agree && self.rel_diff <= CROSSCHECK_REL_TOL
+    }
+}
+
+/// Runs tract on `model_path` with `inputs` (shapes fixed from the inputs).
+pub fn run_tract(model_path: &Path, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    let file = model_path.display().to_string();
+    let terr = |e: anyhow_like::Error| ModelError::Tract {
+        file: file.clone(),
+        msg: format!("{e:?}"),
+    };
+    let mut model = tract_onnx::onnx()
+        .model_for_path(model_path)
+        .map_err(terr)?;
+    for (i, t) in inputs.iter().enumerate() {
+        model = model
+            .with_input_fact(i, f32::fact(t.shape()).into())
+            .map_err(terr)?;
+    }
+    let plan = model
+        .into_optimized()
+        .map_err(terr)?
+        .into_runnable()
+        .map_err(terr)?;
+    let tv: TVec<TValue> = inputs
+        .iter()
+        .map(|t| Ok(tract_onnx::prelude::Tensor::from_shape(t.shape(), t.f32s()?)?.into()))
+        .collect::<std::result::Result<_, anyhow_like::Error>>()
+        .map_err(terr)?;
+    let outs = plan.run(tv).map_err(terr)?;
+    outs.iter()
+        .map(|o| {
+            let v = o.to_plain_array_view::<f32>().map_err(terr)?;
+            Tensor::new(v.shape().to_vec(), v.iter().copied().collect())
+        })
+        .collect()
+}
+
+/// Error type of tract's API (`anyhow::Error`, re-exported through tract).
+mod anyhow_like {
+    pub type Error = tract_onnx::prelude::TractError;
+}
+
+/// Runs our executor (single thread) and tract on the same file and inputs and compares.
+pub fn crosscheck(model_path: impl AsRef<Path>, inputs: &[Tensor]) -> Result<CrossCheck> {
+    let path = model_path.as_ref();
+    let graph = super::load(path)?;
+    let ours = Executor::new(&graph, Options::default())?.run(inputs)?;
+    let theirs = run_tract(path, inputs)?;
+    compare(&ours, &theirs).map_err(|msg| ModelError::Tract {
+        file: path.display().to_string(),
+        msg,
+    })
+}
+
+/// Compares two output lists (ours, reference).
+pub fn compare(ours: &[Tensor], theirs: &[Tensor]) -> std::result::Result<CrossCheck, String> {
+    if ours.len() != theirs.len() {
+        return Err(format!(
+            "{} outputs vs tract's {}",
+            ours.len(),
+            theirs.len()
+        ));
+    }
+    let mut r = CrossCheck {
+        max_abs_diff: 0.0,
+        max_abs_ref: 0.0,
+        rel_diff: 0.0,
+        argmax_agree: true,
+        finite: true,
+        shapes: Vec::new(),
+    };
+    for (a, b) in ours.iter().zip(theirs) {
+        if a.shape() != b.shape() {
+            return Err(format!(
+                "output shape {:?} vs tract's {:?}",
+                a.shape(),
+                b.shape()
+            ));
+        }
+        let (av, bv) = (
+            a.f32s().map_err(|e| e.to_string())?,
+            b.f32s().map_err(|e| e.to_string())?,
+        );
+        for (&x, &y) in av.iter().zip(bv) {
+            r.finite &= x.is_finite();
+            let d = (x - y).abs();
+            // NaN never compares greater: make it count.
+            r.max_abs_diff = if d.is_nan() {
+                f32::INFINITY
+            } else {
+                r.max_abs_diff.max(d)
+            };
+            r.max_abs_ref = r.max_abs_ref.max(y.abs());
+        }
+        r.argmax_agree &= a.argmax_rows().map_err(|e| e.to_string())?
+            == b.argmax_rows().map_err(|e| e.to_string())?;
+        r.shapes.push(a.shape().to_vec());
+    }
+    r.rel_diff = r.max_abs_diff / r.max_abs_ref.max(f32::MIN_POSITIVE);
+    Ok(r)
+}
