@@ -4,6 +4,9 @@
 
 mod bench_conv;
 mod bench_gemm;
+mod crosscheck;
+mod eval;
+mod inspect;
 mod machine;
 mod measure;
 mod output;
@@ -62,6 +65,76 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Evaluate a model's fp32 top-1 accuracy on its eval set with qbench's executor.
+    Eval {
+        /// A zoo model name or a path to an .onnx file.
+        #[arg(value_name = "MODEL|FILE.onnx")]
+        model: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Evaluate only the first N images.
+        #[arg(long, value_name = "N", value_parser = positive)]
+        limit: Option<usize>,
+        /// Images per executor call (batches run in parallel).
+        #[arg(long, value_name = "B", default_value_t = 256, value_parser = positive)]
+        batch: usize,
+        /// The test set for a bare .onnx file (zoo models name theirs in the manifest).
+        #[arg(long, value_enum)]
+        dataset: Option<DatasetArg>,
+    },
+    /// List a model's nodes, tensor shapes, parameter count and op support.
+    Inspect {
+        /// A zoo model name or a path to an .onnx file.
+        #[arg(value_name = "MODEL|FILE.onnx")]
+        model: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare qbench's fp32 executor with tract-onnx on the same file and inputs; fails on a mismatch.
+    Crosscheck {
+        /// A zoo model name or a path to an .onnx file.
+        #[arg(value_name = "MODEL|FILE.onnx")]
+        model: String,
+        /// Eval images to compare, for models with an eval set.
+        #[arg(long, value_name = "N", default_value_t = 1000, value_parser = positive)]
+        samples: usize,
+        /// Images per executor/tract call.
+        #[arg(long, value_name = "B", default_value_t = 250, value_parser = positive)]
+        batch: usize,
+        /// Use this test set's images for a bare .onnx file (default: a seeded random input).
+        #[arg(long, value_enum)]
+        dataset: Option<DatasetArg>,
+        /// Seed of the random input used when there is no eval set.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+/// `--dataset` values, spelt as manifests spell them.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DatasetArg {
+    Mnist,
+    FashionMnist,
+}
+
+impl From<DatasetArg> for qbench_models::data::DatasetKind {
+    fn from(d: DatasetArg) -> Self {
+        match d {
+            DatasetArg::Mnist => Self::Mnist,
+            DatasetArg::FashionMnist => Self::FashionMnist,
+        }
+    }
+}
+
+/// A count that must be at least 1; clap reports the flag with the message.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a count: {e}")),
+    }
 }
 
 fn main() -> Result<()> {
@@ -79,6 +152,33 @@ fn main() -> Result<()> {
             quick,
             out,
         } => cmd_bench_conv(json, layers.as_deref(), quick, out.as_deref()),
+        Command::Eval {
+            model,
+            json,
+            limit,
+            batch,
+            dataset,
+        } => eval::cmd_eval(&eval::EvalArgs {
+            model,
+            json,
+            limit,
+            batch,
+            dataset: dataset.map(Into::into),
+        }),
+        Command::Inspect { model, json } => inspect::cmd_inspect(&model, json),
+        Command::Crosscheck {
+            model,
+            samples,
+            batch,
+            dataset,
+            seed,
+        } => crosscheck::cmd_crosscheck(&crosscheck::CrosscheckArgs {
+            model,
+            samples,
+            batch,
+            dataset: dataset.map(Into::into),
+            seed,
+        }),
     }
 }
 

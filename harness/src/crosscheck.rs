@@ -1,0 +1,203 @@
+//! `qbench crosscheck`: qbench's fp32 executor against tract-onnx on the same ONNX file and
+//! the same inputs.
+//!
+//! Inputs: for a model with an eval set (a zoo manifest, or `--dataset` for a file), its
+//! first N images in batches; otherwise one seeded random input at batch 1, so a model
+//! without data is still checked and the check is reproducible. The pass/fail policy is
+//! the models crate's ([`CrossCheck::passes`]): all outputs finite, every row's argmax
+//! the same on both sides, and max |ours − tract| ≤ [`CROSSCHECK_REL_TOL`] × max |tract|,
+//! taken over all batches together.
+
+use anyhow::{bail, Context, Result};
+use qbench_models::data::{DatasetKind, IMAGE_LEN};
+use qbench_models::ir::Dim;
+use qbench_models::onnx::crosscheck::{compare, run_tract};
+use qbench_models::onnx::{CrossCheck, CROSSCHECK_REL_TOL};
+use qbench_models::tensor::Tensor;
+use rayon::prelude::*;
+
+use crate::eval;
+
+/// Validated arguments of `qbench crosscheck`.
+pub struct CrosscheckArgs {
+    pub model: String,
+    pub samples: usize,
+    pub batch: usize,
+    pub dataset: Option<DatasetKind>,
+    pub seed: u64,
+}
+
+/// One batch's comparison plus the row-level argmax counts the summary needs.
+struct BatchResult {
+    check: CrossCheck,
+    rows: usize,
+    agree: usize,
+}
+
+/// `qbench crosscheck`.
+pub fn cmd_crosscheck(args: &CrosscheckArgs) -> Result<()> {
+    let target = eval::resolve(&args.model)?;
+    let spec = eval::eval_spec(&target, args.dataset, false)?;
+    let graph = eval::load_graph(&target.path)?;
+    let exec = eval::executor(&graph, &target.path)?;
+
+    let (batches, what): (Vec<Vec<Tensor>>, String) = match &spec {
+        Some(spec) => {
+            let ds = eval::load_dataset(spec, Some(args.samples))?;
+            let images = eval::model_inputs(&ds, spec);
+            let batches = images
+                .chunks(args.batch * IMAGE_LEN)
+                .map(|x| Ok(vec![eval::batch_tensor(x)?]))
+                .collect::<Result<Vec<_>>>()?;
+            let what = format!(
+                "first {} {} {} images, {} batch(es) of up to {}",
+                ds.len(),
+                spec.dataset.name(),
+                spec.split.name(),
+                batches.len(),
+                args.batch
+            );
+            (batches, what)
+        }
+        None => {
+            let mut inputs = Vec::new();
+            for (i, vi) in graph.inputs.iter().enumerate() {
+                // The batch dimension (first, usually symbolic) is 1; any other symbolic
+                // dimension has no value we could pick honestly.
+                let shape = vi
+                    .dims
+                    .iter()
+                    .enumerate()
+                    .map(|(k, d)| match d {
+                        Dim::Fixed(n) => Ok(*n),
+                        Dim::Symbolic(_) if k == 0 => Ok(1),
+                        Dim::Symbolic(s) => bail!(
+                            "input {:?} has symbolic dimension {s:?} at axis {k}: cannot make a random input",
+                            vi.name
+                        ),
+                    })
+                    .collect::<Result<Vec<usize>>>()?;
+                inputs.push(random_input(&shape, args.seed.wrapping_add(i as u64))?);
+            }
+            let shapes: Vec<String> = inputs.iter().map(|t| format!("{:?}", t.shape())).collect();
+            let what = format!(
+                "one seeded random input (seed {}, uniform in [-1, 1)), shape {}",
+                args.seed,
+                shapes.join(", ")
+            );
+            (vec![inputs], what)
+        }
+    };
+
+    println!("crosscheck {} ({})", target.name, target.path.display());
+    println!("  inputs     {what}");
+    println!("  ours       qbench fp32 executor (one thread per batch)");
+    println!("  reference  tract-onnx, optimised fp32 plan per batch shape");
+
+    // Batches run in parallel; each is independent (tract builds its own plan for the
+    // batch's shape), and the max/agree statistics combine in any order.
+    let results = batches
+        .par_iter()
+        .map(|inputs| -> Result<BatchResult> {
+            let ours = exec.run(inputs).context("qbench executor")?;
+            let theirs = run_tract(&target.path, inputs)?;
+            let check = compare(&ours, &theirs)
+                .map_err(anyhow::Error::msg)
+                .context("comparing with tract")?;
+            let (mut rows, mut agree) = (0, 0);
+            for (a, b) in ours.iter().zip(&theirs) {
+                let (pa, pb) = (eval::per_sample_argmax(a)?, eval::per_sample_argmax(b)?);
+                rows += pa.len();
+                agree += pa.iter().zip(&pb).filter(|(x, y)| x == y).count();
+            }
+            Ok(BatchResult { check, rows, agree })
+        })
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("cross-checking {}", target.path.display()))?;
+
+    let mut total = CrossCheck {
+        max_abs_diff: 0.0,
+        max_abs_ref: 0.0,
+        rel_diff: 0.0,
+        argmax_agree: true,
+        finite: true,
+        shapes: Vec::new(),
+    };
+    let (mut rows, mut agree) = (0usize, 0usize);
+    for r in &results {
+        total.max_abs_diff = total.max_abs_diff.max(r.check.max_abs_diff);
+        total.max_abs_ref = total.max_abs_ref.max(r.check.max_abs_ref);
+        // The library's flag compares rows of the last axis; ours compares whole samples.
+        total.argmax_agree &= r.check.argmax_agree && r.agree == r.rows;
+        total.finite &= r.check.finite;
+        for s in &r.check.shapes {
+            if !total.shapes.contains(s) {
+                total.shapes.push(s.clone());
+            }
+        }
+        rows += r.rows;
+        agree += r.agree;
+    }
+    total.rel_diff = total.max_abs_diff / total.max_abs_ref.max(f32::MIN_POSITIVE);
+
+    println!("  max |ours - tract|   {:.3e}", total.max_abs_diff);
+    println!("  max |tract|          {:.3e}", total.max_abs_ref);
+    println!(
+        "  relative             {:.3e}   (tolerance: max |ours - tract| <= {:.0e} x max |tract|)",
+        total.rel_diff, CROSSCHECK_REL_TOL
+    );
+    println!(
+        "  argmax agreement     {agree} / {rows} samples ({:.2} %; required: 100 %)",
+        100.0 * agree as f64 / rows.max(1) as f64
+    );
+    println!(
+        "  all outputs finite   {}",
+        if total.finite { "yes" } else { "no" }
+    );
+    let shapes: Vec<String> = total.shapes.iter().map(|s| format!("{s:?}")).collect();
+    println!("  output shapes        {}", shapes.join(", "));
+
+    if total.passes() {
+        println!("PASS");
+        return Ok(());
+    }
+    let mut why = Vec::new();
+    if !total.finite {
+        why.push("non-finite outputs".to_string());
+    }
+    if !total.argmax_agree {
+        why.push(format!(
+            "argmax differs on {} of {rows} samples",
+            rows - agree
+        ));
+    }
+    if total.rel_diff > CROSSCHECK_REL_TOL {
+        why.push(format!(
+            "relative difference {:.3e} > {:.0e}",
+            total.rel_diff, CROSSCHECK_REL_TOL
+        ));
+    }
+    bail!(
+        "crosscheck of {} against tract FAILED: {}",
+        target.name,
+        why.join("; ")
+    )
+}
+
+/// Uniform values in [-1, 1) from SplitMix64, so a run is reproducible from its seed.
+fn random_input(shape: &[usize], seed: u64) -> Result<Tensor> {
+    let mut state = seed;
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            // The top 24 bits make an exactly representable f32 in [0, 1).
+            (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    Ok(Tensor::new(shape.to_vec(), v)?)
+}

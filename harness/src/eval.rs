@@ -1,0 +1,342 @@
+//! `qbench eval`: a model's eval set through qbench's own fp32 executor, scored top-1.
+//!
+//! Also owns what `inspect` and `crosscheck` share with it: resolving a `<model|file.onnx>`
+//! argument ([`resolve`]) to a zoo entry or a bare file, and working out which data a
+//! model is evaluated on and how its pixels are preprocessed ([`eval_spec`],
+//! [`model_inputs`]). Everything that can be checked without loading a model or a dataset
+//! is checked first, so a bad argument fails in milliseconds.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use qbench_models::data::{self, Dataset, DatasetKind, Split, IMAGE_LEN, IMAGE_SIDE};
+use qbench_models::exec::{Executor, Options};
+use qbench_models::ir::Graph;
+use qbench_models::tensor::Tensor;
+use qbench_models::zoo::{self, DType, Layout, Preprocessing, ZooEntry};
+use rayon::prelude::*;
+
+/// A model named on the command line: a zoo entry (with its manifest) or a bare file.
+pub struct Target {
+    /// The zoo name, or the path as given.
+    pub name: String,
+    /// The ONNX file.
+    pub path: PathBuf,
+    /// The manifest, for zoo models.
+    pub entry: Option<ZooEntry>,
+}
+
+/// Resolves `spec`: something that looks like a path (ends in `.onnx`, has a separator, or
+/// is an existing file) is a file, which must exist; anything else is a zoo name.
+pub fn resolve(spec: &str) -> Result<Target> {
+    let path = Path::new(spec);
+    let looks_like_path = spec.to_ascii_lowercase().ends_with(".onnx")
+        || spec.contains(std::path::MAIN_SEPARATOR)
+        || spec.contains('/')
+        || path.is_file();
+    if looks_like_path {
+        if !path.is_file() {
+            bail!("model file {spec} does not exist (or is not a file)");
+        }
+        return Ok(Target {
+            name: spec.to_string(),
+            path: path.to_path_buf(),
+            entry: None,
+        });
+    }
+    let dir = zoo::zoo_dir();
+    let entries =
+        zoo::list(&dir).with_context(|| format!("reading the model zoo in {}", dir.display()))?;
+    match entries.into_iter().find(|e| e.manifest.name == spec) {
+        Some(entry) => Ok(Target {
+            name: spec.to_string(),
+            path: entry.model_path(),
+            entry: Some(entry),
+        }),
+        None => {
+            // Re-list for the message: the names are what the user needs to pick from.
+            let names: Vec<String> = zoo::list(&dir)?
+                .into_iter()
+                .map(|e| e.manifest.name)
+                .collect();
+            bail!(
+                "unknown model {spec:?}: zoo models are {} (in {}); or give a path to an .onnx file",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                },
+                dir.display()
+            )
+        }
+    }
+}
+
+/// Which images a model is evaluated on and how they are preprocessed.
+pub struct EvalSpec {
+    pub dataset: DatasetKind,
+    pub split: Split,
+    /// The manifest's preprocessing; `None` for a bare file (the dataset's own
+    /// normalisation) or a manifest that feeds raw pixels (see [`model_inputs`]).
+    pub preprocessing: Option<Preprocessing>,
+    /// `true` when the manifest says inputs are not scaled at all.
+    pub raw_pixels: bool,
+}
+
+/// The eval data of `target`: from its manifest, or from `--dataset` for a bare file.
+/// `None` for a zoo model without an eval set when `required` is false.
+pub fn eval_spec(
+    target: &Target,
+    dataset_flag: Option<DatasetKind>,
+    required: bool,
+) -> Result<Option<EvalSpec>> {
+    let Some(entry) = &target.entry else {
+        return match dataset_flag {
+            Some(dataset) => Ok(Some(EvalSpec {
+                dataset,
+                split: Split::Test,
+                preprocessing: None,
+                raw_pixels: false,
+            })),
+            None if required => bail!(
+                "{} is not a zoo model, so --dataset mnist|fashion-mnist must say which test set to evaluate it on",
+                target.path.display()
+            ),
+            None => Ok(None),
+        };
+    };
+    let m = &entry.manifest;
+    let manifest = entry.manifest_path();
+    let Some(eval) = &m.eval else {
+        if required || dataset_flag.is_some() {
+            bail!(
+                "{} has no [eval] section in {}: it has no eval set",
+                m.name,
+                manifest.display()
+            );
+        }
+        return Ok(None);
+    };
+    if let Some(flag) = dataset_flag {
+        ensure!(
+            flag == eval.dataset,
+            "--dataset {} contradicts {}, which evaluates {} on {}",
+            flag.name(),
+            manifest.display(),
+            m.name,
+            eval.dataset.name()
+        );
+    }
+    // The datasets are 1x28x28 f32 images; refuse a manifest that asks for anything else
+    // rather than failing inside the executor.
+    let input = &m.input;
+    ensure!(
+        input.dtype == DType::F32
+            && input.layout == Layout::Nchw
+            && input.concrete_shape(1) == [1, 1, IMAGE_SIDE, IMAGE_SIDE],
+        "{}: input {:?} is {:?} {:?} {:?}; the {} images are f32 NCHW [N, 1, 28, 28]",
+        manifest.display(),
+        input.name,
+        input.dtype,
+        input.layout,
+        input
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>(),
+        eval.dataset.name()
+    );
+    Ok(Some(EvalSpec {
+        dataset: eval.dataset,
+        split: eval.split,
+        raw_pixels: m.preprocessing.is_none(),
+        preprocessing: m.preprocessing.clone(),
+    }))
+}
+
+/// Loads the spec's split, keeping the first `limit` images.
+pub fn load_dataset(spec: &EvalSpec, limit: Option<usize>) -> Result<Dataset> {
+    let ds = Dataset::load(spec.dataset, spec.split).with_context(|| {
+        format!(
+            "loading {} {} from {}",
+            spec.dataset.name(),
+            spec.split.name(),
+            data::data_dir().display()
+        )
+    })?;
+    Ok(match limit {
+        Some(n) => ds.take(n),
+        None => ds,
+    })
+}
+
+/// The images as the model wants them. The dataset is normalised with its own constants;
+/// when the manifest's preprocessing is the same (digit-cnn) the pixels are used as they
+/// are, bit for bit. Otherwise each raw byte is recovered (the normalisation is a
+/// well-conditioned affine map of a u8, so rounding gets the byte back exactly) and the
+/// manifest's `(x / scale - mean) / std` applied to it.
+pub fn model_inputs<'a>(ds: &'a Dataset, spec: &EvalSpec) -> Cow<'a, [f32]> {
+    let norm = spec.dataset.normalization();
+    let target = match (&spec.preprocessing, spec.raw_pixels) {
+        (_, true) => None,
+        (None, false) => return Cow::Borrowed(ds.images()),
+        (Some(p), false) => {
+            if p.scale == 255.0 && p.mean == [norm.mean] && p.std == [norm.std] {
+                return Cow::Borrowed(ds.images());
+            }
+            Some(p)
+        }
+    };
+    let table: Vec<f32> = (0..=255u8)
+        .map(|x| match target {
+            None => f32::from(x),
+            Some(p) => (f32::from(x) / p.scale - p.mean[0]) / p.std[0],
+        })
+        .collect();
+    Cow::Owned(
+        ds.images()
+            .iter()
+            .map(|&v| {
+                let byte = ((v * norm.std + norm.mean) * 255.0)
+                    .round()
+                    .clamp(0.0, 255.0);
+                table[byte as usize]
+            })
+            .collect(),
+    )
+}
+
+/// Loads and imports an ONNX file, naming it in the error.
+pub fn load_graph(path: &Path) -> Result<Graph> {
+    qbench_models::onnx::load(path).with_context(|| format!("importing {}", path.display()))
+}
+
+/// Builds the single-threaded executor (parallelism is across batches instead).
+pub fn executor(graph: &Graph, path: &Path) -> Result<Executor> {
+    Executor::new(graph, Options { threads: 1 })
+        .with_context(|| format!("preparing {} for the fp32 executor", path.display()))
+}
+
+/// Wraps a batch of images as an NCHW tensor.
+pub fn batch_tensor(images: &[f32]) -> Result<Tensor> {
+    let n = images.len() / IMAGE_LEN;
+    Ok(Tensor::new(
+        vec![n, 1, IMAGE_SIDE, IMAGE_SIDE],
+        images.to_vec(),
+    )?)
+}
+
+/// The argmax of each sample (axis 0) over all its other elements, so a classifier whose
+/// logits are `[N, C, 1, 1]` (e.g. SqueezeNet) gets one prediction per image rather than
+/// one per trailing axis of size 1.
+pub fn per_sample_argmax(t: &Tensor) -> Result<Vec<usize>> {
+    let n = t.shape().first().copied().unwrap_or(1).max(1);
+    let flat = t.clone().reshaped(vec![n, t.len() / n])?;
+    Ok(flat.argmax_rows()?)
+}
+
+/// The predicted class of each image from a classifier's first output, checked to be one
+/// per image.
+pub fn predictions(outputs: &[Tensor], batch: usize) -> Result<Vec<usize>> {
+    let out = outputs.first().context("the model has no outputs")?;
+    let pred = per_sample_argmax(out)?;
+    ensure!(
+        pred.len() == batch,
+        "output shape {:?} is not [batch = {batch}, classes]",
+        out.shape()
+    );
+    Ok(pred)
+}
+
+/// Validated arguments of `qbench eval`.
+pub struct EvalArgs {
+    pub model: String,
+    pub json: bool,
+    pub limit: Option<usize>,
+    pub batch: usize,
+    pub dataset: Option<DatasetKind>,
+}
+
+/// `qbench eval`.
+pub fn cmd_eval(args: &EvalArgs) -> Result<()> {
+    // Cheap checks first: the name/file and which data, before reading anything big.
+    let target = resolve(&args.model)?;
+    let spec = eval_spec(&target, args.dataset, true)?
+        .context("eval_spec(required) returned no eval set")?;
+
+    let start = Instant::now();
+    let graph = load_graph(&target.path)?;
+    let exec = executor(&graph, &target.path)?;
+    let ds = load_dataset(&spec, args.limit)?;
+    ensure!(!ds.is_empty(), "the eval set is empty");
+    let images = model_inputs(&ds, &spec);
+    let labels = ds.labels();
+
+    let correct: usize = images
+        .par_chunks(args.batch * IMAGE_LEN)
+        .zip(labels.par_chunks(args.batch))
+        .map(|(x, y)| -> Result<usize> {
+            let out = exec.run(&[batch_tensor(x)?])?;
+            let pred = predictions(&out, y.len())?;
+            Ok(pred
+                .iter()
+                .zip(y)
+                .filter(|(p, l)| **p == usize::from(**l))
+                .count())
+        })
+        .try_reduce(|| 0, |a, b| Ok(a + b))
+        .with_context(|| format!("running {}", target.path.display()))?;
+    let elapsed = start.elapsed();
+    let n = ds.len();
+    let value = correct as f64 / n as f64;
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": target.name,
+                "metric": "top1",
+                "value": value,
+                "samples": n,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{}  {} {}  top-1 {:.2} %  ({correct} / {n})",
+        target.name,
+        spec.dataset.name(),
+        spec.split.name(),
+        100.0 * value
+    );
+    if let Some(fp32) = target
+        .entry
+        .as_ref()
+        .and_then(|e| e.manifest.eval.as_ref())
+        .and_then(|e| e.fp32.as_ref())
+    {
+        let scope = if n == full_len(&spec) {
+            "full set"
+        } else {
+            "a slice only, not comparable"
+        };
+        println!("manifest fp32 value {:.2} % ({scope})", fp32.value);
+    }
+    println!(
+        "qbench fp32 executor, batch {}, {} rayon threads across batches; {:.2} s (load + run)",
+        args.batch,
+        rayon::current_num_threads(),
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Size of the full split (MNIST and Fashion-MNIST have the same).
+fn full_len(spec: &EvalSpec) -> usize {
+    match spec.split {
+        Split::Train => 60_000,
+        Split::Test => 10_000,
+    }
+}

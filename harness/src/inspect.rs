@@ -1,0 +1,324 @@
+//! `qbench inspect`: what a model is made of, as qbench's importer sees it.
+//!
+//! Lists every node (name, op, inputs, outputs), the shapes of their tensors, the
+//! parameter count and whether qbench supports each op. The importer refuses a model
+//! with an unsupported op, attribute or dtype; that error (which names the node and the
+//! op) is the answer for such a file, reported as an error rather than a half table.
+//!
+//! Shapes come from a dry run at batch 1: the graph is rebuilt with every node output
+//! declared a graph output and run once on zeros, so the executor itself reports every
+//! intermediate shape (including those of weights built at load time, e.g. by
+//! `ConstantOfShape` in the ONNX "light" models). If the dry run fails, its error is shown
+//! and shapes are only those of initializers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use anyhow::{Context, Result};
+use qbench_models::error::ModelError;
+use qbench_models::exec::{Executor, Options};
+use qbench_models::ir::{Dim, Graph, ValueInfo};
+use qbench_models::tensor::Tensor;
+use serde::Serialize;
+use tabled::{builder::Builder, settings::Style};
+
+use crate::eval;
+
+#[derive(Serialize)]
+struct TensorInfo {
+    name: String,
+    /// `None` where no shape is known.
+    shape: Option<Vec<usize>>,
+}
+
+#[derive(Serialize)]
+struct NodeInfo {
+    name: String,
+    op: &'static str,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+    supported: bool,
+    /// Why not, when `supported` is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    file: String,
+    graph_inputs: Vec<TensorInfo>,
+    graph_outputs: Vec<TensorInfo>,
+    /// Elements of every f32 constant read by a non-constant node: initializers and
+    /// tensors built from constants at load time.
+    parameters: usize,
+    /// Where the shapes came from.
+    shapes_from: String,
+    /// The dry run's error, if it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run_error: Option<String>,
+    /// Node count per op type.
+    ops: BTreeMap<&'static str, usize>,
+    all_supported: bool,
+    nodes: Vec<NodeInfo>,
+}
+
+/// `qbench inspect`.
+pub fn cmd_inspect(model: &str, json: bool) -> Result<()> {
+    let target = eval::resolve(model)?;
+    // An unsupported op stops the import with an error naming the node and the op.
+    let graph = eval::load_graph(&target.path)?;
+
+    let (values, dry_run_error) = match dry_run(&graph) {
+        Ok(v) => (v, None),
+        Err(e) => (HashMap::new(), Some(e)),
+    };
+    let shape_of = |name: &str| -> Option<Vec<usize>> {
+        values
+            .get(name)
+            .map(|t| t.shape().to_vec())
+            .or_else(|| graph.initializers.get(name).map(|t| t.shape().to_vec()))
+            .or_else(|| {
+                graph
+                    .inputs
+                    .iter()
+                    .find(|vi| vi.name == name)
+                    .and_then(batch1_shape)
+            })
+    };
+    // The node the dry run failed on, if the error names one.
+    let failed_node = match &dry_run_error {
+        Some(ModelError::Exec { node, .. }) | Some(ModelError::Node { node, .. }) => {
+            Some(node.clone())
+        }
+        _ => None,
+    };
+
+    let mut ops: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let nodes: Vec<NodeInfo> = graph
+        .nodes
+        .iter()
+        .map(|n| {
+            *ops.entry(n.op.onnx_name()).or_default() += 1;
+            let info = |names: &[String]| {
+                names
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| TensorInfo {
+                        name: s.clone(),
+                        shape: shape_of(s),
+                    })
+                    .collect()
+            };
+            let failed = failed_node.as_deref() == Some(n.name.as_str());
+            NodeInfo {
+                name: n.name.clone(),
+                op: n.op.onnx_name(),
+                inputs: info(&n.inputs),
+                outputs: info(&n.outputs),
+                supported: !failed,
+                error: if failed {
+                    dry_run_error.as_ref().map(|e| e.to_string())
+                } else {
+                    None
+                },
+            }
+        })
+        .collect();
+
+    let report = Report {
+        model: target.name.clone(),
+        file: target.path.display().to_string(),
+        graph_inputs: graph
+            .inputs
+            .iter()
+            .map(|vi| TensorInfo {
+                name: vi.name.clone(),
+                shape: shape_of(&vi.name),
+            })
+            .collect(),
+        graph_outputs: graph
+            .outputs
+            .iter()
+            .map(|vi| TensorInfo {
+                name: vi.name.clone(),
+                shape: shape_of(&vi.name),
+            })
+            .collect(),
+        parameters: parameter_count(&graph, &values),
+        shapes_from: if dry_run_error.is_none() {
+            "dry run at batch 1".into()
+        } else {
+            "initializers only (the dry run failed)".into()
+        },
+        dry_run_error: dry_run_error.as_ref().map(|e| e.to_string()),
+        all_supported: nodes.iter().all(|n| n.supported),
+        ops,
+        nodes,
+    };
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    // The table is long: write it in one go and treat a closed pipe (`| head`) as done
+    // rather than letting println! panic on EPIPE.
+    let text = render_text(&report);
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
+fn render_text(r: &Report) -> String {
+    let mut s = String::new();
+    let list = |ts: &[TensorInfo]| {
+        ts.iter()
+            .map(|t| format!("{} {}", t.name, fmt_shape(&t.shape)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(s, "model       {} ({})", r.model, r.file);
+    let _ = writeln!(s, "inputs      {}", list(&r.graph_inputs));
+    let _ = writeln!(s, "outputs     {}", list(&r.graph_outputs));
+    let _ = writeln!(
+        s,
+        "parameters  {} (f32 constants read by compute nodes)",
+        thousands(r.parameters)
+    );
+    let _ = writeln!(s, "shapes      {}", r.shapes_from);
+    if let Some(e) = &r.dry_run_error {
+        let _ = writeln!(s, "dry run     FAILED: {e}");
+    }
+    let ops: Vec<String> = r.ops.iter().map(|(op, n)| format!("{op} x{n}")).collect();
+    let _ = writeln!(s, "ops         {}", ops.join(", "));
+    let mut table = Builder::default();
+    table.push_record(["#", "node", "op", "inputs", "outputs", "supported"]);
+    for (i, n) in r.nodes.iter().enumerate() {
+        let supported = match &n.error {
+            None => "yes".to_string(),
+            Some(e) => format!("no: {e}"),
+        };
+        table.push_record([
+            i.to_string(),
+            n.name.clone(),
+            n.op.to_string(),
+            list(&n.inputs),
+            list(&n.outputs),
+            supported,
+        ]);
+    }
+    let _ = writeln!(s, "{}", table.build().with(Style::sharp()));
+    let _ = writeln!(
+        s,
+        "{} nodes; {}",
+        r.nodes.len(),
+        if r.all_supported {
+            "every op is supported by qbench's importer and fp32 executor"
+        } else {
+            "some nodes are NOT supported (see above)"
+        }
+    );
+    s
+}
+
+fn fmt_shape(s: &Option<Vec<usize>>) -> String {
+    match s {
+        Some(s) => format!("{s:?}"),
+        None => "[?]".into(),
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A graph input's shape with a free batch dimension set to 1; `None` when another
+/// dimension is free.
+fn batch1_shape(vi: &ValueInfo) -> Option<Vec<usize>> {
+    vi.dims
+        .iter()
+        .enumerate()
+        .map(|(k, d)| match d {
+            Dim::Fixed(n) => Some(*n),
+            Dim::Symbolic(_) if k == 0 => Some(1),
+            Dim::Symbolic(_) => None,
+        })
+        .collect()
+}
+
+/// Runs the graph once at batch 1 on zeros with every node output made a graph output,
+/// and returns every tensor by name.
+fn dry_run(graph: &Graph) -> Result<HashMap<String, Tensor>, ModelError> {
+    let mut g = graph.clone();
+    let already: HashSet<String> = g.outputs.iter().map(|o| o.name.clone()).collect();
+    for n in &graph.nodes {
+        for o in n.outputs.iter().filter(|o| !o.is_empty()) {
+            if !already.contains(o) {
+                g.outputs.push(ValueInfo {
+                    name: o.clone(),
+                    dims: Vec::new(),
+                });
+            }
+        }
+    }
+    let inputs = graph
+        .inputs
+        .iter()
+        .map(|vi| {
+            batch1_shape(vi).map(Tensor::zeros).ok_or_else(|| {
+                ModelError::Tensor(format!(
+                    "input {:?} has a free dimension other than the batch: {:?}",
+                    vi.name, vi.dims
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let exec = Executor::new(&g, Options { threads: 1 })?;
+    let outs = exec.run(&inputs)?;
+    Ok(g.outputs.iter().map(|o| o.name.clone()).zip(outs).collect())
+}
+
+/// Elements of the f32 constants that non-constant nodes read. A tensor is constant if it
+/// is an initializer or every input of the node producing it is; counting only the
+/// frontier counts a weight once, whether stored or built at load time (the light
+/// models' `ConstantOfShape` weights), and skips i64 shape arithmetic.
+fn parameter_count(graph: &Graph, values: &HashMap<String, Tensor>) -> usize {
+    let is_input: HashSet<&str> = graph.inputs.iter().map(|i| i.name.as_str()).collect();
+    let mut constant: HashSet<&str> = graph
+        .initializers
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !is_input.contains(k))
+        .collect();
+    let mut counted: HashSet<&str> = HashSet::new();
+    let mut total = 0;
+    for n in &graph.nodes {
+        let ins = n.inputs.iter().filter(|i| !i.is_empty());
+        if ins.clone().all(|i| constant.contains(i.as_str())) {
+            constant.extend(n.outputs.iter().map(String::as_str));
+            continue;
+        }
+        for i in ins.filter(|i| constant.contains(i.as_str())) {
+            let t = values.get(i).or_else(|| graph.initializers.get(i));
+            if let Some(t) = t.filter(|t| t.is_f32()) {
+                if counted.insert(i) {
+                    total += t.len();
+                }
+            }
+        }
+    }
+    total
+}

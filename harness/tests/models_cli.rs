@@ -1,0 +1,179 @@
+//! The model commands of the `qbench` binary end to end: `eval`, `inspect`, `crosscheck`
+//! on the real zoo and data, and their errors on bad names, missing and corrupted files
+//! and bad flags (clean messages naming the culprit, non-zero exit, never a panic).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use qbench_models::data::{self, Split};
+use qbench_models::onnx::crosscheck::run_tract;
+use qbench_models::tensor::Tensor;
+
+fn qbench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qbench"))
+        .args(args)
+        // Keep error output to the message itself: a backtrace would hide a real panic
+        // among frames that merely look alike.
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("qbench runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts a clean failure: non-zero exit, no panic, and stderr mentioning each of `names`.
+fn assert_clean_error(out: &Output, names: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    for name in names {
+        assert!(err.contains(name), "stderr does not name {name:?}: {err}");
+    }
+}
+
+fn repo_file(rel: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("qbench-models-cli-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn eval_json_on_a_slice_matches_an_independent_tract_count() {
+    let out = qbench(&["eval", "digit-cnn", "--json", "--limit", "500"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let obj = v.as_object().unwrap();
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["metric", "model", "samples", "value"], "{v}");
+    assert_eq!(v["model"], "digit-cnn");
+    assert_eq!(v["metric"], "top1");
+    assert_eq!(v["samples"], 500);
+    let value = v["value"].as_f64().unwrap();
+    assert!((0.98..=1.0).contains(&value), "{v}");
+
+    // The same 500 images through tract (another engine, same file): the count of
+    // correct predictions must be the one qbench reported.
+    let ds = data::mnist(Split::Test).unwrap().take(500);
+    let input = Tensor::new(ds.shape().to_vec(), ds.images().to_vec()).unwrap();
+    let model = repo_file("models/zoo/digit-cnn/model.onnx");
+    let logits = &run_tract(model.as_ref(), &[input]).unwrap()[0];
+    let correct = logits
+        .argmax_rows()
+        .unwrap()
+        .iter()
+        .zip(ds.labels())
+        .filter(|(p, l)| **p == usize::from(**l))
+        .count();
+    assert_eq!((value * 500.0).round() as usize, correct, "{v}");
+}
+
+#[test]
+fn inspect_lists_conv_nodes_shapes_and_parameters() {
+    let model = repo_file("models/zoo/light/light_squeezenet.onnx");
+    let out = qbench(&["inspect", &model, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    let convs: Vec<_> = nodes.iter().filter(|n| n["op"] == "Conv").collect();
+    assert_eq!(convs.len(), 26, "{v}");
+    // Every conv output has a shape from the dry run, NCHW at batch 1.
+    for c in &convs {
+        let shape = c["outputs"][0]["shape"].as_array().unwrap();
+        assert_eq!(shape.len(), 4, "{c}");
+        assert_eq!(shape[0], 1, "{c}");
+    }
+    // SqueezeNet 1.1's 1,235,496 weights, all built by ConstantOfShape at load time.
+    assert_eq!(v["parameters"], 1_235_496, "{v}");
+    assert_eq!(v["all_supported"], true);
+
+    let out = qbench(&["inspect", "digit-cnn"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Conv"), "{text}");
+    assert!(text.contains("390,410"), "{text}");
+}
+
+#[test]
+fn crosscheck_digit_cnn_passes() {
+    let out = qbench(&["crosscheck", "digit-cnn", "--samples", "200"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("200 / 200 samples (100.00 %"), "{text}");
+    assert!(text.trim_end().ends_with("PASS"), "{text}");
+}
+
+#[test]
+fn unknown_model_and_missing_file_are_named() {
+    let out = qbench(&["eval", "no-such-model"]);
+    // The message lists what does exist.
+    assert_clean_error(&out, &["no-such-model", "digit-cnn"]);
+
+    let missing = temp_path("missing.onnx");
+    let missing = missing.to_str().unwrap();
+    for args in [
+        vec!["eval", missing, "--dataset", "mnist"],
+        vec!["inspect", missing],
+        vec!["crosscheck", missing],
+    ] {
+        assert_clean_error(&qbench(&args), &[missing]);
+    }
+}
+
+#[test]
+fn corrupted_onnx_is_a_clean_error() {
+    let path = temp_path("garbage.onnx");
+    std::fs::write(
+        &path,
+        b"this is not an onnx model\x00\xff\xfe\x01\x02garbage",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    for args in [
+        vec!["inspect", p],
+        vec!["eval", p, "--dataset", "mnist"],
+        vec!["crosscheck", p],
+    ] {
+        let out = qbench(&args);
+        assert_clean_error(&out, &[p, "not a valid ONNX"]);
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn bad_arguments_fail_fast_naming_the_flag() {
+    let light = repo_file("models/zoo/light/light_squeezenet.onnx");
+    let cases: [(&[&str], &str); 4] = [
+        (&["eval", "digit-cnn", "--batch", "0"], "--batch"),
+        (&["eval", "digit-cnn", "--limit", "many"], "--limit"),
+        (&["eval", &light], "--dataset"),
+        (
+            &["eval", "digit-cnn", "--dataset", "fashion-mnist"],
+            "--dataset",
+        ),
+    ];
+    for (args, flag) in cases {
+        let start = Instant::now();
+        let out = qbench(args);
+        // Nothing is loaded before the arguments are checked; generous for a busy machine.
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{args:?} took {:?}",
+            start.elapsed()
+        );
+        assert_clean_error(&out, &[flag]);
+    }
+}
