@@ -59,6 +59,7 @@ pub(crate) const KERNELS: RungKernels = RungKernels {
     nr: Generic::NR,
     kr: Generic::KR,
     a_offset: 0,
+    reads_exactly_k: true,
     kernels: &[KernelEntry {
         name: "generic_gemm_u8s8i32_4x16",
         mr: Generic::MR,

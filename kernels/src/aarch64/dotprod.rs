@@ -185,6 +185,7 @@ pub(crate) const KERNELS: RungKernels = RungKernels {
     nr: NeonDot8x8::NR,
     kr: NeonDot8x8::KR,
     a_offset: 0x80,
+    reads_exactly_k: false,
     kernels: &[KernelEntry {
         name: "neondot_gemm_u8s8i32_8x8",
         mr: NeonDot8x8::MR,

@@ -176,6 +176,7 @@ pub(crate) const KERNELS: RungKernels = RungKernels {
     nr: Neon4x16::NR,
     kr: Neon4x16::KR,
     a_offset: 0,
+    reads_exactly_k: false,
     kernels: &[KernelEntry {
         name: "neon_gemm_u8s8i32_4x16",
         mr: Neon4x16::MR,

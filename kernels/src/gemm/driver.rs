@@ -22,7 +22,8 @@ pub(crate) trait MicroKernel {
     ///
     /// # Safety
     /// The CPU supports the kernel's instructions; `a` points to `rows` rows at
-    /// `a_stride` bytes each holding at least `round_up(kgroups * KR, 16)` readable bytes;
+    /// `a_stride` bytes each holding at least `round_up(kgroups * KR, 16)` readable bytes
+    /// (only `kgroups * KR` when the rung declares `reads_exactly_k`);
     /// `b` points to `kgroups * KR * NR` packed bytes; `acc` has room for `MR * NR` values.
     unsafe fn tile(
         rows: usize,
@@ -37,10 +38,11 @@ pub(crate) trait MicroKernel {
 /// The largest `MR · NR` of any kernel: the stack tile the driver hands to kernels.
 pub(crate) const MAX_TILE: usize = 16 * 64;
 
-/// Activations packed for one call: rows padded with zeros to `stride` (a multiple of 64),
-/// stored as `a XOR a_offset`, with what the corrections need.
-pub(crate) struct PackedA {
-    pub data: Vec<u8>,
+/// Activations prepared for one call, with what the corrections need: either packed
+/// (rows padded with zeros to `stride`, a multiple of 64, stored as `a XOR a_offset`) or,
+/// when nothing needs changing, the caller's matrix itself ([`PackedA::direct`]).
+pub(crate) struct PackedA<'a> {
+    pub data: std::borrow::Cow<'a, [u8]>,
     pub rows: usize,
     pub stride: usize,
     pub kgroups: usize,
@@ -52,8 +54,25 @@ pub(crate) struct PackedA {
     pub max: u8,
 }
 
-impl PackedA {
-    pub(crate) fn pack(a: &MatA, kr: usize, a_offset: u8) -> PackedA {
+impl<'a> PackedA<'a> {
+    /// The caller's activations as they lie: for rungs whose kernels read exactly
+    /// `kgroups · KR` bytes of a row with no offset, when k is a multiple of KR, and when
+    /// no weight zero point needs the row sums. `max` is left at 255 (unknown), so only
+    /// rungs whose fastest kernel takes full-range u8 may use this.
+    pub(crate) fn direct(a: &MatA<'a>, kr: usize) -> PackedA<'a> {
+        debug_assert_eq!(a.cols % kr, 0);
+        PackedA {
+            data: std::borrow::Cow::Borrowed(a.data),
+            rows: a.rows,
+            stride: a.stride,
+            kgroups: a.cols / kr,
+            col_coef: (0..a.rows).map(|m| a.zero_point_of(m)).collect(),
+            row_term: Vec::new(),
+            max: u8::MAX,
+        }
+    }
+
+    pub(crate) fn pack(a: &MatA, kr: usize, a_offset: u8) -> PackedA<'static> {
         let k = a.cols;
         let kgroups = k.div_ceil(kr);
         let stride = (kgroups * kr).div_ceil(64).max(1) * 64;
@@ -79,7 +98,7 @@ impl PackedA {
             row_term.push(sum.wrapping_sub((k as i32).wrapping_mul(za)));
         }
         PackedA {
-            data,
+            data: std::borrow::Cow::Owned(data),
             rows: a.rows,
             stride,
             kgroups,

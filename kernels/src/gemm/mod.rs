@@ -106,7 +106,18 @@ fn per_column(values: &[f32], n: usize) -> Vec<f32> {
 
 fn run(a: &MatA, b: &PackedB, out: &mut Output) -> &'static str {
     let kernels = b.kernels();
-    let packed_a = PackedA::pack(a, kernels.kr, kernels.a_offset);
+    // Copying A costs as much as the multiply when k is small (a 1x1 conv over many
+    // pixels); skip it when the kernels can read the caller's rows as they are.
+    let direct = kernels.reads_exactly_k
+        && kernels.a_offset == 0
+        && a.cols % kernels.kr == 0
+        && b.zero_points().is_none()
+        && kernels.kernels[0].max_activation == u8::MAX;
+    let packed_a = if direct {
+        PackedA::direct(a, kernels.kr)
+    } else {
+        PackedA::pack(a, kernels.kr, kernels.a_offset)
+    };
     let kernel = kernels.pick(packed_a.max);
     if a.rows > 0 && b.n() > 0 {
         // SAFETY: `PackedB` only holds kernels of rungs this CPU supports (checked when it

@@ -25,6 +25,9 @@ pub(crate) struct RungKernels {
     pub kr: usize,
     /// Activations are stored as `a XOR a_offset` (128 turns u8 into s8 for `sdot`).
     pub a_offset: u8,
+    /// The kernels read only the first `kgroups · KR` bytes of each activation row (never
+    /// the padding), so the caller's matrix can be used in place when k fits the groups.
+    pub reads_exactly_k: bool,
     pub kernels: &'static [KernelEntry],
 }
 

@@ -208,6 +208,7 @@ pub(crate) const KERNELS: RungKernels = RungKernels {
     nr: NR,
     kr: 4,
     a_offset: 0,
+    reads_exactly_k: false,
     kernels: &[
         KernelEntry {
             name: "avx2_gemm_u7s8i32_6x16",

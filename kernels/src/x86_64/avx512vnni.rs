@@ -145,6 +145,7 @@ pub(crate) const KERNELS: RungKernels = RungKernels {
     nr: Vnni::NR,
     kr: Vnni::KR,
     a_offset: 0,
+    reads_exactly_k: true,
     kernels: &[KernelEntry {
         name: "avx512vnni_gemm_u8s8i32_6x64",
         mr: Vnni::MR,
