@@ -60,7 +60,7 @@ impl<'a> PackedA<'a> {
     /// no weight zero point needs the row sums. `max` is left at 255 (unknown), so only
     /// rungs whose fastest kernel takes full-range u8 may use this.
     pub(crate) fn direct(a: &MatA<'a>, kr: usize) -> PackedA<'a> {
-        debug_assert_eq!(a.cols % kr, 0);
+        debug_assert!(a.cols.is_multiple_of(kr));
         PackedA {
             data: std::borrow::Cow::Borrowed(a.data),
             rows: a.rows,

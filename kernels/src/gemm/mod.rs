@@ -110,7 +110,7 @@ fn run(a: &MatA, b: &PackedB, out: &mut Output) -> &'static str {
     // pixels); skip it when the kernels can read the caller's rows as they are.
     let direct = kernels.reads_exactly_k
         && kernels.a_offset == 0
-        && a.cols % kernels.kr == 0
+        && a.cols.is_multiple_of(kernels.kr)
         && b.zero_points().is_none()
         && kernels.kernels[0].max_activation == u8::MAX;
     let packed_a = if direct {
