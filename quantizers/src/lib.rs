@@ -1,2 +1,9 @@
 //! qbench-quantizers: quantization parameters, observers, backend qconfigs, fusion and the
-//! dynamic, static and QAT pipelines. Not yet built: see the open quantizers issue.
+//! dynamic, static and QAT pipelines.
+
+pub mod error;
+pub mod observer;
+pub mod qconfig;
+pub mod qparams;
+
+pub use error::{QuantError, Result};
