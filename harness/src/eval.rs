@@ -16,6 +16,7 @@ use qbench_models::exec::{Executor, Options};
 use qbench_models::ir::Graph;
 use qbench_models::tensor::Tensor;
 use qbench_models::zoo::{self, DType, Layout, Preprocessing, ZooEntry};
+use qbench_quantizers::QExecutor;
 use rayon::prelude::*;
 
 /// A model named on the command line: a zoo entry (with its manifest) or a bare file.
@@ -208,6 +209,21 @@ pub fn model_inputs<'a>(ds: &'a Dataset, spec: &EvalSpec) -> Cow<'a, [f32]> {
     )
 }
 
+/// Either executor behind one `run`.
+pub enum Runner {
+    Fp32(Box<Executor>),
+    Quantized(Box<QExecutor>),
+}
+
+impl Runner {
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        match self {
+            Runner::Fp32(e) => Ok(e.run(inputs)?),
+            Runner::Quantized(e) => Ok(e.run(inputs)?),
+        }
+    }
+}
+
 /// Loads and imports an ONNX file, naming it in the error.
 pub fn load_graph(path: &Path) -> Result<Graph> {
     qbench_models::onnx::load(path).with_context(|| format!("importing {}", path.display()))
@@ -261,14 +277,31 @@ pub struct EvalArgs {
 
 /// `qbench eval`.
 pub fn cmd_eval(args: &EvalArgs) -> Result<()> {
+    // A quantized model (`qbench quantize`'s output) is evaluated on its source's data.
+    let quantized = if args.model.ends_with(".safetensors") {
+        Some(qbench_quantizers::save::load(Path::new(&args.model))?)
+    } else {
+        None
+    };
     // Cheap checks first: the name/file and which data, before reading anything big.
-    let target = resolve(&args.model)?;
+    let target = match &quantized {
+        Some(m) => resolve(&m.recipe.source)
+            .with_context(|| format!("{} was quantized from {:?}", args.model, m.recipe.source))?,
+        None => resolve(&args.model)?,
+    };
     let spec = eval_spec(&target, args.dataset, true)?
         .context("eval_spec(required) returned no eval set")?;
 
     let start = Instant::now();
-    let graph = load_graph(&target.path)?;
-    let exec = executor(&graph, &target.path)?;
+    let exec = match &quantized {
+        Some(model) => Runner::Quantized(Box::new(
+            QExecutor::new(model).context("preparing the quantized model")?,
+        )),
+        None => Runner::Fp32(Box::new(executor(
+            &load_graph(&target.path)?,
+            &target.path,
+        )?)),
+    };
     let ds = load_dataset(&spec, args.limit)?;
     ensure!(!ds.is_empty(), "the eval set is empty");
     let images = model_inputs(&ds, &spec);
@@ -296,7 +329,7 @@ pub fn cmd_eval(args: &EvalArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "model": target.name,
+                "model": quantized.as_ref().map_or(target.name.clone(), |_| args.model.clone()),
                 "metric": "top1",
                 "value": value,
                 "samples": n,
@@ -304,9 +337,17 @@ pub fn cmd_eval(args: &EvalArgs) -> Result<()> {
         );
         return Ok(());
     }
+    let label = match &quantized {
+        Some(m) => format!(
+            "{} ({} / {})",
+            args.model,
+            m.recipe.method.name(),
+            m.recipe.backend.name()
+        ),
+        None => target.name.clone(),
+    };
     println!(
-        "{}  {} {}  top-1 {:.2} %  ({correct} / {n})",
-        target.name,
+        "{label}  {} {}  top-1 {:.2} %  ({correct} / {n})",
         spec.dataset.name(),
         spec.split.name(),
         100.0 * value

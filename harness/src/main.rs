@@ -4,16 +4,20 @@
 
 mod bench_conv;
 mod bench_gemm;
+mod bench_model;
 mod crosscheck;
 mod eval;
 mod inspect;
 mod machine;
 mod measure;
 mod output;
+mod quantize;
 mod stats;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use qbench_quantizers::observer::ObserverKind;
+use qbench_quantizers::{ActScales, Backend, Method};
 use tabled::{builder::Builder, settings::Style};
 
 #[derive(Parser)]
@@ -92,6 +96,55 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Quantize a model (dynamic, fp16 or static) into a .safetensors file.
+    Quantize {
+        /// A zoo model name or a path to an .onnx file.
+        #[arg(value_name = "MODEL|FILE.onnx")]
+        model: String,
+        #[arg(long, value_parser = parse_method, default_value = "static")]
+        method: Method,
+        #[arg(long, value_parser = parse_backend, default_value = "fbgemm")]
+        backend: Backend,
+        /// Static: the activation observer (minmax, moving_average_minmax, histogram, percentile, entropy, mse); default the backend preset's.
+        #[arg(long, value_parser = parse_observer)]
+        observer: Option<ObserverKind>,
+        /// Node names to keep in fp32, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        skip: Vec<String>,
+        /// Static: calibration images, from the training split.
+        #[arg(long, value_name = "N", default_value_t = 1024, value_parser = positive)]
+        calib_samples: usize,
+        /// Dynamic: one activation scale per row (token) instead of per tensor.
+        #[arg(long)]
+        per_row: bool,
+        /// Dynamic: also quantize Conv layers (as `{nn.Linear, nn.Conv2d}` in PyTorch).
+        #[arg(long)]
+        conv: bool,
+        /// Output file.
+        #[arg(short, long, value_name = "FILE.safetensors")]
+        out: std::path::PathBuf,
+    },
+    /// Time a model in fp32 and quantized, interleaved in one run, single thread.
+    BenchModel {
+        /// A zoo model name or a path to an .onnx file.
+        #[arg(value_name = "MODEL|FILE.onnx")]
+        model: String,
+        #[arg(long, value_parser = parse_method, default_value = "static")]
+        method: Method,
+        #[arg(long, value_parser = parse_backend, default_value = "fbgemm")]
+        backend: Backend,
+        #[arg(long, default_value_t = 1, value_parser = positive)]
+        batch: usize,
+        /// Dynamic: one activation scale per row.
+        #[arg(long)]
+        per_row: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Short time budgets (for smoke tests; numbers are noisier).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Compare qbench's fp32 executor with tract-onnx on the same file and inputs; fails on a mismatch.
     Crosscheck {
         /// A zoo model name or a path to an .onnx file.
@@ -126,6 +179,22 @@ impl From<DatasetArg> for qbench_models::data::DatasetKind {
             DatasetArg::FashionMnist => Self::FashionMnist,
         }
     }
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    Method::from_name(s)
+        .ok_or_else(|| format!("unknown method {s:?}; valid: dynamic, fp16, static, qat"))
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    Backend::from_name(s).map_err(|e| e.to_string())
+}
+
+fn parse_observer(s: &str) -> Result<ObserverKind, String> {
+    ObserverKind::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = ObserverKind::all().iter().map(|k| k.name()).collect();
+        format!("unknown observer {s:?}; valid: {}", names.join(", "))
+    })
 }
 
 /// A count that must be at least 1; clap reports the flag with the message.
@@ -166,6 +235,59 @@ fn main() -> Result<()> {
             dataset: dataset.map(Into::into),
         }),
         Command::Inspect { model, json } => inspect::cmd_inspect(&model, json),
+        Command::Quantize {
+            model,
+            method,
+            backend,
+            observer,
+            skip,
+            calib_samples,
+            per_row,
+            conv,
+            out,
+        } => {
+            let mut spec = quantize::QuantSpec::new(method, backend);
+            spec.observer = observer;
+            spec.skip = skip;
+            spec.calib_samples = calib_samples;
+            if per_row {
+                spec.act_scales = ActScales::PerRow;
+            }
+            if conv {
+                spec.op_types.push("Conv".into());
+            }
+            quantize::cmd_quantize(&quantize::QuantizeArgs { model, spec, out })
+        }
+        Command::BenchModel {
+            model,
+            method,
+            backend,
+            batch,
+            per_row,
+            json,
+            quick,
+        } => {
+            let mut spec = quantize::QuantSpec::new(method, backend);
+            if per_row {
+                spec.act_scales = ActScales::PerRow;
+            }
+            let budget = if quick {
+                measure::Budget::QUICK
+            } else {
+                measure::Budget::DEFAULT
+            };
+            let r = bench_model::bench(&model, &spec, batch, budget)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} {} / {} batch {}: fp32 {:.3} ms, quantized {:.3} ms, speedup {:.2}x (kernel {}, spreads {:.1}% / {:.1}%)",
+                    r.model, r.method, r.backend, r.batch, r.fp32_ms, r.quant_ms, r.speedup,
+                    r.kernel, 100.0 * r.fp32_spread, 100.0 * r.quant_spread
+                );
+            }
+            Ok(())
+        }
         Command::Crosscheck {
             model,
             samples,

@@ -6,6 +6,7 @@
 //! cross-check, the IDX reader and datasets, and the zoo manifests. Not yet: training
 //! and the trained zoo models (see the open models issue).
 
+pub mod atomic;
 pub mod data;
 pub mod error;
 pub mod exec;

@@ -1,9 +1,26 @@
 //! qbench-quantizers: quantization parameters, observers, backend qconfigs, fusion and the
-//! dynamic, static and QAT pipelines.
+//! dynamic and static pipelines, the quantized model and the executor that runs it on the
+//! kernel ladder.
 
+pub mod calibrate;
+pub mod dynamic;
 pub mod error;
+pub mod fp16;
+pub mod fuse;
+pub mod layers;
+pub mod model;
 pub mod observer;
+pub mod probe;
 pub mod qconfig;
 pub mod qparams;
+pub mod runtime;
+pub mod save;
+pub mod shapes;
+pub mod sqnr;
 
+pub use calibrate::{prepare, Prepared};
+pub use dynamic::{quantize_dynamic, DynamicOptions};
 pub use error::{QuantError, Result};
+pub use model::{ActScales, Method, QuantizedModel};
+pub use qconfig::{Backend, QConfig, QConfigMap};
+pub use runtime::QExecutor;

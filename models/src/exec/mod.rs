@@ -34,7 +34,7 @@ use crate::error::{ModelError, Result};
 use crate::ir::{AutoPad, Dim, Graph, Node, Op, ValueInfo};
 use crate::tensor::{broadcast_binary, broadcast_shapes, Data, Tensor};
 
-pub use ops::norm_axis;
+pub use ops::{norm_axis, reshape_target};
 
 /// Executor settings.
 #[derive(Clone, Debug)]

@@ -294,7 +294,5 @@ pub fn save(g: &Graph, path: impl AsRef<Path>) -> Result<()> {
         file: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("onnx.tmp");
-    std::fs::write(&tmp, to_bytes(g)).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::atomic::write_atomic(path, &to_bytes(g)).map_err(io)
 }
