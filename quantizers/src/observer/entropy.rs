@@ -11,9 +11,10 @@
 //!   remainder (the merge of MXNet's and ONNX Runtime's `get_entropy_threshold`).
 //! - Before the search, bin 0's count is replaced by bin 1's, as NVIDIA's reference
 //!   (TensorRT's pytorch-quantization, `_compute_amax_entropy`) does: the exact zeros of a
-//!   ReLU pile up in bin 0, are exact on any grid, and would otherwise dominate the KL so
-//!   that only candidates with one bin per level (`i < 256`) score well, clipping a ReLU
-//!   output at an eighth of its range (measured: 400x MinMax's error on ReLU(N(0, 1))).
+//!   ReLU pile up in bin 0 and are exact on any grid, but Q smears that spike over its
+//!   whole level whenever a level spans several bins, so the spike would dominate the KL
+//!   (measured without it: 1M ReLU(N(0, 1)) values clipped at 1.54 of 4.33, 400x
+//!   MinMax's squared error).
 //! - The threshold is `i·w`, the right edge of the kept bins, for the `i` minimising
 //!   KL(P‖Q) over the normalised P and Q (the first such `i` on ties). A candidate where Q
 //!   is 0 on a bin where P is not (the clipped mass has nowhere to go) scores +∞; unlike

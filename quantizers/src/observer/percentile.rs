@@ -14,8 +14,8 @@
 //! Exact without storing the calibration set: the percentiles asked for sit in the tails,
 //! so only the `TAIL_CAPACITY` largest (and smallest) values are kept. That answers
 //! exactly as long as the needed order statistic is among them: with the default 99.99 up
-//! to 1.3·10⁹ values; a percentile that reaches deeper is an error naming the layer
-//! (never a silently wrong range).
+//! to 6.5·10⁸ values on a symmetric grid, 1.3·10⁹ on an affine one; a percentile that
+//! reaches deeper is an error naming the layer (never a silently wrong range).
 
 use super::Observer;
 use crate::error::{check_finite, QuantError, Result};
