@@ -1,7 +1,7 @@
 //! Prints, for every activation observer, the range it picks and the mean squared
 //! fake-quantization error on three synthetic distributions (the README's observer table):
 //!
-//!     cargo run --release -p qbench-quantizers --example observer_ranges
+//!     cargo run -p qbench-quantizers --example observer_ranges
 //!
 //! Data: splitmix64-driven Irwin–Hall "Gaussians" (sum of 12 uniforms − 6), as in
 //! tests/observers.rs, so the numbers are the same on every machine.

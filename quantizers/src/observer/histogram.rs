@@ -333,6 +333,18 @@ mod tests {
     }
 
     #[test]
+    fn a_constant_first_batch_moves_whole_into_the_wider_histogram() {
+        // PyTorch's orig_min == orig_max branch: the old count lands in the new bin that
+        // holds the constant, without upsampling.
+        let mut obs = Histogram::new(QSpec::activation_quint8(false), 8, "c".into()).unwrap();
+        obs.observe(&[10], &[1.0; 10]).unwrap();
+        obs.observe(&[2], &[0.0, 2.0]).unwrap();
+        let (hist, lo, hi) = obs.histogram().unwrap();
+        assert_eq!((lo, hi), (0.0, 2.0));
+        assert_eq!(hist, &[1.0, 0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
     fn quantization_error_of_the_full_range_matches_the_uniform_formula() {
         // Uniform density over the full range: every value is in range, the error is the
         // rounding error of a uniform, Δ²/12 per value, Δ = range / 256.
