@@ -6,9 +6,18 @@
 //! and Inf with an error naming the layer, and refuse to produce qparams before they have
 //! seen any data.
 
+mod entropy;
+mod grid;
+mod histogram;
 mod minmax;
+mod mse;
+mod percentile;
 
+pub use entropy::{entropy_threshold_bins, Entropy, ENTROPY_LEVELS};
+pub use histogram::Histogram;
 pub use minmax::{MinMax, MovingAverageMinMax, PerChannelMinMax};
+pub use mse::{Mse, MSE_BINS, MSE_STEPS};
+pub use percentile::{Percentile, TAIL_CAPACITY};
 
 use crate::error::Result;
 use crate::qparams::{Granularity, QParams, QSpec};
@@ -33,11 +42,13 @@ pub enum ObserverKind {
     MovingAverageMinMax { averaging_constant: f32 },
     /// 2048-bin histogram, then PyTorch's search for the range minimising L2 error.
     Histogram { bins: usize },
-    /// The range covering a percentile of |x| (e.g. 99.99).
+    /// The range covering a percentile of the values (e.g. 99.99): of |x| on a symmetric
+    /// grid, of each tail ((100 − p)/2 % off each side) on an affine one.
     Percentile { percentile: f64 },
     /// TensorRT's entropy calibration: the threshold minimising KL divergence.
     Entropy { bins: usize },
-    /// The symmetric clipping range minimising mean squared quantization error.
+    /// The clipping range `[α·min, α·max]` (α = 0.01, 0.02, ..., 1) minimising the mean
+    /// squared error of fake quantization on the spec's grid.
     Mse,
 }
 
@@ -84,6 +95,16 @@ impl ObserverKind {
             (ObserverKind::MovingAverageMinMax { averaging_constant }, Granularity::PerTensor) => {
                 Box::new(MovingAverageMinMax::new(spec, averaging_constant, layer))
             }
+            (ObserverKind::Histogram { bins }, Granularity::PerTensor) => {
+                Box::new(Histogram::new(spec, bins, layer)?)
+            }
+            (ObserverKind::Percentile { percentile }, Granularity::PerTensor) => {
+                Box::new(Percentile::new(spec, percentile, layer)?)
+            }
+            (ObserverKind::Entropy { bins }, Granularity::PerTensor) => {
+                Box::new(Entropy::new(spec, bins, layer)?)
+            }
+            (ObserverKind::Mse, Granularity::PerTensor) => Box::new(Mse::new(spec, layer)),
             (kind, Granularity::PerChannel { .. }) => {
                 return Err(crate::error::QuantError::Config {
                     key: format!("{layer}.observer"),
@@ -91,12 +112,6 @@ impl ObserverKind {
                         "{} is a per-tensor observer; use minmax for per-channel weights",
                         kind.name()
                     ),
-                })
-            }
-            (kind, Granularity::PerTensor) => {
-                return Err(crate::error::QuantError::Config {
-                    key: format!("{layer}.observer"),
-                    msg: format!("{} is not built yet", kind.name()),
                 })
             }
         })
