@@ -243,6 +243,9 @@ pub fn render_text(report: &GateReport) -> String {
         let names: Vec<String> = report.uncovered.iter().map(ToString::to_string).collect();
         out.push_str(&format!("note: no rule covers {}\n", names.join(", ")));
     }
+    if report.checks.is_empty() {
+        out.push_str("warning: no limit applied to any cell: nothing was checked\n");
+    }
     out.push_str(&format!(
         "gate {}: {}\n",
         if report.exit_code() == 0 {
@@ -279,7 +282,7 @@ pub fn render_markdown(report: &GateReport, results_name: &str) -> String {
                 _ => "",
             };
             out.push_str(&format!(
-                "| `{}` | {} | `{}` | {} | {} |\n",
+                "| `{}` | `{}` | `{}` | {} | {} |\n",
                 c.cell,
                 esc(&c.rule),
                 c.condition(),
@@ -297,7 +300,7 @@ pub fn render_markdown(report: &GateReport, results_name: &str) -> String {
                 _ => "",
             };
             out.push_str(&format!(
-                "| `{}` | {} | `{}` | {} |\n",
+                "| `{}` | `{}` | `{}` | {} |\n",
                 c.cell,
                 esc(&c.rule),
                 c.condition(),
@@ -308,7 +311,7 @@ pub fn render_markdown(report: &GateReport, results_name: &str) -> String {
     if !report.unused_rules.is_empty() || !report.uncovered.is_empty() {
         out.push_str("\n### Notes\n\n");
         for r in &report.unused_rules {
-            out.push_str(&format!("- {} matches no cell\n", esc(r)));
+            out.push_str(&format!("- `{r}` matches no cell\n"));
         }
         for c in &report.uncovered {
             out.push_str(&format!("- no rule covers `{c}`\n"));

@@ -259,9 +259,9 @@ fn markdown_summary_for_a_pull_request() {
         md.contains("| cell | rule | limit | value | why |\n|---|---|---|---|---|\n"),
         "{md}"
     );
-    assert!(md.contains("| `digit-cnn/static/fbgemm/b1/t1` | rule[0] (digit-cnn/*/*) | `max_drop_pp ≤ 0.1` | 0.2 |"), "{md}");
+    assert!(md.contains("| `digit-cnn/static/fbgemm/b1/t1` | `rule[0] (digit-cnn/*/*)` | `max_drop_pp ≤ 0.1` | 0.2 |"), "{md}");
     assert!(
-        md.contains("rule[1] (nonexistent/*/*) matches no cell"),
+        md.contains("- `rule[1] (nonexistent/*/*)` matches no cell"),
         "{md}"
     );
     assert!(
