@@ -35,12 +35,14 @@ pub struct Rules {
 }
 
 impl Default for Rules {
-    /// floor 5 %, k = 1 (the change must leave the wider run's p10–p90 band, relative to
-    /// its median), accuracy 0.1 pp, size 1 %.
+    /// floor 5 %, k = 2, accuracy 0.1 pp, size 1 %. k = 2 because the spread within one
+    /// run understates the drift between runs on a loaded machine: two `bench-gemm`
+    /// runs of identical code here, under a load of ~10 on 2 cores, had fp32 medians
+    /// 29 % apart with spreads of 18 % and 26 %.
     fn default() -> Rules {
         Rules {
             floor: 0.05,
-            k: 1.0,
+            k: 2.0,
             acc_pp: 0.1,
             size_pct: 1.0,
         }

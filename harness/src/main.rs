@@ -151,7 +151,7 @@ enum Command {
         #[arg(long, value_name = "PCT", default_value_t = 5.0, value_parser = non_negative)]
         floor: f64,
         /// A latency change must also exceed K × the larger of the two runs' spreads.
-        #[arg(long, value_name = "K", default_value_t = 1.0, value_parser = non_negative)]
+        #[arg(long, value_name = "K", default_value_t = 2.0, value_parser = non_negative)]
         k: f64,
         /// Accuracy drop that counts as a regression, percentage points.
         #[arg(long, value_name = "PP", default_value_t = 0.1, value_parser = non_negative)]

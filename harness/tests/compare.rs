@@ -24,8 +24,12 @@ fn speed_verdict(base: &Results, head: &Results, rules: &Rules) -> Verdict {
 
 #[test]
 fn speed_counts_only_beyond_max_of_floor_and_k_spread() {
-    let rules = Rules::default(); // floor 5 %, k 1
-                                  // Quiet runs (spread 2 %): the floor rules. +4 % is noise, +6 % a regression.
+    let rules = Rules {
+        k: 1.0,
+        ..Rules::default()
+    }; // floor 5 %, k 1
+    assert_eq!((Rules::default().floor, Rules::default().k), (0.05, 2.0));
+    // Quiet runs (spread 2 %): the floor rules. +4 % is noise, +6 % a regression.
     let (b, h) = pair(10.0, 0.02, 10.4, 0.02);
     assert_eq!(speed_verdict(&b, &h, &rules), Verdict::Unchanged);
     let (b, h) = pair(10.0, 0.02, 10.6, 0.02);
