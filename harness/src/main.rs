@@ -8,11 +8,13 @@ mod bench_model;
 mod crosscheck;
 mod eval;
 mod inspect;
-mod machine;
 mod measure;
-mod output;
 mod quantize;
 mod stats;
+
+// The fingerprint and atomic writes live in the library, beside the results schema that
+// records them; imported here so `crate::machine` / `crate::output` keep their paths.
+use qbench::{machine, output};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -163,6 +165,78 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Join the results files of a sharded sweep (same build and config, disjoint cells).
+    /// Exit 0, or 2 on any error.
+    Merge {
+        /// Results files (one per shard).
+        #[arg(required = true, value_name = "RESULTS.json")]
+        inputs: Vec<std::path::PathBuf>,
+        /// The merged file (written atomically).
+        #[arg(short, long, value_name = "OUT.json")]
+        out: std::path::PathBuf,
+    },
+    /// Check a results file against threshold rules. Exit 0 when every limit holds,
+    /// 1 when any is violated, 2 for unreadable or invalid input.
+    Gate {
+        #[arg(value_name = "RESULTS.json")]
+        results: std::path::PathBuf,
+        /// The rules (e.g. ci/thresholds.toml).
+        #[arg(long, value_name = "FILE.toml")]
+        thresholds: std::path::PathBuf,
+        /// `md`: a markdown summary for a pull-request comment instead of tables.
+        #[arg(long, value_enum, default_value_t = GateFormat::Table)]
+        format: GateFormat,
+        /// Also write JUnit XML (one test per cell and limit) to FILE.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<std::path::PathBuf>,
+    },
+    /// Per-cell deltas of accuracy, size and speed between two results files.
+    /// Exit 0; with --fail-on-regression 1 when any cell regressed; 2 on errors.
+    Compare {
+        #[arg(value_name = "BASE.json")]
+        base: std::path::PathBuf,
+        #[arg(value_name = "HEAD.json")]
+        head: std::path::PathBuf,
+        /// Exit 1 when any cell regressed.
+        #[arg(long)]
+        fail_on_regression: bool,
+        /// Smallest latency change that can count as a regression, percent.
+        #[arg(long, value_name = "PCT", default_value_t = 5.0, value_parser = non_negative)]
+        floor: f64,
+        /// A latency change must also exceed K × the larger of the two runs' spreads.
+        #[arg(long, value_name = "K", default_value_t = 2.0, value_parser = non_negative)]
+        k: f64,
+        /// Accuracy drop that counts as a regression, percentage points.
+        #[arg(long, value_name = "PP", default_value_t = 0.1, value_parser = non_negative)]
+        acc_pp: f64,
+        /// Size growth that counts as a regression, percent.
+        #[arg(long, value_name = "PCT", default_value_t = 1.0, value_parser = non_negative)]
+        size_pct: f64,
+    },
+    /// Manage the committed baseline (reports/baseline.json).
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum BaselineAction {
+    /// Validate a finished results file and make it the baseline (atomically), printing
+    /// what changed. Exit 0, or 2 on any error.
+    Update {
+        #[arg(long, value_name = "RESULTS.json")]
+        from: std::path::PathBuf,
+        /// Where the baseline lives.
+        #[arg(long, value_name = "FILE", default_value = qbench::baseline::DEFAULT_PATH)]
+        to: std::path::PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GateFormat {
+    Table,
+    Md,
 }
 
 /// `--dataset` values, spelt as manifests spell them.
@@ -195,6 +269,27 @@ fn parse_observer(s: &str) -> Result<ObserverKind, String> {
         let names: Vec<&str> = ObserverKind::all().iter().map(|k| k.name()).collect();
         format!("unknown observer {s:?}; valid: {}", names.join(", "))
     })
+}
+
+/// A finite number ≥ 0; clap reports the flag with the message.
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) => Err(format!("{v} must be a finite number ≥ 0")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
+}
+
+/// Runs a command with exit-code semantics (merge, gate, compare, baseline): its code on
+/// success; on error the message, naming the file or key, and exit 2.
+fn exit_with(result: Result<i32>) -> ! {
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2)
+        }
+    }
 }
 
 /// A count that must be at least 1; clap reports the flag with the message.
@@ -301,6 +396,43 @@ fn main() -> Result<()> {
             dataset: dataset.map(Into::into),
             seed,
         }),
+        Command::Merge { inputs, out } => exit_with(qbench::merge::run(&inputs, &out).map(|()| 0)),
+        Command::Gate {
+            results,
+            thresholds,
+            format,
+            junit,
+        } => exit_with(qbench::gate::run(&qbench::gate::GateArgs {
+            results: &results,
+            thresholds: &thresholds,
+            markdown: format == GateFormat::Md,
+            junit: junit.as_deref(),
+        })),
+        Command::Compare {
+            base,
+            head,
+            fail_on_regression,
+            floor,
+            k,
+            acc_pp,
+            size_pct,
+        } => {
+            let rules = qbench::compare::Rules {
+                floor: floor / 100.0,
+                k,
+                acc_pp,
+                size_pct,
+            };
+            exit_with(qbench::compare::run(
+                &base,
+                &head,
+                &rules,
+                fail_on_regression,
+            ))
+        }
+        Command::Baseline {
+            action: BaselineAction::Update { from, to },
+        } => exit_with(qbench::baseline::update(&from, &to).map(|()| 0)),
     }
 }
 
