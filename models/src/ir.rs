@@ -175,6 +175,49 @@ pub enum Op {
     Squeeze {
         axes: Option<Vec<i64>>,
     },
+    /// Layer normalisation over the axes from `axis` on; inputs X, Scale, optional B
+    /// (ONNX LayerNormalization, opset 17; only the first output).
+    LayerNorm {
+        axis: i64,
+        epsilon: f32,
+    },
+    /// GELU: the exact erf form (BERT's) or, with `tanh`, the tanh approximation (ONNX
+    /// Gelu, opset 20).
+    Gelu {
+        tanh: bool,
+    },
+    Erf,
+    /// Sum over axes: from this attribute (opset < 13), else input 1 (absent: all axes,
+    /// unless `noop_with_empty_axes`).
+    ReduceSum {
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
+    /// Mean over axes: from this attribute (opset < 18), else input 1, as ReduceSum.
+    ReduceMean {
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
+    /// `x / ‖x‖_p` along `axis`, p = 1 or 2 (sentence embeddings' L2 normalisation).
+    LpNormalization {
+        axis: i64,
+        p: u8,
+    },
+    /// Scalars start, limit, delta → `[start, start + delta, ...)` (position ids).
+    Range,
+    /// Element type conversion between f32 and i64 (token ids arrive as f32 graph inputs).
+    Cast {
+        to: CastTo,
+    },
+}
+
+/// The element types a [`Op::Cast`] produces: what a [`Tensor`] can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CastTo {
+    F32,
+    I64,
 }
 
 impl Op {
@@ -211,6 +254,14 @@ impl Op {
             Op::Gather { .. } => "Gather",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Squeeze { .. } => "Squeeze",
+            Op::LayerNorm { .. } => "LayerNormalization",
+            Op::Gelu { .. } => "Gelu",
+            Op::Erf => "Erf",
+            Op::ReduceSum { .. } => "ReduceSum",
+            Op::ReduceMean { .. } => "ReduceMean",
+            Op::LpNormalization { .. } => "LpNormalization",
+            Op::Range => "Range",
+            Op::Cast { .. } => "Cast",
         }
     }
 }

@@ -3,13 +3,16 @@
 //!
 //! Built so far: tensors, the IR, the fp32 executor (NHWC inside, packed convs on the
 //! kernels crate), ONNX import/export through tract-onnx's protobuf types with a tract
-//! cross-check, the IDX reader and datasets, and the zoo manifests. Not yet: training
-//! and the trained zoo models (see the open models issue).
+//! cross-check, the IDX reader and datasets, the zoo manifests, fetching large models into
+//! a cache, and the sentence-transformers BERT encoder (MiniLM) built from safetensors.
+//! Not yet: training and the trained zoo models (see the open models issue).
 
 pub mod atomic;
+pub mod bert;
 pub mod data;
 pub mod error;
 pub mod exec;
+pub mod fetch;
 pub mod idx;
 pub mod ir;
 pub mod onnx;

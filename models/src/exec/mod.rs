@@ -14,13 +14,14 @@
 //! conv on, through the ops that are layout-agnostic or have an NHWC body here (element-wise
 //! ops and broadcasting binaries, BatchNorm, pools, LRN, channel Concat), and are converted
 //! back to NCHW only where an op needs the ONNX order (Flatten, Reshape, Transpose, Gemm,
-//! MatMul, Softmax, Gather, ...) and at the graph outputs. Each runtime value carries a flag
+//! MatMul, Softmax, Gather, the transformer ops of [`nn`], ...) and at the graph outputs. Each runtime value carries a flag
 //! saying which layout its buffer is in; `Shape` reports the logical (NCHW) shape.
 //!
 //! **Batch.** The first dimension of every graph input is free at run time; other declared
 //! fixed dims are checked. **Threads**: [`Options::threads`] goes to the GEMMs and convs
 //! (1 = the calling thread only, the default).
 
+pub mod nn;
 mod ops;
 
 use std::borrow::Cow;
@@ -568,6 +569,19 @@ fn binary(a: Cow<Val>, b: Cow<Val>, f: fn(f32, f32) -> f32) -> Result<Val> {
         }
         return Ok(out);
     }
+    // `b` broadcast along the leading axes of `a` (a Linear's bias, a scalar): a row-wise
+    // loop on `a`'s buffer, without materialising the broadcast `b` (transformers do this
+    // dozens of times per call on [N, S, hidden] tensors).
+    if !a.nhwc && !b.nhwc && !b.t.is_empty() && a.t.shape().ends_with(b.t.shape()) {
+        let mut out = a.into_owned();
+        let bv = b.t.f32s()?;
+        for row in out.t.f32s_mut()?.chunks_exact_mut(bv.len()) {
+            for (x, &y) in row.iter_mut().zip(bv) {
+                *x = f(*x, y);
+            }
+        }
+        return Ok(out);
+    }
     let out_rank = broadcast_shapes(&a.logical_shape(), &b.logical_shape())?.len();
     if (a.nhwc || b.nhwc) && out_rank == 4 {
         let phys = |v: &Val| -> Result<Tensor> {
@@ -917,6 +931,72 @@ fn eval(
                 }
             }
             one(Val::plain(x.reshaped(shape)?))
+        }
+        Op::LayerNorm { axis, epsilon } => {
+            let x = to_plain(arg(a, 0)?)?;
+            let scale = to_plain(arg(a, 1)?)?;
+            let bias = opt_arg(a, 2).map(to_plain).transpose()?;
+            one(Val::plain(nn::layer_norm(
+                &x,
+                &scale,
+                bias.as_deref(),
+                *axis,
+                *epsilon,
+            )?))
+        }
+        Op::Gelu { tanh } => {
+            let mut x = to_plain(arg(a, 0)?)?.into_owned();
+            if *tanh {
+                nn::gelu_tanh(x.f32s_mut()?);
+            } else {
+                nn::gelu_erf(x.f32s_mut()?);
+            }
+            one(Val::plain(x))
+        }
+        Op::Erf => one(map_in_place(arg(a, 0)?, nn::erf)?),
+        Op::ReduceSum {
+            axes,
+            keepdims,
+            noop_with_empty_axes,
+        }
+        | Op::ReduceMean {
+            axes,
+            keepdims,
+            noop_with_empty_axes,
+        } => {
+            let x = to_plain(arg(a, 0)?)?;
+            let axes: Option<Vec<i64>> = match axes {
+                Some(ax) => Some(ax.clone()),
+                None => opt_arg(a, 1)
+                    .map(|t| to_plain(t).and_then(|t| Ok(t.i64s()?.to_vec())))
+                    .transpose()?,
+            };
+            let how = if matches!(op, Op::ReduceSum { .. }) {
+                nn::Reduction::Sum
+            } else {
+                nn::Reduction::Mean
+            };
+            one(Val::plain(nn::reduce(
+                &x,
+                axes.as_deref(),
+                *keepdims,
+                *noop_with_empty_axes,
+                how,
+            )?))
+        }
+        Op::LpNormalization { axis, p } => {
+            let x = to_plain(arg(a, 0)?)?;
+            one(Val::plain(nn::lp_normalize(&x, *axis, *p)?))
+        }
+        Op::Range => {
+            let s = to_plain(arg(a, 0)?)?;
+            let l = to_plain(arg(a, 1)?)?;
+            let d = to_plain(arg(a, 2)?)?;
+            one(Val::plain(nn::range(&s, &l, &d)?))
+        }
+        Op::Cast { to } => {
+            let x = to_plain(arg(a, 0)?)?;
+            one(Val::plain(nn::cast(&x, *to)?))
         }
     }
 }

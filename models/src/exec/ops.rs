@@ -244,6 +244,16 @@ pub fn matmul(a: &Tensor, b: &Tensor, threads: usize) -> Result<Tensor> {
             b.shape()
         ));
     }
+    // A 2-D B (a Linear's weight) against a batched A is one GEMM over all rows of A:
+    // one large call blocks better than one call per batch entry.
+    if bsh.len() == 2 && !b1 && !a1 && ash.len() > 2 {
+        let rows: usize = ash[..ash.len() - 1].iter().product();
+        let mut out = vec![0f32; rows * n];
+        sgemm(rows, n, k, a.f32s()?, b.f32s()?, &mut out, threads);
+        let mut shape = ash[..ash.len() - 1].to_vec();
+        shape.push(n);
+        return Tensor::new(shape, out);
+    }
     let batch = broadcast_shapes(&ash[..ash.len() - 2], &bsh[..bsh.len() - 2])?;
     let nb: usize = batch.iter().product();
     // Batch index → offset of each operand's matrix (0 stride where broadcast).

@@ -41,38 +41,62 @@ impl CrossCheck {
     }
 }
 
+/// A tract plan for one ONNX file at fixed input shapes: optimised once, run many times
+/// (what a benchmark against tract needs; [`run_tract`] is the one-shot form).
+pub struct TractPlan {
+    file: String,
+    plan: std::sync::Arc<TypedRunnableModel>,
+}
+
+impl TractPlan {
+    /// Loads `model_path` into tract with the inputs' shapes fixed to `shapes` (f32).
+    pub fn new(model_path: &Path, shapes: &[&[usize]]) -> Result<TractPlan> {
+        let file = model_path.display().to_string();
+        let terr = |e: anyhow_like::Error| ModelError::Tract {
+            file: file.clone(),
+            msg: format!("{e:?}"),
+        };
+        let mut model = tract_onnx::onnx()
+            .model_for_path(model_path)
+            .map_err(terr)?;
+        for (i, s) in shapes.iter().enumerate() {
+            model = model
+                .with_input_fact(i, f32::fact(*s).into())
+                .map_err(terr)?;
+        }
+        let plan = model
+            .into_optimized()
+            .map_err(terr)?
+            .into_runnable()
+            .map_err(terr)?;
+        Ok(TractPlan { file, plan })
+    }
+
+    /// Runs the plan on `inputs` (of the shapes it was made for).
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let terr = |e: anyhow_like::Error| ModelError::Tract {
+            file: self.file.clone(),
+            msg: format!("{e:?}"),
+        };
+        let tv: TVec<TValue> = inputs
+            .iter()
+            .map(|t| Ok(tract_onnx::prelude::Tensor::from_shape(t.shape(), t.f32s()?)?.into()))
+            .collect::<std::result::Result<_, anyhow_like::Error>>()
+            .map_err(terr)?;
+        let outs = self.plan.run(tv).map_err(terr)?;
+        outs.iter()
+            .map(|o| {
+                let v = o.to_plain_array_view::<f32>().map_err(terr)?;
+                Tensor::new(v.shape().to_vec(), v.iter().copied().collect())
+            })
+            .collect()
+    }
+}
+
 /// Runs tract on `model_path` with `inputs` (shapes fixed from the inputs).
 pub fn run_tract(model_path: &Path, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-    let file = model_path.display().to_string();
-    let terr = |e: anyhow_like::Error| ModelError::Tract {
-        file: file.clone(),
-        msg: format!("{e:?}"),
-    };
-    let mut model = tract_onnx::onnx()
-        .model_for_path(model_path)
-        .map_err(terr)?;
-    for (i, t) in inputs.iter().enumerate() {
-        model = model
-            .with_input_fact(i, f32::fact(t.shape()).into())
-            .map_err(terr)?;
-    }
-    let plan = model
-        .into_optimized()
-        .map_err(terr)?
-        .into_runnable()
-        .map_err(terr)?;
-    let tv: TVec<TValue> = inputs
-        .iter()
-        .map(|t| Ok(tract_onnx::prelude::Tensor::from_shape(t.shape(), t.f32s()?)?.into()))
-        .collect::<std::result::Result<_, anyhow_like::Error>>()
-        .map_err(terr)?;
-    let outs = plan.run(tv).map_err(terr)?;
-    outs.iter()
-        .map(|o| {
-            let v = o.to_plain_array_view::<f32>().map_err(terr)?;
-            Tensor::new(v.shape().to_vec(), v.iter().copied().collect())
-        })
-        .collect()
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+    TractPlan::new(model_path, &shapes)?.run(inputs)
 }
 
 /// Error type of tract's API (`anyhow::Error`, re-exported through tract).

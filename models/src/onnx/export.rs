@@ -1,4 +1,6 @@
-//! Export of the IR as ONNX (opset 14, IR version 8) through `tract_onnx::pb`.
+//! Export of the IR as ONNX through `tract_onnx::pb`: opset 14 (IR version 8), or the
+//! newest opset a graph's ops need when that is later ([`export_opset`]: 17 for
+//! LayerNormalization, 20 for Gelu; every other exported op means the same from 14 to 20).
 //!
 //! Ops stored in an older-opset form are written in their opset-14 form: Clip bounds and
 //! Unsqueeze/Squeeze axes become constant inputs, legacy Softmax (coerce to 2-D) becomes
@@ -12,11 +14,26 @@ use tract_onnx::pb;
 use tract_onnx::pb::attribute_proto::AttributeType as A;
 
 use crate::error::{ModelError, Result};
-use crate::ir::{AutoPad, Dim, Graph, Op, Spatial, ValueInfo};
+use crate::ir::{AutoPad, CastTo, Dim, Graph, Op, Spatial, ValueInfo};
 use crate::tensor::{Data, Tensor};
 
-/// The opset every export declares.
+/// The opset an export declares unless the graph needs a newer one ([`export_opset`]).
 pub const EXPORT_OPSET: i64 = 14;
+
+/// The opset `g` is exported at: [`EXPORT_OPSET`], or the first opset that defines every
+/// op of the graph in the form we write.
+pub fn export_opset(g: &Graph) -> i64 {
+    g.nodes
+        .iter()
+        .map(|n| match &n.op {
+            Op::LayerNorm { .. } => 17,
+            Op::Gelu { .. } => 20,
+            // Axes given as an input: ReduceMean takes them so only from opset 18.
+            Op::ReduceMean { axes: None, .. } if n.inputs.len() > 1 => 18,
+            _ => EXPORT_OPSET,
+        })
+        .fold(EXPORT_OPSET, i64::max)
+}
 
 pub fn tensor_to_proto(name: &str, t: &Tensor) -> pb::TensorProto {
     let (data_type, raw_data) = match t.data() {
@@ -131,6 +148,7 @@ fn spatial_attrs(sp: &Spatial, with_dilations: bool) -> Vec<pb::AttributeProto> 
 
 /// The graph as an ONNX `ModelProto`.
 pub fn to_model_proto(g: &Graph) -> pb::ModelProto {
+    let opset = export_opset(g);
     let mut initializer: Vec<pb::TensorProto> = g
         .initializers
         .iter()
@@ -250,6 +268,59 @@ pub fn to_model_proto(g: &Graph) -> pb::ModelProto {
                 inputs.truncate(1);
                 inputs.push(name);
             }
+            Op::LayerNorm { axis, epsilon } => {
+                attribute = vec![int("axis", *axis), float("epsilon", *epsilon)]
+            }
+            Op::Gelu { tanh: true } => {
+                attribute = vec![pb::AttributeProto {
+                    s: b"tanh".to_vec(),
+                    ..attr("approximate", A::String)
+                }]
+            }
+            Op::ReduceSum {
+                axes,
+                keepdims,
+                noop_with_empty_axes,
+            }
+            | Op::ReduceMean {
+                axes,
+                keepdims,
+                noop_with_empty_axes,
+            } => {
+                attribute = vec![int("keepdims", *keepdims as i64)];
+                if *noop_with_empty_axes {
+                    attribute.push(int("noop_with_empty_axes", 1));
+                }
+                let axes_as_input = matches!(n.op, Op::ReduceSum { .. }) || opset >= 18;
+                match axes {
+                    // Empty axes: no axes input/attribute, which means "all" (or no-op).
+                    Some(ax) if ax.is_empty() => inputs.truncate(1),
+                    Some(ax) if axes_as_input => {
+                        let name =
+                            extra_const("axes", Tensor::from_i64s(ax.clone()), &mut initializer);
+                        inputs.truncate(1);
+                        inputs.push(name);
+                    }
+                    Some(ax) => {
+                        inputs.truncate(1);
+                        attribute.push(pb::AttributeProto {
+                            ints: ax.clone(),
+                            ..attr("axes", A::Ints)
+                        });
+                    }
+                    None => {}
+                }
+            }
+            Op::LpNormalization { axis, p } => {
+                attribute = vec![int("axis", *axis), int("p", i64::from(*p))]
+            }
+            Op::Cast { to } => {
+                let t = match to {
+                    CastTo::F32 => pb::tensor_proto::DataType::Float,
+                    CastTo::I64 => pb::tensor_proto::DataType::Int64,
+                };
+                attribute = vec![int("to", t as i64)]
+            }
             _ => {}
         }
         node.push(pb::NodeProto {
@@ -262,10 +333,11 @@ pub fn to_model_proto(g: &Graph) -> pb::ModelProto {
         });
     }
     pb::ModelProto {
-        ir_version: 8,
+        // IR version 9 came with opset 19 (ONNX 1.14).
+        ir_version: if opset >= 19 { 9 } else { 8 },
         opset_import: vec![pb::OperatorSetIdProto {
             domain: String::new(),
-            version: EXPORT_OPSET,
+            version: opset,
         }],
         producer_name: "qbench".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),

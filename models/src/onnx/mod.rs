@@ -20,7 +20,7 @@ use crate::error::{ModelError, Result};
 use crate::ir::{AutoPad, Dim, Graph, Node, Op, Spatial, ValueInfo};
 use crate::tensor::Tensor;
 
-pub use crosscheck::{crosscheck, CrossCheck, CROSSCHECK_REL_TOL};
+pub use crosscheck::{crosscheck, CrossCheck, TractPlan, CROSSCHECK_REL_TOL};
 pub use export::{save, to_bytes, to_model_proto};
 
 /// Largest tensor (in elements) an initializer may declare; guards against corrupted
@@ -662,6 +662,91 @@ fn parse_op(n: &pb::NodeProto, opset: i64) -> AttrResult<Op> {
             } else {
                 Op::Squeeze { axes }
             }
+        }
+        "LayerNormalization" => {
+            arity(2, 3)?;
+            // stash_type is the precision of mean and variance; we compute them in f32,
+            // which is ONNX's default (1 = FLOAT). Other values are refused.
+            if at.int("stash_type", 1)? != 1 {
+                return Err("stash_type other than 1 (FLOAT) is not supported".into());
+            }
+            Op::LayerNorm {
+                axis: at.int("axis", -1)?,
+                epsilon: at.float("epsilon", 1e-5)?,
+            }
+        }
+        "Gelu" => {
+            arity(1, 1)?;
+            let tanh = match at.string("approximate")?.as_deref() {
+                None | Some("none") => false,
+                Some("tanh") => true,
+                Some(s) => return Err(format!("approximate {s:?} is not supported")),
+            };
+            Op::Gelu { tanh }
+        }
+        "Erf" => {
+            arity(1, 1)?;
+            Op::Erf
+        }
+        "ReduceSum" | "ReduceMean" => {
+            // Axes moved from an attribute to input 1 at opset 13 for ReduceSum, 18 for
+            // the other reductions.
+            let axes_input_from = if n.op_type == "ReduceSum" { 13 } else { 18 };
+            let axes = if opset < axes_input_from {
+                arity(1, 1)?;
+                Some(at.ints("axes")?.unwrap_or_default())
+            } else {
+                arity(1, 2)?;
+                None
+            };
+            let keepdims = at.int("keepdims", 1)? != 0;
+            let noop_with_empty_axes = at.int("noop_with_empty_axes", 0)? != 0;
+            if n.op_type == "ReduceSum" {
+                Op::ReduceSum {
+                    axes,
+                    keepdims,
+                    noop_with_empty_axes,
+                }
+            } else {
+                Op::ReduceMean {
+                    axes,
+                    keepdims,
+                    noop_with_empty_axes,
+                }
+            }
+        }
+        "LpNormalization" => {
+            arity(1, 1)?;
+            let p = at.int("p", 2)?;
+            if p != 1 && p != 2 {
+                return Err(format!("p = {p}: only 1 and 2 are defined"));
+            }
+            Op::LpNormalization {
+                axis: at.int("axis", -1)?,
+                p: p as u8,
+            }
+        }
+        "Range" => {
+            arity(3, 3)?;
+            Op::Range
+        }
+        "Cast" => {
+            arity(1, 1)?;
+            use pb::tensor_proto::DataType as D;
+            // `saturate` (opset 19) only affects float8 targets.
+            at.ignore("saturate");
+            let to = at.int("to", 0)?;
+            let to = match D::try_from(to as i32) {
+                Ok(D::Float) => crate::ir::CastTo::F32,
+                Ok(D::Int64) => crate::ir::CastTo::I64,
+                _ => {
+                    return Err(format!(
+                        "to = {} is not supported (FLOAT and INT64 only)",
+                        dtype_name(to as i32)
+                    ))
+                }
+            };
+            Op::Cast { to }
         }
         other => return Err(format!("unsupported op {other:?}")),
     };

