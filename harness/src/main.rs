@@ -11,6 +11,7 @@ mod machine;
 mod measure;
 mod output;
 mod stats;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -110,6 +111,29 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Train a zoo model qbench trains itself (mlp-mnist, resnet-fashion); writes model.onnx, manifest.toml, README.md.
+    Train {
+        /// mlp-mnist or resnet-fashion.
+        model: String,
+        /// Epochs (default: the model's recipe; 1 with --quick).
+        #[arg(long, value_parser = positive)]
+        epochs: Option<usize>,
+        /// Peak learning rate of the cosine schedule (default: the recipe's).
+        #[arg(long)]
+        lr: Option<f32>,
+        /// Images per step (default: the recipe's).
+        #[arg(long, value_parser = positive)]
+        batch: Option<usize>,
+        /// Seeds the initial weights and the shuffles.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Train on 2,000 shuffled training images and test on 1,000 (needs --out).
+        #[arg(long)]
+        quick: bool,
+        /// Write the model, manifest and README here instead of models/zoo/<model>/.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 /// `--dataset` values, spelt as manifests spell them.
@@ -178,6 +202,23 @@ fn main() -> Result<()> {
             batch,
             dataset: dataset.map(Into::into),
             seed,
+        }),
+        Command::Train {
+            model,
+            epochs,
+            lr,
+            batch,
+            seed,
+            quick,
+            out,
+        } => train::cmd_train(&train::TrainArgs {
+            model,
+            epochs,
+            lr,
+            batch,
+            seed,
+            quick,
+            out,
         }),
     }
 }

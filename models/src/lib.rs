@@ -13,4 +13,5 @@ pub mod idx;
 pub mod ir;
 pub mod onnx;
 pub mod tensor;
+pub mod train;
 pub mod zoo;
