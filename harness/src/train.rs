@@ -45,7 +45,7 @@ pub const RECIPES: [Recipe; 2] = [
         dataset: DatasetKind::Mnist,
         build: arch::mlp_mnist,
         description: "784-512-256-10 ReLU MLP trained by qbench on MNIST (535,818 parameters)",
-        epochs: 12,
+        epochs: 10,
         lr: 0.05,
         batch: 128,
         weight_decay: 1e-4,
