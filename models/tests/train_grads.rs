@@ -184,21 +184,24 @@ fn gemm_gradients_both_weight_layouts() {
     }
 }
 
+/// (c_in, c_out, k, stride, pads, dilation, groups, h, w, bias)
+type ConvCase = (
+    usize,
+    usize,
+    usize,
+    usize,
+    [usize; 4],
+    usize,
+    usize,
+    usize,
+    usize,
+    bool,
+);
+
 #[test]
 fn conv_gradients_over_geometries() {
     // (c_in, c_out, k, stride, pads, dilation, groups, h, w, bias)
-    let cases: &[(
-        usize,
-        usize,
-        usize,
-        usize,
-        [usize; 4],
-        usize,
-        usize,
-        usize,
-        usize,
-        bool,
-    )] = &[
+    let cases: &[ConvCase] = &[
         (2, 3, 3, 1, [1, 1, 1, 1], 1, 1, 5, 6, true),
         (3, 4, 3, 2, [0, 1, 2, 0], 1, 1, 7, 6, false),
         (4, 6, 3, 1, [1, 1, 1, 1], 1, 2, 5, 5, true),

@@ -80,7 +80,8 @@ pub fn fit(
     cfg: &FitConfig,
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<Vec<EpochReport>> {
-    if cfg.batch == 0 || cfg.epochs == 0 || data.is_empty() || !(cfg.lr > 0.0) {
+    if cfg.batch == 0 || cfg.epochs == 0 || data.is_empty() || !cfg.lr.is_finite() || cfg.lr <= 0.0
+    {
         return Err(ModelError::Tensor(format!(
             "training needs epochs, batch, images and lr > 0 (got {}, {}, {}, {})",
             cfg.epochs,

@@ -53,10 +53,10 @@ impl Optimizer for Sgd {
             if first {
                 *v = vec![0.0; g.len()];
             }
-            for i in 0..g.len() {
+            for (i, vi) in v.iter_mut().enumerate() {
                 let d = decayed(p, g, i, self.weight_decay);
-                v[i] = if first { d } else { self.momentum * v[i] + d };
-                p.value[i] -= lr * v[i];
+                *vi = if first { d } else { self.momentum * *vi + d };
+                p.value[i] -= lr * *vi;
             }
         }
     }
@@ -110,11 +110,11 @@ impl Optimizer for Adam {
                 *m = vec![0.0; g.len()];
                 *v = vec![0.0; g.len()];
             }
-            for i in 0..g.len() {
+            for (i, (mi, vi)) in m.iter_mut().zip(v.iter_mut()).enumerate() {
                 let d = decayed(p, g, i, self.weight_decay);
-                m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * d;
-                v[i] = self.beta2 * v[i] + (1.0 - self.beta2) * d * d;
-                p.value[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + self.eps);
+                *mi = self.beta1 * *mi + (1.0 - self.beta1) * d;
+                *vi = self.beta2 * *vi + (1.0 - self.beta2) * d * d;
+                p.value[i] -= lr * (*mi / c1) / ((*vi / c2).sqrt() + self.eps);
             }
         }
     }
