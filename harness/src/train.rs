@@ -57,7 +57,7 @@ pub const RECIPES: [Recipe; 2] = [
         dataset: DatasetKind::FashionMnist,
         build: arch::resnet_fashion,
         description: "Small ResNet trained by qbench on Fashion-MNIST: conv3x3/2-bn-relu stem (16 channels, 14x14), three stages of basic blocks (16, 32, 64 channels; residual Add, stride-2 downsampling with 1x1 conv-bn shortcuts), a depthwise-separable block (depthwise 3x3-bn-relu, pointwise 1x1-bn-relu), global average pool, FC 64-10",
-        epochs: 8,
+        epochs: 5,
         lr: 0.1,
         batch: 128,
         weight_decay: 5e-4,
