@@ -4,8 +4,8 @@
 
 mod bench_conv;
 mod bench_gemm;
-mod bench_model;
 mod bench_minilm;
+mod bench_model;
 mod crosscheck;
 mod eval;
 mod fetch;
@@ -13,6 +13,7 @@ mod inspect;
 mod measure;
 mod quantize;
 mod stats;
+mod train;
 
 // The fingerprint and atomic writes live in the library, beside the results schema that
 // records them; imported here so `crate::machine` / `crate::output` keep their paths.
@@ -237,6 +238,29 @@ enum Command {
         /// Print JSON rows instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Train a zoo model qbench trains itself (mlp-mnist, resnet-fashion); writes model.onnx, manifest.toml, README.md.
+    Train {
+        /// mlp-mnist or resnet-fashion.
+        model: String,
+        /// Epochs (default: the model's recipe; 1 with --quick).
+        #[arg(long, value_parser = positive)]
+        epochs: Option<usize>,
+        /// Peak learning rate of the cosine schedule (default: the recipe's).
+        #[arg(long)]
+        lr: Option<f32>,
+        /// Images per step (default: the recipe's).
+        #[arg(long, value_parser = positive)]
+        batch: Option<usize>,
+        /// Seeds the initial weights and the shuffles.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Train on 2,000 shuffled training images and test on 1,000 (needs --out).
+        #[arg(long)]
+        quick: bool,
+        /// Write the model, manifest and README here instead of models/zoo/<model>/.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
     },
     /// Manage the committed baseline (reports/baseline.json).
     Baseline {
@@ -465,6 +489,23 @@ fn main() -> Result<()> {
             quick,
             json,
         } => bench_minilm::cmd_bench_minilm(batch, tokens, quick, json),
+        Command::Train {
+            model,
+            epochs,
+            lr,
+            batch,
+            seed,
+            quick,
+            out,
+        } => train::cmd_train(&train::TrainArgs {
+            model,
+            epochs,
+            lr,
+            batch,
+            seed,
+            quick,
+            out,
+        }),
     }
 }
 

@@ -32,6 +32,89 @@ pub fn sgemm_into(
     sgemm_strided(m, n, k, a, lda, b, ldb, c, ldc, true, threads);
 }
 
+/// `c[m×n] (+)= op(a) · op(b)` with dense operands, where `op(a)` is `a` read as m×k
+/// row-major, or, when `trans_a`, `a` stored k×m row-major and read transposed (likewise
+/// `b`: k×n, or n×k when `trans_b`). `accumulate` adds into `c` instead of overwriting it.
+/// The trainer's backward passes need the transposed forms (`dW = dYᵀ·X`, `dX = dY·W`);
+/// strides express them without copying.
+///
+/// # Panics
+/// When a slice is shorter than its shape says.
+#[allow(clippy::too_many_arguments)] // BLAS shape: every argument is a dimension or flag
+pub fn sgemm_trans(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    c: &mut [f32],
+    accumulate: bool,
+    threads: usize,
+) {
+    assert!(
+        a.len() >= m * k,
+        "sgemm_trans: a holds {} values, needs {}",
+        a.len(),
+        m * k
+    );
+    assert!(
+        b.len() >= k * n,
+        "sgemm_trans: b holds {} values, needs {}",
+        b.len(),
+        k * n
+    );
+    assert!(
+        c.len() >= m * n,
+        "sgemm_trans: c holds {} values, needs {}",
+        c.len(),
+        m * n
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // (column stride, row stride) of each operand as the product reads it.
+    let (a_cs, a_rs) = if trans_a { (m, 1) } else { (1, k) };
+    let (b_cs, b_rs) = if trans_b { (k, 1) } else { (1, n) };
+    let parallelism = if threads <= 1 {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(threads)
+    };
+    // SAFETY: every element (i, p) of op(a) lies at i·a_rs + p·a_cs < m·k ≤ a.len(), and
+    // likewise for op(b) and c (checked above); `c` is `&mut` so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn sgemm_strided(
     m: usize,
@@ -128,6 +211,26 @@ mod tests {
                     .sum();
                 // Inputs are multiples of 1/4 and 1/2 with small sums: exact in f32.
                 assert_eq!(f64::from(c[i * n + j]), want, "({i},{j})");
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_operands_match_a_naive_product() {
+        let (m, n, k) = (4, 6, 9);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+            let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
+            let mut c = vec![1.0f32; m * n];
+            super::sgemm_trans(m, n, k, &a, ta, &b, tb, &mut c, true, 1);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = 1.0 + (0..k).map(|p| at(i, p) * bt(p, j)).sum::<f32>();
+                    // Small multiples of 1/2: every partial sum is exact in f32.
+                    assert_eq!(c[i * n + j], want, "trans ({ta},{tb}) ({i},{j})");
+                }
             }
         }
     }

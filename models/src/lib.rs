@@ -1,11 +1,11 @@
 //! qbench-models: tensors, the graph IR, the fp32 executor, training, file formats and
 //! the zoo of real models with real data.
 //!
-//! Built so far: tensors, the IR, the fp32 executor (NHWC inside, packed convs on the
-//! kernels crate), ONNX import/export through tract-onnx's protobuf types with a tract
-//! cross-check, the IDX reader and datasets, the zoo manifests, fetching large models into
-//! a cache, and the sentence-transformers BERT encoder (MiniLM) built from safetensors.
-//! Not yet: training and the trained zoo models (see the open models issue).
+//! Tensors, the IR, the fp32 executor (NHWC inside, packed convs on the kernels crate),
+//! ONNX import/export through tract-onnx's protobuf types with a tract cross-check, the
+//! IDX reader and datasets, the trainer (`train`: gradients, SGD/Adam, the architectures
+//! of the zoo models qbench trains), the zoo manifests, fetching large models into a
+//! cache, and the sentence-transformers BERT encoder (MiniLM) built from safetensors.
 
 pub mod atomic;
 pub mod bert;
@@ -17,4 +17,5 @@ pub mod idx;
 pub mod ir;
 pub mod onnx;
 pub mod tensor;
+pub mod train;
 pub mod zoo;

@@ -171,7 +171,8 @@ pub struct Provenance {
 pub struct InputSpec {
     /// The graph input's name in the model file.
     pub name: String,
-    /// Dimensions; the first is symbolic (the free batch dimension), the rest fixed.
+    /// Dimensions; the first is symbolic (the free batch dimension; a speed-only model may
+    /// fix it), the rest fixed.
     pub shape: Vec<Dim>,
     pub dtype: DType,
     pub layout: Layout,
@@ -184,6 +185,7 @@ impl InputSpec {
             .iter()
             .enumerate()
             .map(|(i, d)| match d {
+                // A speed-only model's fixed batch stays what the file says.
                 Dim::Fixed(n) => *n,
                 Dim::Symbolic(_) if i == 0 => batch,
                 // validate() allows a symbolic dimension only at index 0.
@@ -453,7 +455,7 @@ pub fn validate(m: &Manifest, dir: &Path) -> Result<(), ZooError> {
         });
     }
 
-    validate_input(&m.input).map_err(|reason| invalid("input.shape", reason))?;
+    validate_input(&m.input, m.purpose).map_err(|reason| invalid("input.shape", reason))?;
 
     if let Some(p) = &m.preprocessing {
         let channels = match m.input.layout {
@@ -520,8 +522,10 @@ pub fn validate(m: &Manifest, dir: &Path) -> Result<(), ZooError> {
 }
 
 /// The first dimension is symbolic, the others fixed and positive, and the rank matches
-/// the layout.
-fn validate_input(input: &InputSpec) -> Result<(), String> {
+/// the layout. A speed-only model may have a fixed batch (ONNX files exported for
+/// benchmarking often do, e.g. `light_resnet50` at `[1, 3, 224, 224]`); an accuracy model
+/// must take any batch, since its eval set is run in batches.
+fn validate_input(input: &InputSpec, purpose: Purpose) -> Result<(), String> {
     let shape = &input.shape;
     let shown = || {
         let dims: Vec<String> = shape.iter().map(Dim::to_string).collect();
@@ -536,11 +540,13 @@ fn validate_input(input: &InputSpec) -> Result<(), String> {
             input.layout.rank()
         ));
     }
-    match &shape[0] {
-        Dim::Symbolic(s) if !s.is_empty() => {}
+    match (&shape[0], purpose) {
+        (Dim::Symbolic(s), _) if !s.is_empty() => {}
+        (Dim::Fixed(n), Purpose::SpeedOnly) if *n > 0 => {}
         _ => {
             return Err(format!(
-                "{}: the first (batch) dimension must be a name such as \"N\"",
+                "{}: the first (batch) dimension must be a name such as \"N\" \
+                 (a fixed positive batch is allowed only with purpose = \"speed-only\")",
                 shown()
             ))
         }

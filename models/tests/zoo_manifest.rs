@@ -259,3 +259,42 @@ fn speed_only_models_need_no_eval() {
     );
     assert!(msg.contains("`eval`"), "{msg}");
 }
+
+#[test]
+fn speed_only_models_may_fix_the_batch_accuracy_models_may_not() {
+    let speed = GOOD
+        .replace("\"accuracy\"", "\"speed-only\"")
+        .replace("[\"N\", 1, 28, 28]", "[1, 1, 28, 28]");
+    let root = scratch_root("fixed-speed");
+    let dir = write_model(&root, &speed);
+    let entry = load_entry(&dir).unwrap();
+    assert_eq!(entry.manifest.input.shape[0], Dim::Fixed(1));
+    // The fixed batch is the file's: asking for another batch does not change it.
+    assert_eq!(entry.manifest.input.concrete_shape(8), [1, 1, 28, 28]);
+    // A zero batch is still refused, and an accuracy model must keep a free batch
+    // (the "batch" case of semantic_errors_name_the_key).
+    let (_, msg) = error_for(
+        "fixed-zero",
+        &speed.replace("[1, 1, 28, 28]", "[0, 1, 28, 28]"),
+    );
+    assert!(
+        msg.contains("`input.shape`") && msg.contains("speed-only"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_real_zoo_has_resnet50_for_speed_only_at_batch_1() {
+    let entries = list(&zoo::zoo_dir()).unwrap();
+    let r = entries
+        .iter()
+        .find(|e| e.manifest.name == "resnet50")
+        .expect("resnet50 is in the zoo");
+    assert_eq!(r.manifest.purpose, Purpose::SpeedOnly);
+    assert!(
+        r.manifest.eval.is_none(),
+        "resnet50 has constant weights: no accuracy"
+    );
+    assert_eq!(r.manifest.input.concrete_shape(1), [1, 3, 224, 224]);
+    assert!(r.model_path().is_file());
+}
