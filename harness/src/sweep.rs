@@ -611,7 +611,12 @@ fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Re
                         continue;
                     }
                 };
-                c.kernel = Some(b.exec.rung().name().to_owned());
+                // fp16 stores weights as f16 and computes in f32: no int8 rung runs.
+                c.kernel = Some(if key.method == Method::Fp16 {
+                    "fp32 (f16 weights)".to_owned()
+                } else {
+                    b.exec.rung().name().to_owned()
+                });
                 c.size_bytes = Some(b.size);
                 c.size_ratio = Some(b.size as f64 / fp32_size as f64);
                 c.quantize_s = Some(b.quantize_s);
