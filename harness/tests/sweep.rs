@@ -225,3 +225,66 @@ fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_re
     assert!(!o.status.success());
     assert!(stderr(&o).contains("md, csv, json, html"), "{}", stderr(&o));
 }
+
+#[test]
+fn shards_split_by_model_and_backend_and_merge_into_the_whole_grid() {
+    let dir = temp_dir("sweep-shard");
+    let grid = [
+        "sweep",
+        "--quick",
+        "--models",
+        "digit-cnn",
+        "--methods",
+        "fp32,static",
+        "--backends",
+        "fbgemm,qnnpack",
+        "--batch",
+        "1",
+    ];
+    let mut files = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let out = dir.join(shard.replace('/', "-"));
+        let o = qbench(
+            &[
+                &grid[..],
+                &["--shard", shard, "--out", out.to_str().unwrap()],
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        files.push(out.join("results.json"));
+    }
+    let a = Results::read(&files[0]).unwrap();
+    let b = Results::read(&files[1]).unwrap();
+    // Each shard holds one whole (model, backend) pair, its own fp32 baseline included.
+    assert!(a.cells.iter().all(|c| c.backend.as_str() == "fbgemm"));
+    assert!(b.cells.iter().all(|c| c.backend.as_str() == "qnnpack"));
+    assert_eq!((a.cells.len(), b.cells.len()), (2, 2));
+    // qnnpack's NEON is absent on x86-64: int8 speed n/a with the reason, accuracy exact.
+    if cfg!(target_arch = "x86_64") {
+        let s = b.cells.iter().find(|c| c.method == Method::Static).unwrap();
+        assert!(s.latency_ms.is_none() && s.accuracy.is_some());
+        let why = &s.not_applicable[&qbench::results::Measure::Speed];
+        assert!(why.contains("NEON") && why.contains("bit-exact"), "{why}");
+    }
+    let merged = dir.join("all.json");
+    let o = qbench(&[
+        "merge",
+        files[0].to_str().unwrap(),
+        files[1].to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = Results::read(&merged).unwrap();
+    let mut keys: Vec<String> = all.cells.iter().map(|c| c.key().to_string()).collect();
+    keys.sort();
+    let o = qbench(&[&grid[..], &["--dry-run"]].concat());
+    let mut planned: Vec<String> = stdout(&o)
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .map(|l| l.trim().to_owned())
+        .collect();
+    planned.sort();
+    assert_eq!(keys, planned, "the shards together are the unsharded grid");
+}
