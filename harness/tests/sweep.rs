@@ -288,3 +288,65 @@ fn shards_split_by_model_and_backend_and_merge_into_the_whole_grid() {
     planned.sort();
     assert_eq!(keys, planned, "the shards together are the unsharded grid");
 }
+
+#[test]
+fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
+    let dir = temp_dir("sweep-kill");
+    let out = dir.join("run");
+    let grid = [
+        "sweep",
+        "--quick",
+        "--models",
+        "digit-cnn",
+        "--methods",
+        "fp32,static",
+        "--backends",
+        "fbgemm,vnni,qnnpack",
+        "--batch",
+        "1",
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qbench"))
+        .args(grid)
+        .args(["--out", out.to_str().unwrap()])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let path = out.join("results.json");
+    // Kill as soon as the first (model, backend) group is on disk.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let first = loop {
+        if let Ok(r) = Results::read(&path) {
+            if !r.cells.is_empty() {
+                break r;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no cells written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Results::read(&path).expect("the file a killed sweep leaves validates");
+    assert!(
+        killed.runs[0].finished_at.is_none(),
+        "killed before finishing"
+    );
+    assert!(killed.cells.len() < 6, "{} cells", killed.cells.len());
+    assert!(first.cells.len() <= killed.cells.len());
+
+    let o = qbench(&[&grid[..], &["--resume", out.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let done = Results::read(&path).unwrap();
+    assert_eq!(done.cells.len(), 6);
+    assert_eq!(done.runs.len(), 2);
+    assert!(done.runs[1].finished_at.is_some());
+    for c in &killed.cells {
+        assert_eq!(
+            done.cells.iter().find(|d| d.key() == c.key()),
+            Some(c),
+            "kept as measured"
+        );
+    }
+    assert!(done.cells.iter().filter(|c| c.run == 1).count() >= 2);
+}
