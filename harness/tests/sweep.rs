@@ -219,6 +219,22 @@ fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_re
     assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
     assert!(html.contains("<svg") && html.contains("<table>"));
     assert!(!html.contains("<script"), "self-contained, no scripts");
+    // Each inline plot is well-formed XML (an SVG a browser renders, not tag soup).
+    let mut plots = 0;
+    for piece in html.split("<svg").skip(1) {
+        let svg = format!("<svg{}</svg>", piece.split("</svg>").next().unwrap());
+        let mut reader = quick_xml::Reader::from_str(&svg);
+        loop {
+            match reader.read_event() {
+                Ok(quick_xml::events::Event::Eof) => break,
+                Ok(_) => {}
+                Err(e) => panic!("plot {plots} is not well-formed: {e}\n{svg}"),
+            }
+        }
+        assert!(svg.contains("<rect"), "{svg}");
+        plots += 1;
+    }
+    assert_eq!(plots, 2, "speedup and accuracy-drop plots");
     assert!(report("md").contains("## digit-cnn — fbgemm, batch 1"));
 
     let o = qbench(&["report", path.to_str().unwrap(), "--format", "pdf"]);
