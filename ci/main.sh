@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job (README: "Run the main job"): build qbench in release mode and write the
 # benchmark report of this machine into reports/runs/<UTC timestamp>/ (or $1).
-# Until the sweep lands, the report is the GEMM and convolution ladders against fp32.
+# The report is the default sweep over the built-in zoo (results.json, report.md,
+# report.html, results.csv) plus the GEMM and convolution ladders against fp32.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null; then
@@ -14,4 +15,7 @@ qbench=${CARGO_TARGET_DIR:-target}/release/qbench
 "$qbench" machine
 "$qbench" bench-gemm --out "$out"
 "$qbench" bench-conv --out "$out"
+# The default grid: every zoo model × fp32, fp16, dynamic, static, qat × fbgemm, vnni,
+# qnnpack × batch 1, 32 × 1 thread (see README "The sweep" for its wall time).
+"$qbench" sweep --out "$out"
 echo "report written to $out"

@@ -10,5 +10,6 @@ pub mod gate;
 pub mod machine;
 pub mod merge;
 pub mod output;
+pub mod report;
 pub mod results;
 pub mod thresholds;

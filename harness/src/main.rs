@@ -13,6 +13,7 @@ mod inspect;
 mod measure;
 mod quantize;
 mod stats;
+mod sweep;
 mod train;
 
 // The fingerprint and atomic writes live in the library, beside the results schema that
@@ -262,6 +263,51 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
     },
+    /// Sweep the model × method × backend × batch grid: size, speed (fp32 timed
+    /// interleaved), accuracy, agreement, SQNR; writes results.json, report.md,
+    /// report.html and results.csv into the output directory.
+    Sweep {
+        /// A sweep config (TOML, as ci/nightly.toml); default: the built-in grid over the zoo.
+        #[arg(long, value_name = "FILE.toml")]
+        config: Option<std::path::PathBuf>,
+        /// Models (zoo names or .onnx paths), comma separated.
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Methods: fp32, fp16, dynamic, static, qat (comma separated).
+        #[arg(long, value_delimiter = ',')]
+        methods: Option<Vec<String>>,
+        /// Backends: fbgemm, vnni, qnnpack (comma separated).
+        #[arg(long, value_delimiter = ',')]
+        backends: Option<Vec<String>>,
+        /// Latency batch sizes, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        batch: Option<Vec<u32>>,
+        /// Latency thread counts, comma separated (only 1 for now).
+        #[arg(long, value_delimiter = ',')]
+        threads: Option<Vec<u32>>,
+        /// A slice of the eval set and short time budgets (smoke tests; says so in the report).
+        #[arg(long)]
+        quick: bool,
+        /// Output directory (default reports/runs/<UTC timestamp>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        /// Complete an interrupted sweep in DIR: cells already done are kept, failed ones retried.
+        #[arg(long, value_name = "DIR")]
+        resume: Option<std::path::PathBuf>,
+        /// Run shard i of n (i from 0), split by (model, backend).
+        #[arg(long, value_name = "i/n")]
+        shard: Option<String>,
+        /// Print the validated plan and exit.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Render a results file as md, csv, json or html (to stdout).
+    Report {
+        #[arg(value_name = "RESULTS.json")]
+        results: std::path::PathBuf,
+        #[arg(long, value_parser = parse_format, default_value = "md")]
+        format: qbench::report::Format,
+    },
     /// Manage the committed baseline (reports/baseline.json).
     Baseline {
         #[command(subcommand)]
@@ -307,6 +353,11 @@ impl From<DatasetArg> for qbench_models::data::DatasetKind {
 fn parse_method(s: &str) -> Result<Method, String> {
     Method::from_name(s)
         .ok_or_else(|| format!("unknown method {s:?}; valid: dynamic, fp16, static, qat"))
+}
+
+fn parse_format(s: &str) -> Result<qbench::report::Format, String> {
+    qbench::report::Format::from_name(s)
+        .ok_or_else(|| format!("unknown format {s:?}; valid: md, csv, json, html"))
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -478,6 +529,35 @@ fn main() -> Result<()> {
                 &rules,
                 fail_on_regression,
             ))
+        }
+        Command::Sweep {
+            config,
+            models,
+            methods,
+            backends,
+            batch,
+            threads,
+            quick,
+            out,
+            resume,
+            shard,
+            dry_run,
+        } => sweep::cmd_sweep(&sweep::SweepArgs {
+            config,
+            models,
+            methods,
+            backends,
+            batch,
+            threads,
+            quick,
+            out,
+            resume,
+            shard,
+            dry_run,
+        }),
+        Command::Report { results, format } => {
+            print!("{}", qbench::report::run(&results, format)?);
+            Ok(())
         }
         Command::Baseline {
             action: BaselineAction::Update { from, to },

@@ -1,0 +1,471 @@
+//! Reports of a results file: markdown (the Method | Size | Speed | Accuracy table users
+//! know from the PyTorch guide, fp32 = 1.0x / 1.0x / 100 %), CSV (one row per cell, fixed
+//! units), JSON (the results file itself) and self-contained HTML (tables and inline SVG
+//! bar plots, no scripts, no network). Pure formatting: reads `Results`, measures nothing.
+
+use crate::results::{Cell, Measure, Results, State};
+use anyhow::Result;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Report formats of `qbench report`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Md,
+    Csv,
+    Json,
+    Html,
+}
+
+impl Format {
+    pub fn from_name(s: &str) -> Option<Format> {
+        match s {
+            "md" => Some(Format::Md),
+            "csv" => Some(Format::Csv),
+            "json" => Some(Format::Json),
+            "html" => Some(Format::Html),
+            _ => None,
+        }
+    }
+}
+
+/// Renders `results` in `format`.
+pub fn render(results: &Results, format: Format) -> Result<String> {
+    Ok(match format {
+        Format::Md => markdown(results),
+        Format::Csv => csv(results),
+        Format::Json => serde_json::to_string_pretty(results)? + "\n",
+        Format::Html => html(results),
+    })
+}
+
+/// Writes report.md, report.html and results.csv into `dir`, atomically.
+pub fn write_all(results: &Results, dir: &Path) -> Result<()> {
+    crate::output::write_atomic(&dir.join("report.md"), markdown(results).as_bytes())?;
+    crate::output::write_atomic(&dir.join("report.html"), html(results).as_bytes())?;
+    crate::output::write_atomic(&dir.join("results.csv"), csv(results).as_bytes())?;
+    Ok(())
+}
+
+/// A report section: model, backend, batch, threads.
+type SectionKey = (String, &'static str, u32, u32);
+
+/// The (model, backend, batch, threads) sections in file order, each with its cells.
+fn sections(results: &Results) -> Vec<(SectionKey, Vec<&Cell>)> {
+    let mut out: Vec<(SectionKey, Vec<&Cell>)> = Vec::new();
+    for c in &results.cells {
+        let key = (c.model.clone(), c.backend.as_str(), c.batch, c.threads);
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(c),
+            None => out.push((key, vec![c])),
+        }
+    }
+    out
+}
+
+fn short_reason(c: &Cell, m: Measure) -> String {
+    match c.absence(m) {
+        Some(r) if r.starts_with("n/a") => "n/a".into(),
+        Some(r) if r.starts_with("skipped") => "skipped".into(),
+        Some(_) => "failed".into(),
+        None => "—".into(),
+    }
+}
+
+fn size_text(c: &Cell) -> String {
+    match (c.size_ratio, c.size_bytes) {
+        (Some(r), Some(b)) => format!("{r:.2}x ({})", bytes(b)),
+        _ => short_reason(c, Measure::Size),
+    }
+}
+
+fn speed_text(c: &Cell) -> String {
+    match (c.speedup_vs_fp32, &c.latency_ms) {
+        (Some(s), Some(l)) => format!("{s:.2}x ({:.3} ms ±{:.0} %)", l.median, 50.0 * l.spread),
+        _ => short_reason(c, Measure::Speed),
+    }
+}
+
+fn accuracy_text(c: &Cell) -> String {
+    match &c.accuracy {
+        Some(a) => format!(
+            "{:.2} % ({:.2} % {})",
+            100.0 * a.relative,
+            100.0 * a.value,
+            a.metric
+        ),
+        None => short_reason(c, Measure::Accuracy),
+    }
+}
+
+fn bytes(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / f64::from(1 << 20))
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}
+
+/// Footnotes: every skip, failure and not-applicable reason, once per distinct text.
+fn notes(cells: &[&Cell]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in cells {
+        let mut push = |s: String| {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        };
+        match c.state {
+            State::Skipped | State::Failed => push(format!(
+                "{} {}: {}",
+                c.method.as_str(),
+                if c.state == State::Skipped {
+                    "skipped"
+                } else {
+                    "failed"
+                },
+                c.reason.as_deref().unwrap_or("")
+            )),
+            State::Measured => {
+                for (m, r) in &c.not_applicable {
+                    if *m != Measure::Tract {
+                        push(format!("{} {} n/a: {r}", c.method.as_str(), m.as_str()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The markdown report: a header with provenance, then per model × backend × batch the
+/// Method | Size | Speed | Accuracy table and a detail table.
+pub fn markdown(results: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# qbench sweep report\n");
+    let _ = writeln!(
+        s,
+        "qbench {} ({}), schema {}",
+        results.qbench_version, results.git_commit, results.schema
+    );
+    for (i, run) in results.runs.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "run {i}: {} — kernels {} (detected {}), started {}{}",
+            run.machine,
+            run.kernels.active,
+            run.kernels.detected,
+            run.started_at,
+            run.finished_at
+                .as_deref()
+                .map_or(" (unfinished)".to_string(), |f| format!(", finished {f}"))
+        );
+    }
+    let c = &results.config;
+    let _ = writeln!(
+        s,
+        "\neval: {}; latency: {} ms warm-up + {} ms per candidate, fp32 timed interleaved in the same run; seed {}{}\n",
+        c.eval_limit
+            .map_or("full test set".to_string(), |n| format!("first {n} test inputs (a slice: not comparable with full-set numbers)")),
+        c.warmup_ms,
+        c.budget_ms,
+        c.seed,
+        if c.quick { "; quick" } else { "" }
+    );
+    let _ = writeln!(
+        s,
+        "Size = bytes / fp32 file; Speed = fp32 median / median (± half the p10–p90 band); Accuracy = value / fp32 value.\n"
+    );
+    for ((model, backend, batch, threads), cells) in sections(results) {
+        let _ = writeln!(
+            s,
+            "## {model} — {backend}, batch {batch}, {threads} thread{}\n",
+            if threads == 1 { "" } else { "s" }
+        );
+        let _ = writeln!(s, "| Method | Size | Speed | Accuracy |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for c in &cells {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                c.method.as_str(),
+                size_text(c),
+                speed_text(c),
+                accuracy_text(c)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n| Method | Kernel | Drop (pp) | Agreement | Worst layer SQNR | Quantize (s) |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for c in &cells {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                c.method.as_str(),
+                c.kernel.as_deref().unwrap_or("—"),
+                c.accuracy
+                    .as_ref()
+                    .map_or("—".into(), |a| format!("{:+.2}", a.drop_pp)),
+                c.agreement
+                    .map_or("—".into(), |a| format!("{:.2} %", 100.0 * a)),
+                c.sqnr.as_ref().map_or("—".into(), |q| format!(
+                    "{:.1} dB ({})",
+                    q.worst_db, q.worst_layer
+                )),
+                c.quantize_s.map_or("—".into(), |q| format!("{q:.2}")),
+            );
+        }
+        let n = notes(&cells);
+        if !n.is_empty() {
+            let _ = writeln!(s);
+            for line in n {
+                let _ = writeln!(s, "- {line}");
+            }
+        }
+        let _ = writeln!(s);
+    }
+    s
+}
+
+/// The CSV columns, fixed units in the names.
+pub const CSV_HEADER: [&str; 22] = [
+    "model",
+    "method",
+    "backend",
+    "batch",
+    "threads",
+    "state",
+    "reason",
+    "kernel",
+    "size_bytes",
+    "size_ratio",
+    "latency_median_ms",
+    "latency_p10_ms",
+    "latency_p90_ms",
+    "latency_spread",
+    "throughput_per_s",
+    "speedup_vs_fp32",
+    "accuracy",
+    "accuracy_fp32",
+    "accuracy_drop_pp",
+    "agreement",
+    "sqnr_worst_db",
+    "quantize_s",
+];
+
+/// RFC 4180 field: quoted when it holds a comma, quote or line break; quotes doubled.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// One row per cell; an absent value is an empty field.
+pub fn csv(results: &Results) -> String {
+    let mut s = CSV_HEADER.join(",");
+    s.push_str("\r\n");
+    let num = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+    for c in &results.cells {
+        let l = c.latency_ms.as_ref();
+        let a = c.accuracy.as_ref();
+        let row = [
+            c.model.clone(),
+            c.method.as_str().into(),
+            c.backend.as_str().into(),
+            c.batch.to_string(),
+            c.threads.to_string(),
+            match c.state {
+                State::Measured => "measured",
+                State::Skipped => "skipped",
+                State::Failed => "failed",
+            }
+            .into(),
+            c.reason.clone().unwrap_or_default(),
+            c.kernel.clone().unwrap_or_default(),
+            c.size_bytes.map_or(String::new(), |b| b.to_string()),
+            num(c.size_ratio),
+            num(l.map(|l| l.median)),
+            num(l.map(|l| l.p10)),
+            num(l.map(|l| l.p90)),
+            num(l.map(|l| l.spread)),
+            num(l.map(|l| l.throughput)),
+            num(c.speedup_vs_fp32),
+            num(a.map(|a| a.value)),
+            num(a.map(|a| a.fp32)),
+            num(a.map(|a| a.drop_pp)),
+            num(c.agreement),
+            num(c.sqnr.as_ref().map(|q| q.worst_db)),
+            num(c.quantize_s),
+        ];
+        let fields: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
+        s.push_str(&fields.join(","));
+        s.push_str("\r\n");
+    }
+    s
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A horizontal bar chart: one bar per (label, value), scaled to the largest |value|,
+/// with a reference line at `reference` (1.0x for speedup, 0 pp for drop).
+fn svg_bars(title: &str, unit: &str, bars: &[(String, f64)], reference: f64) -> String {
+    let row = 22.0;
+    let (label_w, plot_w) = (200.0, 360.0);
+    let h = 30.0 + row * bars.len() as f64;
+    let max = bars
+        .iter()
+        .map(|(_, v)| v.abs())
+        .chain([reference.abs(), 1e-9])
+        .fold(0.0, f64::max);
+    let has_neg = bars.iter().any(|(_, v)| *v < 0.0);
+    // With negative values the axis sits in the middle.
+    let (zero, scale) = if has_neg {
+        (label_w + plot_w / 2.0, plot_w / 2.0 / max)
+    } else {
+        (label_w, plot_w / max)
+    };
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"plot\" width=\"{}\" height=\"{h}\" role=\"img\" aria-label=\"{}\">\n<text x=\"4\" y=\"16\" font-weight=\"bold\">{}</text>\n",
+        label_w + plot_w + 80.0,
+        esc(title),
+        esc(title)
+    );
+    for (i, (label, v)) in bars.iter().enumerate() {
+        let y = 26.0 + row * i as f64;
+        let (x, w) = if *v >= 0.0 {
+            (zero, v * scale)
+        } else {
+            (zero + v * scale, -v * scale)
+        };
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-size=\"12\">{}</text><rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {v:.3}{unit}</title></rect><text x=\"{:.1}\" y=\"{}\" font-size=\"11\">{v:.2}{unit}</text>",
+            label_w - 6.0,
+            y + 13.0,
+            esc(label),
+            row - 6.0,
+            if *v < 0.0 { "#c0392b" } else { "#2e86c1" },
+            esc(label),
+            x + w + 4.0,
+            y + 13.0
+        );
+    }
+    let rx = zero + reference * scale;
+    let _ = writeln!(
+        s,
+        "<line x1=\"{rx:.1}\" y1=\"22\" x2=\"{rx:.1}\" y2=\"{h}\" stroke=\"#555\" stroke-dasharray=\"3,3\"/>\n</svg>"
+    );
+    s
+}
+
+/// The HTML report: the markdown tables as HTML and, per section, SVG bars of speedup and
+/// accuracy drop. Self-contained: no script, no stylesheet or font from the network.
+pub fn html(results: &Results) -> String {
+    let mut s = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>qbench sweep report</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#eee}.plot{display:block;margin:.5em 0}</style></head><body>\n<h1>qbench sweep report</h1>\n",
+    );
+    let _ = writeln!(
+        s,
+        "<p>qbench {} ({}), schema {}</p>",
+        esc(&results.qbench_version),
+        esc(&results.git_commit),
+        esc(&results.schema)
+    );
+    for (i, run) in results.runs.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "<p>run {i}: {} — kernels {}, started {}</p>",
+            esc(&run.machine.to_string()),
+            esc(&run.kernels.active),
+            esc(&run.started_at)
+        );
+    }
+    for ((model, backend, batch, threads), cells) in sections(results) {
+        let _ = writeln!(
+            s,
+            "<h2>{} — {backend}, batch {batch}, threads {threads}</h2>",
+            esc(&model)
+        );
+        s.push_str("<table><tr><th>Method</th><th>Size</th><th>Speed</th><th>Accuracy</th><th>Agreement</th><th>Worst layer SQNR</th></tr>\n");
+        for c in &cells {
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                c.method.as_str(),
+                esc(&size_text(c)),
+                esc(&speed_text(c)),
+                esc(&accuracy_text(c)),
+                c.agreement
+                    .map_or("—".into(), |a| format!("{:.2} %", 100.0 * a)),
+                esc(&c.sqnr.as_ref().map_or("—".into(), |q| format!(
+                    "{:.1} dB ({})",
+                    q.worst_db, q.worst_layer
+                )))
+            );
+        }
+        s.push_str("</table>\n");
+        let speed: Vec<(String, f64)> = cells
+            .iter()
+            .filter_map(|c| c.speedup_vs_fp32.map(|v| (c.method.as_str().to_owned(), v)))
+            .collect();
+        if !speed.is_empty() {
+            s.push_str(&svg_bars("Speedup vs fp32", "x", &speed, 1.0));
+        }
+        let drop: Vec<(String, f64)> = cells
+            .iter()
+            .filter_map(|c| {
+                c.accuracy
+                    .as_ref()
+                    .map(|a| (c.method.as_str().to_owned(), a.drop_pp))
+            })
+            .collect();
+        if !drop.is_empty() {
+            s.push_str(&svg_bars("Accuracy drop (pp)", " pp", &drop, 0.0));
+        }
+        let n = notes(&cells);
+        if !n.is_empty() {
+            s.push_str("<ul>\n");
+            for line in n {
+                let _ = writeln!(s, "<li>{}</li>", esc(&line));
+            }
+            s.push_str("</ul>\n");
+        }
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+/// `qbench report`: reads and validates `path`, prints it in `format`.
+pub fn run(path: &Path, format: Format) -> Result<String> {
+    let results = Results::read(path)?;
+    render(&results, format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_with_commas_quotes_and_newlines_are_quoted() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn svg_text_is_escaped() {
+        let svg = svg_bars("a<b", "x", &[("m&n".into(), -1.0)], 0.0);
+        assert!(svg.contains("a&lt;b") && svg.contains("m&amp;n"));
+        assert!(!svg.contains("a<b"));
+    }
+}
