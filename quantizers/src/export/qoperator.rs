@@ -318,6 +318,12 @@ impl<'m> Builder<'m> {
 
 /// The QOperator form of a static model (module docs).
 pub fn to_model_proto(model: &QuantizedModel) -> Result<pb::ModelProto> {
+    Ok(build(model)?.0)
+}
+
+/// The QOperator form and the tensors it holds in u8, with their qparams (the QDQ form
+/// puts its QuantizeLinear/DequantizeLinear pairs on exactly those).
+pub(crate) fn build(model: &QuantizedModel) -> Result<(pb::ModelProto, HashMap<String, QParams>)> {
     require_static(model)?;
     let exec = QExecutor::new(model)?;
     let placements = exec.placements();
@@ -456,5 +462,5 @@ pub fn to_model_proto(model: &QuantizedModel) -> Result<pb::ModelProto> {
         ..Default::default()
     });
     // The default-domain opset 14 covers QLinearConv, MatMulInteger, u8 MaxPool and Clip.
-    Ok(out)
+    Ok((out, b.u8q))
 }

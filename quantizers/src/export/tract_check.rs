@@ -18,6 +18,8 @@
 //! - QDQ: tract may fold QuantizeLinear/DequantizeLinear into float arithmetic, so it
 //!   computes the fake-quantized float network; the bound is stated in the same units by
 //!   [`QDQ_MAX_LSB`].
+//! - An output that an fp32 fallback node computes has no qparams: its LSB is taken as
+//!   max|tract output| / 127.5 (the step of a u8 grid over that range).
 //!
 //! The figures measured on digit-cnn are in the README ("ONNX export").
 
@@ -120,14 +122,16 @@ pub fn check(model: &QuantizedModel, form: Form, inputs: &[QTensor]) -> Result<T
     let what = format!("{form:?} export of {}", model.graph.name);
     let theirs = run_tract(&proto, inputs, &what)?;
     let out_name = &model.graph.outputs[0].name;
-    let out_scale = model
-        .activations
-        .get(out_name)
-        .map(|q| q.scales[0])
-        .ok_or_else(|| QuantError::Config {
-            key: out_name.clone(),
-            msg: "the graph output has no activation qparams".into(),
-        })?;
+    // An output computed in fp32 (a fallback last layer) has no u8 form: its LSB is then
+    // that of a u8 grid over tract's output range, max|y| / 127.5.
+    let (_, u8q) = super::qoperator::build(model)?;
+    let out_scale = match u8q.get(out_name) {
+        Some(q) => q.scales[0],
+        None => {
+            let m = theirs[0].f32s()?.iter().fold(0f32, |m, v| m.max(v.abs()));
+            (m / 127.5).max(f32::MIN_POSITIVE)
+        }
+    };
     compare(form, out_scale, &ours[0], &theirs[0])
         .map_err(|msg| QuantError::Config { key: what, msg })
 }
