@@ -129,6 +129,9 @@ enum Command {
         /// Output file.
         #[arg(short, long, value_name = "FILE.safetensors")]
         out: std::path::PathBuf,
+        /// Static: also export ONNX in the form `qdq` or `qoperator` to FILE.onnx.
+        #[arg(long, num_args = 2, value_names = ["qdq|qoperator", "FILE.onnx"])]
+        export_onnx: Vec<String>,
     },
     /// Time a model in fp32 and quantized, interleaved in one run, single thread.
     BenchModel {
@@ -440,6 +443,7 @@ fn main() -> Result<()> {
             per_row,
             conv,
             out,
+            export_onnx,
         } => {
             let mut spec = quantize::QuantSpec::new(method, backend);
             spec.observer = observer;
@@ -451,7 +455,13 @@ fn main() -> Result<()> {
             if conv {
                 spec.op_types.push("Conv".into());
             }
-            quantize::cmd_quantize(&quantize::QuantizeArgs { model, spec, out })
+            let export_onnx = quantize::parse_export(&export_onnx)?;
+            quantize::cmd_quantize(&quantize::QuantizeArgs {
+                model,
+                spec,
+                out,
+                export_onnx,
+            })
         }
         Command::BenchModel {
             model,

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use qbench_models::data::{Split, IMAGE_LEN};
 use qbench_models::ir::Graph;
 use qbench_models::tensor::Tensor;
+use qbench_quantizers::export::{self, Form};
 use qbench_quantizers::fp16::quantize_fp16;
 use qbench_quantizers::observer::ObserverKind;
 use qbench_quantizers::{
@@ -122,6 +123,22 @@ pub struct QuantizeArgs {
     pub model: String,
     pub spec: QuantSpec,
     pub out: PathBuf,
+    /// `--export-onnx FORM FILE.onnx`.
+    pub export_onnx: Option<(Form, PathBuf)>,
+}
+
+/// `--export-onnx`'s two values (form, path), if given.
+pub fn parse_export(v: &[String]) -> Result<Option<(Form, PathBuf)>> {
+    match v {
+        [] => Ok(None),
+        [form, path] => {
+            let f = Form::from_name(form).with_context(|| {
+                format!("--export-onnx: unknown form {form:?}; valid: qdq, qoperator")
+            })?;
+            Ok(Some((f, PathBuf::from(path))))
+        }
+        _ => bail!("--export-onnx takes a form and a path"),
+    }
 }
 
 /// `qbench quantize`.
@@ -164,6 +181,11 @@ pub fn cmd_quantize(args: &QuantizeArgs) -> Result<()> {
     println!("int8 nodes ({}): {}", int8.len(), int8.join(", "));
     if !fp32.is_empty() {
         println!("fp32 nodes ({}): {}", fp32.len(), fp32.join(", "));
+    }
+    if let Some((form, path)) = &args.export_onnx {
+        export::save(&model, *form, path)
+            .with_context(|| format!("exporting {} as ONNX ({form:?})", target.name))?;
+        println!("ONNX ({form:?}) → {}", path.display());
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod calibrate;
 pub mod dynamic;
 pub mod error;
+pub mod export;
 pub mod fp16;
 pub mod fuse;
 pub mod layers;

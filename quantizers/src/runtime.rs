@@ -443,7 +443,7 @@ fn affine(qp: &QParams) -> Affine {
 }
 
 /// `sa · sw[c] / s_out`, computed in f64 and rounded once.
-fn multipliers(sa: f32, sw: &[f32], so: f32) -> Vec<f32> {
+pub(crate) fn multipliers(sa: f32, sw: &[f32], so: f32) -> Vec<f32> {
     sw.iter()
         .map(|&w| (sa as f64 * w as f64 / so as f64) as f32)
         .collect()
