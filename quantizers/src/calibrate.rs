@@ -51,7 +51,7 @@ pub fn prepare(graph: &Graph, backend: Backend, qconfig: QConfigMap) -> Result<P
             });
         }
     }
-    let (g, fused) = fold_batch_norms(graph)?;
+    let (g, fused) = fold_batch_norms(&crate::fuse::fold_constants(graph)?)?;
     let mut layers = Vec::new();
     let mut observers: BTreeMap<String, Box<dyn Observer>> = BTreeMap::new();
     let mut observe = |t: &str, cfg: &QConfig, layer: &str| -> Result<()> {
@@ -76,7 +76,7 @@ pub fn prepare(graph: &Graph, backend: Backend, qconfig: QConfigMap) -> Result<P
                 config: cfg,
                 relu: relu.map(|r| r.name.clone()),
             });
-        } else if node.op == Op::Add {
+        } else if node.op == Op::Add || (node.op == Op::Sum && node.inputs.len() == 2) {
             let out = sole_relu_reader(&g, &node.outputs[0])
                 .map_or(node.outputs[0].clone(), |r| r.outputs[0].clone());
             for t in node.inputs.iter().chain([&out]) {

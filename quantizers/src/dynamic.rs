@@ -42,6 +42,8 @@ impl DynamicOptions {
 
 /// Quantizes `graph` dynamically (module docs).
 pub fn quantize_dynamic(graph: &Graph, opts: &DynamicOptions) -> Result<QuantizedModel> {
+    let folded = crate::fuse::fold_constants(graph)?;
+    let graph = &folded;
     for t in &opts.op_types {
         if !["Gemm", "MatMul", "Conv"].contains(&t.as_str()) {
             return Err(QuantError::Config {

@@ -15,6 +15,8 @@ use crate::shapes::probe_shapes;
 
 /// Rounds every constant weight of Conv/Gemm/MatMul through f16.
 pub fn quantize_fp16(graph: &Graph) -> Result<QuantizedModel> {
+    let folded = crate::fuse::fold_constants(graph)?;
+    let graph = &folded;
     let mut g = graph.clone();
     let mut names: Vec<String> = Vec::new();
     for node in &graph.nodes {

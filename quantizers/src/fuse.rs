@@ -1,4 +1,6 @@
-//! Fusion before quantization: folds each inference BatchNormalization into the Conv that
+//! Fusion before quantization. First constant folding: every node whose inputs are all
+//! constants (weights built by `ConstantOfShape`, shape arithmetic) becomes an
+//! initializer, so such weights are seen as weights. Then it folds each inference BatchNormalization into the Conv that
 //! feeds it (`W' = W·γ/√(σ²+ε)`, `b' = (b − μ)·γ/√(σ²+ε) + β`), so the quantizer sees one
 //! conv whose weights already carry the normalisation, as PyTorch's `fuse_modules` does.
 //! Conv/Gemm + ReLU pairs are not rewritten here (ONNX has no fused op); the static
@@ -6,7 +8,8 @@
 
 use std::collections::HashMap;
 
-use qbench_models::ir::{Graph, Op};
+use qbench_models::exec::{Executor, Options};
+use qbench_models::ir::{Graph, Op, ValueInfo};
 use qbench_models::tensor::Tensor;
 
 use crate::error::{QuantError, Result};
@@ -115,4 +118,63 @@ pub fn fold_batch_norms(graph: &Graph) -> Result<(Graph, Vec<Fused>)> {
         .collect();
     g.initializers.retain(|k, _| used.contains(k));
     Ok((g, fused))
+}
+
+/// Evaluates every non-Conv node whose inputs are all initializers into initializers
+/// (see the module docs). Graph outputs are left to their nodes.
+pub fn fold_constants(graph: &Graph) -> Result<Graph> {
+    let mut g = graph.clone();
+    let mut keep = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        let all_const = node
+            .inputs
+            .iter()
+            .all(|i| i.is_empty() || g.initializers.contains_key(i));
+        let is_output = node
+            .outputs
+            .iter()
+            .any(|o| graph.outputs.iter().any(|go| &go.name == o));
+        if !all_const || is_output || matches!(node.op, Op::Conv { .. }) {
+            keep.push(node.clone());
+            continue;
+        }
+        let outputs: Vec<String> = node
+            .outputs
+            .iter()
+            .filter(|o| !o.is_empty())
+            .cloned()
+            .collect();
+        let sub = Graph {
+            name: format!("{}:const", graph.name),
+            inputs: Vec::new(),
+            outputs: outputs
+                .iter()
+                .map(|o| ValueInfo {
+                    name: o.clone(),
+                    dims: Vec::new(),
+                })
+                .collect(),
+            initializers: node
+                .inputs
+                .iter()
+                .filter(|i| !i.is_empty())
+                .map(|i| (i.clone(), g.initializers[i].clone()))
+                .collect(),
+            nodes: vec![node.clone()],
+        };
+        let values = Executor::new(&sub, Options::default())?.run(&[])?;
+        for (name, v) in outputs.into_iter().zip(values) {
+            g.initializers.insert(name, v);
+        }
+    }
+    g.nodes = keep;
+    let used: std::collections::HashSet<&String> = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.inputs.iter())
+        .chain(g.outputs.iter().map(|o| &o.name))
+        .collect();
+    let used: std::collections::HashSet<String> = used.into_iter().cloned().collect();
+    g.initializers.retain(|k, _| used.contains(k));
+    Ok(g)
 }

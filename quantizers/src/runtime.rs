@@ -725,7 +725,8 @@ impl QExecutor {
                     .unwrap_or_default();
                 Kind::Reshape { spec }
             }
-            Op::Add => {
+            // A two-input Sum is an Add (ResNet exports use it for the residual).
+            Op::Add | Op::Sum if node.inputs.len() == 2 => {
                 let b = node.inputs.get(1).cloned().unwrap_or_default();
                 // A ReLU that is the Add's only reader joins it as the clamp.
                 let relu = p.readers.get(&out).and_then(|r| match r.as_slice() {

@@ -485,3 +485,36 @@ fn digit_cnn_static_and_dynamic_keep_accuracy_on_a_slice() {
         .unwrap();
     assert!(top1(&out[0], test.labels()) + 2 >= fp32_correct);
 }
+
+#[test]
+fn constant_built_weights_and_sum_residuals_run_in_int8() {
+    // onnx's light_resnet50: every weight comes out of a ConstantOfShape node and the
+    // residuals are two-input Sums; constant folding and Sum-as-Add must put all of it
+    // on the int8 path (only the final Softmax stays fp32).
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo/light/light_resnet50.onnx");
+    let g = qbench_models::onnx::load(path).unwrap();
+    let convs_and_gemms = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }))
+        .count();
+    let mut rng = Rng(42);
+    let x = Tensor::new(vec![1, 3, 224, 224], rng.vec(3 * 224 * 224, 1.0)).unwrap();
+    let mut prepared = prepare(&g, Backend::Vnni, minmax_config(Backend::Vnni)).unwrap();
+    prepared
+        .calibrate(std::slice::from_ref(&x).iter(), |_, _| {})
+        .unwrap();
+    let model = prepared.convert().unwrap();
+    assert_eq!(model.layers.len(), convs_and_gemms);
+    let exec = QExecutor::new(&model).unwrap();
+    let fp32: Vec<&str> = exec
+        .placements()
+        .iter()
+        .filter(|p| !p.int8)
+        .map(|p| p.op.as_str())
+        .collect();
+    assert_eq!(fp32, vec!["Softmax"]);
+    let y = exec.run(std::slice::from_ref(&x)).unwrap();
+    assert_eq!(y[0].shape(), &[1, 1000]);
+}
