@@ -110,7 +110,7 @@ pub fn fill(cells: &mut [Cell], g: &Group) {
                     .entry(b.method)
                     .or_default()
                     .notes
-                    .push(format!("no ONNX export for tract: {e}"));
+                    .push(one_line(&format!("no ONNX export for tract: {e}")));
             }
         }
     }
@@ -122,7 +122,9 @@ pub fn fill(cells: &mut [Cell], g: &Group) {
             let m = measured.entry(s.method()).or_default();
             match predict(s, &images[..n * IMAGE_LEN]) {
                 Ok(p) => m.pred = Some(p),
-                Err(e) => m.notes.push(format!("tract cannot run it: {e:#}")),
+                Err(e) => m
+                    .notes
+                    .push(one_line(&format!("tract cannot run it: {e:#}"))),
             }
         }
     }
@@ -138,7 +140,9 @@ pub fn fill(cells: &mut [Cell], g: &Group) {
                     .entry(s.method())
                     .or_default()
                     .notes
-                    .push(format!("batch {batch} not timed in tract: {e:#}"));
+                    .push(one_line(&format!(
+                        "batch {batch} not timed in tract: {e:#}"
+                    )));
             }
         }
     }
@@ -208,6 +212,13 @@ fn tract_of(
     }
 }
 
+/// An error as one line for a note: tract's errors print their cause chain over several
+/// lines and, with `RUST_BACKTRACE` set, a stack backtrace, which is no use in a report.
+fn one_line(text: &str) -> String {
+    let text = text.split("Stack backtrace:").next().unwrap_or(text);
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// tract's argmax over `images`, in chunks of [`CHUNK`] (plans have fixed shapes).
 fn predict(source: &Source, images: &[f32]) -> Result<Vec<usize>> {
     let n = images.len() / IMAGE_LEN;
@@ -243,7 +254,9 @@ fn time_batch(
                 .entry(s.method())
                 .or_default()
                 .notes
-                .push(format!("tract cannot run it at batch {batch}: {e:#}")),
+                .push(one_line(&format!(
+                    "tract cannot run it at batch {batch}: {e:#}"
+                ))),
         }
     }
     // (method, is tract) per candidate, in candidate order.

@@ -121,3 +121,62 @@ fn resnet_fashion_loads_back_bit_identically() {
         "{e}"
     );
 }
+
+/// A file of the first format (`qbench-quantized-1`: the parts as plain metadata strings
+/// and a `graph.onnx` tensor), rebuilt here from a format-2 file of an fp16 model, loads
+/// and computes what the model computes.
+#[test]
+fn format_1_files_still_load() {
+    use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+    use std::collections::HashMap;
+    use std::io::Read;
+
+    let g = qbench_models::onnx::load(zoo("mlp-mnist/model.onnx")).unwrap();
+    let m = quantize_fp16(&g).unwrap();
+    let v2 = save::to_bytes(&m).unwrap();
+    let st = SafeTensors::deserialize(&v2).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&v2).unwrap();
+    let recipe = header.metadata().as_ref().unwrap()["recipe"].clone();
+    let mut raw = Vec::new();
+    flate2::read::DeflateDecoder::new(st.tensor("qbench.model").unwrap().data())
+        .read_to_end(&mut raw)
+        .unwrap();
+    let len = u32::from_le_bytes(raw[..4].try_into().unwrap()) as usize;
+    let parts: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&raw[4..4 + len]).unwrap();
+    let onnx = raw[4 + len..].to_vec();
+    let mut meta: HashMap<String, String> = HashMap::new();
+    meta.insert("format".into(), "qbench-quantized-1".into());
+    meta.insert("recipe".into(), recipe);
+    for key in [
+        "layers",
+        "activations",
+        "shapes",
+        "graph_weight_inputs",
+        "fp16_initializers",
+    ] {
+        meta.insert(key.into(), parts[key].to_string());
+    }
+    let mut views = vec![(
+        "graph.onnx".to_string(),
+        TensorView::new(Dtype::U8, vec![onnx.len()], &onnx).unwrap(),
+    )];
+    for (name, t) in st.tensors() {
+        if name != "qbench.model" {
+            views.push((name, t));
+        }
+    }
+    let v1 = safetensors::serialize(views, Some(meta)).unwrap();
+    let back = save::from_bytes(&v1, Path::new("old.safetensors")).unwrap();
+    let x = images(DatasetKind::Mnist, Split::Test, 16);
+    let a = QExecutor::new(&m)
+        .unwrap()
+        .run(std::slice::from_ref(&x))
+        .unwrap();
+    let b = QExecutor::new(&back)
+        .unwrap()
+        .run(std::slice::from_ref(&x))
+        .unwrap();
+    let (a, b) = (a[0].f32s().unwrap(), b[0].f32s().unwrap());
+    assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
