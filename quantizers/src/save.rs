@@ -7,10 +7,12 @@
 //!   backend, qconfig, calibration size, fusions, version);
 //! - tensor `qbench.model` (U8): deflate of `u32 LE length ‖ JSON ‖ ONNX`, where the JSON
 //!   holds `layers` (per int8 layer: kind, fused ReLU, tensors, weight qparams),
-//!   `activations` (qparams per tensor), `shapes`, `graph_weight_inputs` and
-//!   `fp16_initializers`, and the ONNX is the fused fp32 graph with the weights stored
-//!   above taken out of its initializers and declared as graph inputs instead (so the
-//!   skeleton stays a valid ONNX graph without carrying float weights).
+//!   `activations` (qparams per tensor), `shapes`, `graph_weight_inputs`,
+//!   `fp16_initializers` and `graph_bias_inputs`, and the ONNX is the fused fp32 graph
+//!   with the weights stored above (and the int8 layers' float biases, stored once as
+//!   `<node>.bias`) taken out of its initializers and declared as graph inputs instead, so
+//!   the skeleton stays a valid ONNX graph without carrying float weights; load puts them
+//!   back.
 //!
 //! Why compressed: the skeleton and the per-tensor qparams are about 20 KB of text and
 //! protobuf whatever the model's size, a fifth of a small model's int8 file; deflated
@@ -74,7 +76,9 @@ fn deflate(json: &[u8], onnx: &[u8]) -> Result<Vec<u8>> {
 /// The blob's (JSON, ONNX) bytes.
 fn inflate(blob: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     let mut raw = Vec::new();
+    // A crafted blob could inflate without end; no real skeleton comes near 1 GiB.
     flate2::read::DeflateDecoder::new(blob)
+        .take(1 << 30)
         .read_to_end(&mut raw)
         .map_err(|e| file_err(path, format!("tensor {BLOB:?} does not inflate: {e}")))?;
     let bad = || file_err(path, format!("tensor {BLOB:?} is truncated"));
