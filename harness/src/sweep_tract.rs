@@ -13,8 +13,8 @@
 //!   (its speed is `n/a`), but tract still runs its export.
 //! - **Agreement**: tract's argmax over a slice of the eval set against ours for the same
 //!   cell (`agreement`) and against our fp32 (`agreement_fp32`).
-//! - **Cost in `--quick`**: a 100-input slice and batch 1 only (other batch sizes say so
-//!   in `note`), so the tests' quick sweeps stay quick.
+//! - **Cost in `--quick`**: a 256-input slice (one eval batch) and the first batch size
+//!   only (other batch sizes say so in `note`), so the tests' quick sweeps stay quick.
 //!
 //! tract failing on a model (an op it lacks, a shape it cannot infer) never fails a cell:
 //! the error goes into `tract.note` and the measured parts stay.
@@ -35,10 +35,13 @@ use crate::eval;
 use crate::measure::{self, Budget, Candidate};
 
 /// Eval inputs compared with tract: the first `EVAL_SLICE` (`QUICK_EVAL_SLICE` in
-/// `--quick`), in chunks of `CHUNK` (tract plans have fixed shapes).
-const EVAL_SLICE: usize = 1000;
-const QUICK_EVAL_SLICE: usize = 100;
-const CHUNK: usize = 100;
+/// `--quick`), in chunks of `CHUNK` (tract plans have fixed shapes). `CHUNK` must be the
+/// batch the sweep evaluates our models in (`sweep::predict`: 256) and the slices whole
+/// chunks: dynamic quantization takes one activation scale per tensor, i.e. per batch, so
+/// tract must see the same batches as our executor did or the two quantize differently.
+const EVAL_SLICE: usize = 4 * CHUNK;
+const QUICK_EVAL_SLICE: usize = CHUNK;
+const CHUNK: usize = 256;
 
 /// One built method of the group.
 pub struct Built<'a> {
