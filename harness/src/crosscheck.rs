@@ -36,6 +36,9 @@ struct BatchResult {
 
 /// `qbench crosscheck`.
 pub fn cmd_crosscheck(args: &CrosscheckArgs) -> Result<()> {
+    if args.model.ends_with(".safetensors") {
+        return crosscheck_quantized(args);
+    }
     let target = eval::resolve(&args.model)?;
     let spec = eval::eval_spec(&target, args.dataset, false)?;
     let graph = eval::load_graph(&target.path)?;
@@ -181,6 +184,85 @@ pub fn cmd_crosscheck(args: &CrosscheckArgs) -> Result<()> {
         "crosscheck of {} against tract FAILED: {}",
         target.name,
         why.join("; ")
+    )
+}
+
+/// `qbench crosscheck FILE.safetensors`: a quantized model's ONNX export (QOperator and,
+/// for static models, QDQ) run in tract against our executor on its source model's first
+/// eval images (or one seeded random input), under the tolerance policy of
+/// `qbench_quantizers::export::tract_check`.
+fn crosscheck_quantized(args: &CrosscheckArgs) -> Result<()> {
+    use qbench_quantizers::export::{tract_check, Form};
+    use qbench_quantizers::Method;
+
+    let path = std::path::Path::new(&args.model);
+    let model = qbench_quantizers::save::load(path)?;
+    let target = eval::resolve(&model.recipe.source).with_context(|| {
+        format!(
+            "{} was quantized from {:?}",
+            args.model, model.recipe.source
+        )
+    })?;
+    let (input, what) = match eval::eval_spec(&target, args.dataset, false)? {
+        Some(spec) => {
+            let ds = eval::load_dataset(&spec, Some(args.samples))?;
+            let x = eval::batch_tensor(&eval::model_inputs(&ds, &spec))?;
+            (
+                x,
+                format!(
+                    "first {} {} {} images",
+                    ds.len(),
+                    spec.dataset.name(),
+                    spec.split.name()
+                ),
+            )
+        }
+        None => {
+            let graph = eval::load_graph(&target.path)?;
+            let x = crate::bench_model::input_batch(&target, &graph, 1)?;
+            let what = format!("one seeded random input of shape {:?}", x.shape());
+            (x, what)
+        }
+    };
+    let forms: &[Form] = match model.recipe.method {
+        Method::Static | Method::Qat => &[Form::QOperator, Form::Qdq],
+        Method::Dynamic | Method::Fp16 => &[Form::QOperator],
+    };
+    println!(
+        "crosscheck {} ({} / {}, from {})",
+        args.model,
+        model.recipe.method.name(),
+        model.recipe.backend.name(),
+        target.name
+    );
+    println!("  inputs     {what}");
+    println!("  ours       qbench quantized executor");
+    println!("  reference  tract-onnx on the model's ONNX export");
+    let mut failed = Vec::new();
+    for &form in forms {
+        let r = tract_check::check(&model, form, std::slice::from_ref(&input))?;
+        println!(
+            "  {:<10} max {:.3} LSB (LSB {:.3e}), {:.2} % of elements differ, argmax {:.2} % of {} rows: {}",
+            format!("{form:?}"),
+            r.max_lsb,
+            r.out_scale,
+            100.0 * r.diff_fraction,
+            100.0 * r.argmax_agreement,
+            r.rows,
+            if r.passes() { "PASS" } else { "FAIL" }
+        );
+        if !r.passes() {
+            failed.push(format!("{form:?}"));
+        }
+    }
+    if failed.is_empty() {
+        println!("PASS");
+        return Ok(());
+    }
+    bail!(
+        "crosscheck of {} against tract FAILED ({}): outside the tolerance policy (qbench_quantizers::export::tract_check)",
+        args.model,
+        failed.join(", ")
     )
 }
 

@@ -14,6 +14,7 @@ mod measure;
 mod quantize;
 mod stats;
 mod sweep;
+mod sweep_tract;
 mod train;
 
 // The fingerprint and atomic writes live in the library, beside the results schema that
@@ -156,8 +157,9 @@ enum Command {
     },
     /// Compare qbench's fp32 executor with tract-onnx on the same file and inputs; fails on a mismatch.
     Crosscheck {
-        /// A zoo model name or a path to an .onnx file.
-        #[arg(value_name = "MODEL|FILE.onnx")]
+        /// A zoo model name, a path to an .onnx file, or a quantized model
+        /// (`qbench quantize`'s .safetensors: its ONNX export in tract against our executor).
+        #[arg(value_name = "MODEL|FILE.onnx|FILE.safetensors")]
         model: String,
         /// Eval images to compare, for models with an eval set.
         #[arg(long, value_name = "N", default_value_t = 1000, value_parser = positive)]

@@ -98,6 +98,35 @@ fn accuracy_text(c: &Cell) -> String {
     }
 }
 
+/// tract's latencies for a cell: "fp32 A ms, export B ms (ours C ms)", or why not.
+fn tract_speed_text(c: &Cell) -> String {
+    let Some(t) = &c.tract else {
+        return short_reason(c, Measure::Tract);
+    };
+    let ms = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));
+    let mut s = format!("fp32 {}", ms(t.fp32_ms));
+    if c.method.as_str() != "fp32" {
+        let _ = write!(s, ", {} {}", c.method.as_str(), ms(t.int8_ms));
+    }
+    if let Some(o) = t.ours_ms {
+        let _ = write!(s, " (ours {o:.3})");
+    }
+    s
+}
+
+/// tract's argmax agreement with ours for this cell, and with our fp32.
+fn tract_agreement_text(c: &Cell) -> String {
+    let Some(t) = &c.tract else {
+        return short_reason(c, Measure::Tract);
+    };
+    let pct = |v: f64| format!("{:.2} %", 100.0 * v);
+    match (t.agreement, t.agreement_fp32) {
+        (Some(a), Some(f)) => format!("{} (vs fp32 {})", pct(a), pct(f)),
+        (Some(a), None) => pct(a),
+        (None, _) => "—".into(),
+    }
+}
+
 fn bytes(b: u64) -> String {
     if b >= 1 << 20 {
         format!("{:.1} MiB", b as f64 / f64::from(1 << 20))
@@ -128,9 +157,10 @@ fn notes(cells: &[&Cell]) -> Vec<String> {
             )),
             State::Measured => {
                 for (m, r) in &c.not_applicable {
-                    if *m != Measure::Tract {
-                        push(format!("{} {} n/a: {r}", c.method.as_str(), m.as_str()));
-                    }
+                    push(format!("{} {} n/a: {r}", c.method.as_str(), m.as_str()));
+                }
+                if let Some(n) = c.tract.as_ref().and_then(|t| t.note.as_deref()) {
+                    push(format!("{} tract: {n}", c.method.as_str()));
                 }
             }
         }
@@ -196,13 +226,13 @@ pub fn markdown(results: &Results) -> String {
         }
         let _ = writeln!(
             s,
-            "\n| Method | Kernel | Drop (pp) | Agreement | Worst layer SQNR | Quantize (s) |"
+            "\n| Method | Kernel | Drop (pp) | Agreement | Worst layer SQNR | Quantize (s) | tract (ms) | tract agreement |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for c in &cells {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.method.as_str(),
                 c.kernel.as_deref().unwrap_or("—"),
                 c.accuracy
@@ -215,6 +245,8 @@ pub fn markdown(results: &Results) -> String {
                     q.worst_db, q.worst_layer
                 )),
                 c.quantize_s.map_or("—".into(), |q| format!("{q:.2}")),
+                tract_speed_text(c),
+                tract_agreement_text(c),
             );
         }
         let n = notes(&cells);
@@ -230,7 +262,7 @@ pub fn markdown(results: &Results) -> String {
 }
 
 /// The CSV columns, fixed units in the names.
-pub const CSV_HEADER: [&str; 22] = [
+pub const CSV_HEADER: [&str; 27] = [
     "model",
     "method",
     "backend",
@@ -253,6 +285,11 @@ pub const CSV_HEADER: [&str; 22] = [
     "agreement",
     "sqnr_worst_db",
     "quantize_s",
+    "tract_fp32_ms",
+    "tract_int8_ms",
+    "tract_ours_ms",
+    "tract_agreement",
+    "tract_agreement_fp32",
 ];
 
 /// RFC 4180 field: quoted when it holds a comma, quote or line break; quotes doubled.
@@ -300,6 +337,11 @@ pub fn csv(results: &Results) -> String {
             num(c.agreement),
             num(c.sqnr.as_ref().map(|q| q.worst_db)),
             num(c.quantize_s),
+            num(c.tract.as_ref().and_then(|t| t.fp32_ms)),
+            num(c.tract.as_ref().and_then(|t| t.int8_ms)),
+            num(c.tract.as_ref().and_then(|t| t.ours_ms)),
+            num(c.tract.as_ref().and_then(|t| t.agreement)),
+            num(c.tract.as_ref().and_then(|t| t.agreement_fp32)),
         ];
         let fields: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
         s.push_str(&fields.join(","));
@@ -395,11 +437,11 @@ pub fn html(results: &Results) -> String {
             "<h2>{} — {backend}, batch {batch}, threads {threads}</h2>",
             esc(&model)
         );
-        s.push_str("<table><tr><th>Method</th><th>Size</th><th>Speed</th><th>Accuracy</th><th>Agreement</th><th>Worst layer SQNR</th></tr>\n");
+        s.push_str("<table><tr><th>Method</th><th>Size</th><th>Speed</th><th>Accuracy</th><th>Agreement</th><th>Worst layer SQNR</th><th>tract (ms)</th><th>tract agreement</th></tr>\n");
         for c in &cells {
             let _ = writeln!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 c.method.as_str(),
                 esc(&size_text(c)),
                 esc(&speed_text(c)),
@@ -409,7 +451,9 @@ pub fn html(results: &Results) -> String {
                 esc(&c.sqnr.as_ref().map_or("—".into(), |q| format!(
                     "{:.1} dB ({})",
                     q.worst_db, q.worst_layer
-                )))
+                ))),
+                esc(&tract_speed_text(c)),
+                esc(&tract_agreement_text(c)),
             );
         }
         s.push_str("</table>\n");

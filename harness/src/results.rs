@@ -323,16 +323,32 @@ pub struct LayerSqnr {
     pub db: f64,
 }
 
-/// tract-onnx running the same model: fp32, and int8 through the QOperator export.
+/// tract-onnx running the same model in the sweep's process: the fp32 ONNX file, and
+/// this cell's ONNX export (static: QOperator; dynamic: DynamicQuantizeLinear +
+/// MatMulInteger; fp16: FLOAT16 weights). Medians are ms per call at the cell's batch,
+/// timed interleaved with ours. The last three fields came after the first files of this
+/// schema and default to null.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Tract {
+    /// tract's median on the fp32 file.
     pub fp32_ms: Option<f64>,
+    /// tract's median on this cell's export (null for fp32 cells).
     pub int8_ms: Option<f64>,
-    /// Share of inputs whose argmax equals ours.
+    /// Share of eval inputs whose tract argmax equals ours for this cell (fp32 cells:
+    /// tract's fp32 against ours).
     pub agreement: Option<f64>,
     /// Why a part is missing (e.g. an op tract cannot run).
     pub note: Option<String>,
+    /// Our median for this cell in the same interleaved run as tract's.
+    #[serde(default)]
+    pub ours_ms: Option<f64>,
+    /// Share of eval inputs whose tract argmax on the export equals our fp32 argmax.
+    #[serde(default)]
+    pub agreement_fp32: Option<f64>,
+    /// Eval inputs the agreements are over.
+    #[serde(default)]
+    pub samples: Option<usize>,
 }
 
 /// The grid and measurement settings of a sweep: the TOML config (`ci/nightly.toml`,
@@ -691,6 +707,12 @@ impl Cell {
             }
             if let Some(v) = t.int8_ms {
                 positive("tract.int8_ms", v)?;
+            }
+            if let Some(v) = t.ours_ms {
+                positive("tract.ours_ms", v)?;
+            }
+            if let Some(a) = t.agreement_fp32 {
+                fraction("tract.agreement_fp32", a)?;
             }
         }
         if let Some(q) = self.quantize_s {

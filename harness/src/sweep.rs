@@ -431,6 +431,7 @@ fn skipped(key: &CellKey, reason: &str) -> Cell {
 
 /// What a built method contributes to its cells regardless of batch.
 struct Built {
+    model: qbench_quantizers::QuantizedModel,
     exec: QExecutor,
     size: u64,
     quantize_s: f64,
@@ -558,10 +559,6 @@ fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Re
                     continue;
                 }
                 let mut c = Cell::new(model, key.method, backend, batch, threads);
-                c.not_applicable.insert(
-                    Measure::Tract,
-                    "the tract fp32/int8 cross-check is not wired into the sweep yet".into(),
-                );
                 // Speed: measured, or why not.
                 let speed = match &timed {
                     Ok(t) => t.get(&key.method).cloned(),
@@ -645,6 +642,31 @@ fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Re
             }
         }
     }
+    let tract_built = built.iter().filter_map(|(&method, b)| {
+        let b = b.as_ref().ok()?;
+        let pred = b.accuracy.as_ref().map(|a| a.1.as_slice());
+        let untimed = no_speed.is_some() && method != Method::Fp16;
+        Some(crate::sweep_tract::Built {
+            method,
+            model: &b.model,
+            exec: &b.exec,
+            pred,
+            untimed,
+        })
+    });
+    crate::sweep_tract::fill(
+        &mut cells,
+        &crate::sweep_tract::Group {
+            config,
+            onnx: &target.path,
+            fp32: &fp32,
+            built: tract_built.collect(),
+            eval_images: data.as_ref().map(|d| d.images.as_slice()),
+            fp32_pred: fp32_pred.as_deref(),
+            input: &|b: usize| crate::bench_model::input_batch(&target, &graph, b),
+            budget: budget(config),
+        },
+    );
     Ok(cells)
 }
 
@@ -717,6 +739,7 @@ fn build_method(
         ),
     };
     Ok(Built {
+        model,
         exec,
         size,
         quantize_s: took.as_secs_f64(),

@@ -1,20 +1,30 @@
 //! Saves a [`QuantizedModel`] to safetensors and loads it back bit-identically.
 //!
-//! Layout of the file:
+//! Layout of the file (format `qbench-quantized-2`):
 //! - tensors `<node>.weight` (I8, the int8 layer's weights), `<node>.bias` (F32), and for
-//!   fp16 models `<initializer>` (F16);
-//! - tensor `graph.onnx` (U8): the fused fp32 graph as ONNX, with the weights stored
-//!   above taken out of its initializers and declared as graph inputs instead (so the
-//!   skeleton stays a valid ONNX graph without carrying float weights);
-//! - metadata (JSON strings): `format`, `recipe` (method, backend, qconfig, calibration
-//!   size, fusions, version), `layers` (per int8 layer: kind, fused ReLU, tensors, weight
-//!   qparams), `activations` (qparams per tensor), `shapes`, `graph_weight_inputs`,
-//!   `fp16_initializers`.
+//!   fp16 models `<initializer>` (F16): what any safetensors reader sees by name;
+//! - metadata (JSON strings, readable in the header): `format` and `recipe` (method,
+//!   backend, qconfig, calibration size, fusions, version);
+//! - tensor `qbench.model` (U8): deflate of `u32 LE length ‖ JSON ‖ ONNX`, where the JSON
+//!   holds `layers` (per int8 layer: kind, fused ReLU, tensors, weight qparams),
+//!   `activations` (qparams per tensor), `shapes`, `graph_weight_inputs`,
+//!   `fp16_initializers` and `graph_bias_inputs`, and the ONNX is the fused fp32 graph
+//!   with the weights stored above (and the int8 layers' float biases, stored once as
+//!   `<node>.bias`) taken out of its initializers and declared as graph inputs instead, so
+//!   the skeleton stays a valid ONNX graph without carrying float weights; load puts them
+//!   back.
+//!
+//! Why compressed: the skeleton and the per-tensor qparams are about 20 KB of text and
+//! protobuf whatever the model's size, a fifth of a small model's int8 file; deflated
+//! they are a few KB (the int8 weights themselves are stored raw, as safetensors means).
+//! Files of format `qbench-quantized-1` (the same parts as metadata strings and a
+//! `graph.onnx` tensor) still load.
 //!
 //! Scales travel as JSON numbers: serde_json writes the shortest decimal that parses
 //! back to the same f32, so a loaded model computes exactly what the saved one did.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
 use std::path::Path;
 
 use qbench_models::ir::{Dim, ValueInfo};
@@ -25,8 +35,59 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::error::{QuantError, Result};
 use crate::model::{QLayer, QuantizedModel, Recipe};
 use crate::qparams::QParams;
+use erased::Json;
 
-const FORMAT: &str = "qbench-quantized-1";
+const FORMAT: &str = "qbench-quantized-2";
+/// The first format: the parts of [`Parts`] as metadata strings and a `graph.onnx` tensor.
+const FORMAT_1: &str = "qbench-quantized-1";
+/// The tensor holding the deflated skeleton and JSON (format 2).
+const BLOB: &str = "qbench.model";
+
+/// The parts of a model besides its weights, as stored in the deflated blob.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Parts {
+    layers: Vec<QLayer>,
+    activations: BTreeMap<String, QParams>,
+    shapes: BTreeMap<String, Vec<usize>>,
+    graph_weight_inputs: Vec<String>,
+    fp16_initializers: Vec<String>,
+    /// `(initializer, layer)`: float biases taken out of the skeleton, rebuilt from the
+    /// layer's `<node>.bias` at load (format 1 kept them in the skeleton).
+    #[serde(default)]
+    graph_bias_inputs: Vec<(String, String)>,
+}
+
+fn deflate(json: &[u8], onnx: &[u8]) -> Result<Vec<u8>> {
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let len = u32::try_from(json.len()).map_err(|_| QuantError::Config {
+        key: "metadata".into(),
+        msg: "more than 4 GiB of metadata".into(),
+    })?;
+    let io = |e: std::io::Error| QuantError::Config {
+        key: BLOB.into(),
+        msg: e.to_string(),
+    };
+    z.write_all(&len.to_le_bytes()).map_err(io)?;
+    z.write_all(json).map_err(io)?;
+    z.write_all(onnx).map_err(io)?;
+    z.finish().map_err(io)
+}
+
+/// The blob's (JSON, ONNX) bytes.
+fn inflate(blob: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut raw = Vec::new();
+    // A crafted blob could inflate without end; no real skeleton comes near 1 GiB.
+    flate2::read::DeflateDecoder::new(blob)
+        .take(1 << 30)
+        .read_to_end(&mut raw)
+        .map_err(|e| file_err(path, format!("tensor {BLOB:?} does not inflate: {e}")))?;
+    let bad = || file_err(path, format!("tensor {BLOB:?} is truncated"));
+    let len = raw.get(..4).ok_or_else(bad)?;
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let json = raw.get(4..4 + len).ok_or_else(bad)?.to_vec();
+    let onnx = raw[4 + len..].to_vec();
+    Ok((json, onnx))
+}
 
 fn file_err(path: &Path, msg: impl Into<String>) -> QuantError {
     QuantError::File {
@@ -85,15 +146,50 @@ pub fn to_bytes(model: &QuantizedModel) -> Result<Vec<u8>> {
             dims: shape.into_iter().map(Dim::Fixed).collect(),
         });
     }
+    // An int8 layer's float bias is stored once, as `<node>.bias`: the skeleton's copy
+    // (same bits, read by no other node) becomes a graph input and is rebuilt at load.
+    let mut bias_inputs: Vec<(String, String)> = Vec::new();
+    for l in &model.layers {
+        let Some(bias) = &l.bias else { continue };
+        let Some(node) = skeleton.nodes.iter().find(|n| n.name == l.node) else {
+            continue;
+        };
+        let Some(name) = node.inputs.get(2).filter(|n| !n.is_empty()).cloned() else {
+            continue;
+        };
+        let same_bits = skeleton.initializers.get(&name).is_some_and(|t| {
+            t.f32s().is_ok_and(|v| {
+                v.len() == bias.len() && v.iter().zip(bias).all(|(a, b)| a.to_bits() == b.to_bits())
+            })
+        });
+        let read_elsewhere = skeleton
+            .nodes
+            .iter()
+            .any(|n| n.name != l.node && n.inputs.contains(&name));
+        if !same_bits || read_elsewhere || bias_inputs.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        if let Some(t) = skeleton.initializers.remove(&name) {
+            skeleton.inputs.push(ValueInfo {
+                name: name.clone(),
+                dims: t.shape().iter().map(|&d| Dim::Fixed(d)).collect(),
+            });
+            bias_inputs.push((name, l.node.clone()));
+        }
+    }
     let graph_bytes = onnx::export::to_bytes(&skeleton);
+    let parts = Parts {
+        graph_bias_inputs: bias_inputs,
+        layers: model.layers.clone(),
+        activations: model.activations.clone(),
+        shapes: model.shapes.clone(),
+        graph_weight_inputs: weight_inputs,
+        fp16_initializers: model.fp16_weights.clone(),
+    };
+    let blob = deflate(parts.to_json()?.as_bytes(), &graph_bytes)?;
 
     let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    owned.push((
-        "graph.onnx".into(),
-        Dtype::U8,
-        vec![graph_bytes.len()],
-        graph_bytes,
-    ));
+    owned.push((BLOB.into(), Dtype::U8, vec![blob.len()], blob));
     for l in &model.layers {
         owned.push((
             format!("{}.weight", l.node),
@@ -113,15 +209,9 @@ pub fn to_bytes(model: &QuantizedModel) -> Result<Vec<u8>> {
     for (name, bytes, shape) in fp16_tensors {
         owned.push((name, Dtype::F16, shape, bytes));
     }
-    let json = |v: &dyn erased::Json| v.to_json();
     let metadata: HashMap<String, String> = [
         ("format".to_string(), FORMAT.to_string()),
-        ("recipe".to_string(), json(&model.recipe)?),
-        ("layers".to_string(), json(&model.layers)?),
-        ("activations".to_string(), json(&model.activations)?),
-        ("shapes".to_string(), json(&model.shapes)?),
-        ("graph_weight_inputs".to_string(), json(&weight_inputs)?),
-        ("fp16_initializers".to_string(), json(&model.fp16_weights)?),
+        ("recipe".to_string(), model.recipe.to_json()?),
     ]
     .into_iter()
     .collect();
@@ -168,22 +258,54 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<QuantizedModel> {
         meta.get(key)
             .ok_or_else(|| file_err(path, format!("metadata key {key:?} is missing")))
     };
-    if field("format")? != FORMAT {
-        return Err(file_err(
-            path,
-            format!("format {:?}, expected {FORMAT:?}", field("format")?),
-        ));
-    }
     fn parse<T: serde::de::DeserializeOwned>(path: &Path, key: &str, text: &str) -> Result<T> {
         serde_json::from_str(text).map_err(|e| file_err(path, format!("metadata key {key:?}: {e}")))
     }
+    let format = field("format")?;
     let recipe: Recipe = parse(path, "recipe", field("recipe")?)?;
-    let mut layers: Vec<QLayer> = parse(path, "layers", field("layers")?)?;
-    let activations: BTreeMap<String, QParams> = parse(path, "activations", field("activations")?)?;
-    let shapes: BTreeMap<String, Vec<usize>> = parse(path, "shapes", field("shapes")?)?;
-    let weight_inputs: Vec<String> =
-        parse(path, "graph_weight_inputs", field("graph_weight_inputs")?)?;
-    let fp16_weights: Vec<String> = parse(path, "fp16_initializers", field("fp16_initializers")?)?;
+    let (parts, graph_bytes) = match format.as_str() {
+        FORMAT => {
+            let blob = st
+                .tensor(BLOB)
+                .map_err(|_| file_err(path, format!("tensor {BLOB:?} is missing")))?;
+            let (json, onnx) = inflate(blob.data(), path)?;
+            let json = std::str::from_utf8(&json)
+                .map_err(|_| file_err(path, format!("tensor {BLOB:?}: JSON is not UTF-8")))?;
+            (parse::<Parts>(path, BLOB, json)?, onnx)
+        }
+        FORMAT_1 => {
+            let parts = Parts {
+                layers: parse(path, "layers", field("layers")?)?,
+                activations: parse(path, "activations", field("activations")?)?,
+                shapes: parse(path, "shapes", field("shapes")?)?,
+                graph_weight_inputs: parse(
+                    path,
+                    "graph_weight_inputs",
+                    field("graph_weight_inputs")?,
+                )?,
+                fp16_initializers: parse(path, "fp16_initializers", field("fp16_initializers")?)?,
+                graph_bias_inputs: Vec::new(),
+            };
+            let g = st
+                .tensor("graph.onnx")
+                .map_err(|_| file_err(path, "tensor \"graph.onnx\" is missing"))?;
+            (parts, g.data().to_vec())
+        }
+        other => {
+            return Err(file_err(
+                path,
+                format!("format {other:?}, expected {FORMAT:?} (or the older {FORMAT_1:?})"),
+            ))
+        }
+    };
+    let Parts {
+        mut layers,
+        activations,
+        shapes,
+        graph_weight_inputs: weight_inputs,
+        fp16_initializers: fp16_weights,
+        graph_bias_inputs: bias_inputs,
+    } = parts;
 
     let tensor = |name: &str, dtype: Dtype| {
         let t = st
@@ -197,9 +319,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<QuantizedModel> {
         }
         Ok(t)
     };
-    let graph_view = tensor("graph.onnx", Dtype::U8)?;
-    let mut graph = onnx::from_bytes(graph_view.data(), &path.display().to_string())?;
-    graph.inputs.retain(|i| !weight_inputs.contains(&i.name));
+    let mut graph = onnx::from_bytes(&graph_bytes, &path.display().to_string())?;
     for l in &mut layers {
         let w = tensor(&format!("{}.weight", l.node), Dtype::I8)?;
         if w.shape() != l.weight_shape.as_slice() {
@@ -242,6 +362,34 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<QuantizedModel> {
             Err(_) => None,
         };
     }
+    for (name, node) in &bias_inputs {
+        let bias = layers
+            .iter()
+            .find(|l| &l.node == node)
+            .and_then(|l| l.bias.clone())
+            .ok_or_else(|| file_err(path, format!("bias {name:?}: layer {node:?} has no bias")))?;
+        let dims = graph
+            .inputs
+            .iter()
+            .find(|i| &i.name == name)
+            .map(|i| {
+                i.dims
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Fixed(v) => Ok(*v),
+                        _ => Err(file_err(path, format!("bias {name:?} has a symbolic dim"))),
+                    })
+                    .collect::<Result<Vec<usize>>>()
+            })
+            .transpose()?
+            .ok_or_else(|| file_err(path, format!("bias {name:?} is not a skeleton input")))?;
+        let t =
+            Tensor::new(dims, bias).map_err(|e| file_err(path, format!("bias {name:?}: {e}")))?;
+        graph.initializers.insert(name.clone(), t);
+    }
+    graph.inputs.retain(|i| {
+        !weight_inputs.contains(&i.name) && !bias_inputs.iter().any(|(n, _)| *n == i.name)
+    });
     for name in &fp16_weights {
         let t = tensor(name, Dtype::F16)?;
         let data = t

@@ -52,13 +52,41 @@ impl TractPlan {
     /// Loads `model_path` into tract with the inputs' shapes fixed to `shapes` (f32).
     pub fn new(model_path: &Path, shapes: &[&[usize]]) -> Result<TractPlan> {
         let file = model_path.display().to_string();
+        let model =
+            tract_onnx::onnx()
+                .model_for_path(model_path)
+                .map_err(|e| ModelError::Tract {
+                    file: file.clone(),
+                    msg: format!("{e:?}"),
+                })?;
+        Self::optimise(model, file, shapes)
+    }
+
+    /// The same from an in-memory `ModelProto` (an export never written to disk); `what`
+    /// names it in errors where a file name would go.
+    pub fn from_proto(
+        proto: &tract_onnx::pb::ModelProto,
+        what: &str,
+        shapes: &[&[usize]],
+    ) -> Result<TractPlan> {
+        let model = tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .map_err(|e| ModelError::Tract {
+                file: what.to_string(),
+                msg: format!("{e:?}"),
+            })?;
+        Self::optimise(model, what.to_string(), shapes)
+    }
+
+    fn optimise(
+        mut model: tract_onnx::prelude::InferenceModel,
+        file: String,
+        shapes: &[&[usize]],
+    ) -> Result<TractPlan> {
         let terr = |e: anyhow_like::Error| ModelError::Tract {
             file: file.clone(),
             msg: format!("{e:?}"),
         };
-        let mut model = tract_onnx::onnx()
-            .model_for_path(model_path)
-            .map_err(terr)?;
         for (i, s) in shapes.iter().enumerate() {
             model = model
                 .with_input_fact(i, f32::fact(*s).into())
@@ -86,6 +114,7 @@ impl TractPlan {
         let outs = self.plan.run(tv).map_err(terr)?;
         outs.iter()
             .map(|o| {
+                let o = o.cast_to::<f32>().map_err(terr)?;
                 let v = o.to_plain_array_view::<f32>().map_err(terr)?;
                 Tensor::new(v.shape().to_vec(), v.iter().copied().collect())
             })

@@ -1,13 +1,20 @@
-//! ONNX export of a static [`QuantizedModel`] in the two forms users meet:
-//! [`qoperator`] (QLinearConv, MatMulInteger + rescale, u8 MaxPool: what tract runs on its
-//! own int8 kernels) and [`qdq`] (the float graph with QuantizeLinear/DequantizeLinear
-//! pairs, ONNX Runtime's exchange format), and [`tract_check`], which runs an export in
-//! tract and compares it with [`crate::QExecutor`].
+//! ONNX export of a [`QuantizedModel`] in the forms users meet, and [`tract_check`], which
+//! runs an export in tract and compares it with [`crate::QExecutor`].
 //!
-//! Both forms follow the executor's plan ([`crate::QExecutor::placements`]): a node that
-//! ran in int8 there is int8 in the file, an fp32 fallback node is written as it is, with
-//! DequantizeLinear/QuantizeLinear exactly where a value changes domain.
+//! - Static models, two forms: [`qoperator`] (QLinearConv, MatMulInteger + rescale, u8
+//!   MaxPool: what tract runs on its own int8 kernels) and [`qdq`] (the float graph with
+//!   QuantizeLinear/DequantizeLinear pairs, ONNX Runtime's exchange format). Both follow
+//!   the executor's plan ([`crate::QExecutor::placements`]): a node that ran in int8 there
+//!   is int8 in the file, an fp32 fallback node is written as it is, with
+//!   DequantizeLinear/QuantizeLinear exactly where a value changes domain.
+//! - Dynamic models, one form ([`dynamic`]): DynamicQuantizeLinear (or its plain-op
+//!   spelling for 7-bit and per-row grids) + MatMulInteger / ConvInteger, as ONNX
+//!   Runtime's `quantize_dynamic` writes them. It is their "QOperator" form; there is no
+//!   QDQ form of a dynamic model.
+//! - fp16 models, one form ([`fp16`]): FLOAT16 initializers cast to float.
 
+pub mod dynamic;
+pub mod fp16;
 pub mod qdq;
 pub mod qoperator;
 pub mod tract_check;
@@ -17,6 +24,8 @@ use std::path::Path;
 use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
+/// The protobuf type of an export, for callers without a tract-onnx dependency.
+pub use tract_onnx::pb::ModelProto;
 
 use crate::error::{QuantError, Result};
 use crate::model::{Method, QuantizedModel};
@@ -38,11 +47,27 @@ impl Form {
     }
 }
 
-/// The model in `form` as an ONNX `ModelProto`.
+/// The model in `form` as an ONNX `ModelProto`. Dynamic and fp16 models have one form
+/// each, asked for as [`Form::QOperator`] (the form whose operators compute the
+/// quantized arithmetic); asking for their QDQ form is an error that says so.
 pub fn to_model_proto(model: &QuantizedModel, form: Form) -> Result<pb::ModelProto> {
-    match form {
-        Form::QOperator => qoperator::to_model_proto(model),
-        Form::Qdq => qdq::to_model_proto(model),
+    match (model.recipe.method, form) {
+        (Method::Static | Method::Qat, Form::QOperator) => qoperator::to_model_proto(model),
+        (Method::Static | Method::Qat, Form::Qdq) => qdq::to_model_proto(model),
+        (Method::Dynamic, Form::QOperator) => dynamic::to_model_proto(model),
+        (Method::Fp16, Form::QOperator) => fp16::to_model_proto(model),
+        (m @ (Method::Dynamic | Method::Fp16), Form::Qdq) => Err(QuantError::Config {
+            key: "form".into(),
+            msg: format!(
+                "a {} model has no QDQ form; export it as qoperator ({})",
+                m.name(),
+                if m == Method::Dynamic {
+                    "DynamicQuantizeLinear + MatMulInteger/ConvInteger"
+                } else {
+                    "FLOAT16 weights cast to float"
+                }
+            ),
+        }),
     }
 }
 
@@ -56,15 +81,14 @@ pub fn save(model: &QuantizedModel, form: Form, path: impl AsRef<Path>) -> Resul
     })
 }
 
-/// Only static models have activation qparams to write; dynamic export
-/// (DynamicQuantizeLinear + MatMulInteger) is not implemented.
+/// The static forms need activation qparams, which only static (and QAT) models have.
 pub(crate) fn require_static(model: &QuantizedModel) -> Result<()> {
     match model.recipe.method {
         Method::Static | Method::Qat => Ok(()),
         m => Err(QuantError::Config {
             key: "method".into(),
             msg: format!(
-                "ONNX export of quantized models covers static models only, not {}",
+                "the static (QOperator/QDQ) export takes static models, not {}",
                 m.name()
             ),
         }),

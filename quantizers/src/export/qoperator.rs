@@ -383,7 +383,8 @@ pub(crate) fn build(model: &QuantizedModel) -> Result<(pb::ModelProto, HashMap<S
                     let lo = qp.spec.qmin;
                     b.through_float(protos, &[x], &out, qp, lo)?;
                 }
-                Op::Add => {
+                // A two-input Sum is an Add (the executor runs both on the u8 add kernel).
+                Op::Add | Op::Sum => {
                     let relu = graph.nodes.iter().zip(placements).find(|(m, p)| {
                         m.op == Op::Relu
                             && m.inputs.first() == Some(&out)
@@ -405,7 +406,7 @@ pub(crate) fn build(model: &QuantizedModel) -> Result<(pb::ModelProto, HashMap<S
                     let out_q = model.activations.get(&final_out).cloned().ok_or_else(|| {
                         QuantError::Layer {
                             layer: n.name.clone(),
-                            op: "Add".into(),
+                            op: n.op.onnx_name().into(),
                             msg: format!("output {final_out:?} was not calibrated"),
                         }
                     })?;

@@ -18,10 +18,19 @@
 //! - QDQ: tract may fold QuantizeLinear/DequantizeLinear into float arithmetic, so it
 //!   computes the fake-quantized float network; the bound is stated in the same units by
 //!   [`QDQ_MAX_LSB`].
+//! - Dynamic models (DynamicQuantizeLinear or its plain-op spelling + MatMulInteger /
+//!   ConvInteger + the same f32 dequantization) and fp16 models (f16 weights cast to
+//!   float) are held to the QOperator numbers. Their outputs are f32, so the unit is the
+//!   fallback one below. Dynamic layers compute what the executor computes given equal
+//!   inputs; an fp32 node before them (digit-cnn's convs) can move an activation across
+//!   a rounding boundary, which is a small fraction of an LSB at the output.
 //! - An output that an fp32 fallback node computes has no qparams: its LSB is taken as
 //!   max|tract output| / 127.5 (the step of a u8 grid over that range).
 //!
-//! The figures measured on digit-cnn are in the README ("ONNX export").
+//! Measured on the zoo (`tests/export_zoo.rs`, figures in the README): every model and
+//! scheme bit-exact except resnet-fashion static, within 1 LSB on 4–8 % of the output
+//! elements; the bounds below are twice that, so a real regression (a wrong scale or
+//! bias moves many elements by many LSB) still fails.
 
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
@@ -29,15 +38,15 @@ use tract_onnx::prelude::*;
 use qbench_models::tensor::Tensor as QTensor;
 
 use crate::error::{QuantError, Result};
-use crate::model::QuantizedModel;
+use crate::model::{Method, QuantizedModel};
 use crate::runtime::QExecutor;
 
 use super::Form;
 
 /// Largest per-element difference for QOperator, in output LSB.
-pub const QOP_MAX_LSB: f32 = 4.0;
+pub const QOP_MAX_LSB: f32 = 2.0;
 /// Largest fraction of QOperator output elements that may differ at all.
-pub const QOP_MAX_DIFF_FRACTION: f32 = 0.05;
+pub const QOP_MAX_DIFF_FRACTION: f32 = 0.15;
 /// Largest per-element difference for QDQ, in output LSB.
 pub const QDQ_MAX_LSB: f32 = 8.0;
 /// Smallest fraction of rows whose argmax must agree.
@@ -47,6 +56,8 @@ pub const MIN_ARGMAX_AGREEMENT: f32 = 0.99;
 #[derive(Clone, Debug, PartialEq)]
 pub struct TractCheck {
     pub form: Form,
+    /// The method of the model compared ([`compare`] alone assumes static).
+    pub method: Method,
     /// The output scale the LSB figures are in.
     pub out_scale: f32,
     /// max |ours − tract| / out_scale.
@@ -124,16 +135,21 @@ pub fn check(model: &QuantizedModel, form: Form, inputs: &[QTensor]) -> Result<T
     let out_name = &model.graph.outputs[0].name;
     // An output computed in fp32 (a fallback last layer) has no u8 form: its LSB is then
     // that of a u8 grid over tract's output range, max|y| / 127.5.
-    let (_, u8q) = super::qoperator::build(model)?;
-    let out_scale = match u8q.get(out_name) {
+    let u8_out = match model.recipe.method {
+        Method::Static | Method::Qat => super::qoperator::build(model)?.1.remove(out_name),
+        Method::Dynamic | Method::Fp16 => None,
+    };
+    let out_scale = match u8_out {
         Some(q) => q.scales[0],
         None => {
             let m = theirs[0].f32s()?.iter().fold(0f32, |m, v| m.max(v.abs()));
             (m / 127.5).max(f32::MIN_POSITIVE)
         }
     };
-    compare(form, out_scale, &ours[0], &theirs[0])
-        .map_err(|msg| QuantError::Config { key: what, msg })
+    let mut r = compare(form, out_scale, &ours[0], &theirs[0])
+        .map_err(|msg| QuantError::Config { key: what, msg })?;
+    r.method = model.recipe.method;
+    Ok(r)
 }
 
 /// Compares the first output of both sides (see the module docs for the units).
@@ -167,6 +183,7 @@ pub fn compare(
     let agree = ra.iter().zip(&rb).filter(|(x, y)| x == y).count();
     Ok(TractCheck {
         form,
+        method: Method::Static,
         out_scale,
         max_lsb,
         diff_fraction: differ as f32 / a.len().max(1) as f32,

@@ -1,0 +1,312 @@
+//! The sweep's tract columns (`cells[].tract`): tract-onnx running the same models as a
+//! (model, backend) group's cells, measured in the sweep's process.
+//!
+//! - **What tract runs**: the model's fp32 ONNX file for the fp32 cells, and our ONNX
+//!   export of each built method for the others (`qbench_quantizers::export`, asked for
+//!   as the QOperator form): static = QLinearConv / MatMulInteger on tract's int8
+//!   kernels, dynamic = DynamicQuantizeLinear + MatMulInteger, fp16 = FLOAT16 weights
+//!   cast to float. Its median is `int8_ms` (for fp16 cells: the fp16 export's).
+//! - **Latency**: per batch size, our fp32 and quantized executors and tract's plans are
+//!   timed in one interleaved run with the sweep's budget and median method
+//!   ([`crate::measure::interleaved`]), so `ours_ms` and tract's figures come from the same
+//!   conditions. A method whose backend's ISA is absent here is not timed on our side
+//!   (its speed is `n/a`), but tract still runs its export.
+//! - **Agreement**: tract's argmax over a slice of the eval set against ours for the same
+//!   cell (`agreement`) and against our fp32 (`agreement_fp32`).
+//! - **Cost in `--quick`**: a 256-input slice (one eval batch) and the first batch size
+//!   only (other batch sizes say so in `note`), so the tests' quick sweeps stay quick.
+//!
+//! tract failing on a model (an op it lacks, a shape it cannot infer) never fails a cell:
+//! the error goes into `tract.note` and the measured parts stay.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use qbench::results::{Cell, Measure, Method, State, SweepConfig, Tract};
+use qbench_models::data::IMAGE_LEN;
+use qbench_models::exec::Executor;
+use qbench_models::onnx::crosscheck::TractPlan;
+use qbench_models::tensor::Tensor;
+use qbench_quantizers::export::{self, Form};
+use qbench_quantizers::{QExecutor, QuantizedModel};
+
+use crate::eval;
+use crate::measure::{self, Budget, Candidate};
+
+/// Eval inputs compared with tract: the first `EVAL_SLICE` (`QUICK_EVAL_SLICE` in
+/// `--quick`), in chunks of `CHUNK` (tract plans have fixed shapes). `CHUNK` must be the
+/// batch the sweep evaluates our models in (`sweep::predict`: 256) and the slices whole
+/// chunks: dynamic quantization takes one activation scale per tensor, i.e. per batch, so
+/// tract must see the same batches as our executor did or the two quantize differently.
+const EVAL_SLICE: usize = 4 * CHUNK;
+const QUICK_EVAL_SLICE: usize = CHUNK;
+const CHUNK: usize = 256;
+
+/// One built method of the group.
+pub struct Built<'a> {
+    pub method: Method,
+    pub model: &'a QuantizedModel,
+    pub exec: &'a QExecutor,
+    /// Our predictions over the eval set (None without one).
+    pub pred: Option<&'a [usize]>,
+    /// Our speed is not timed (the backend's ISA is absent here).
+    pub untimed: bool,
+}
+
+/// Everything of a (model, backend) group the tract columns need.
+pub struct Group<'a> {
+    pub config: &'a SweepConfig,
+    pub onnx: &'a Path,
+    pub fp32: &'a Executor,
+    pub built: Vec<Built<'a>>,
+    /// Eval inputs as the model wants them (`IMAGE_LEN` floats each), if it has an eval set.
+    pub eval_images: Option<&'a [f32]>,
+    pub fp32_pred: Option<&'a [usize]>,
+    /// The timing input of a batch size (the sweep's own).
+    pub input: &'a dyn Fn(usize) -> Result<Tensor>,
+    pub budget: Budget,
+}
+
+/// A source tract runs: the fp32 file, or one method's export.
+enum Source<'a> {
+    Fp32(&'a Path),
+    Export(Method, Box<export::ModelProto>),
+}
+
+impl Source<'_> {
+    fn method(&self) -> Method {
+        match self {
+            Source::Fp32(_) => Method::Fp32,
+            Source::Export(m, _) => *m,
+        }
+    }
+
+    fn plan(&self, shape: &[usize]) -> Result<TractPlan> {
+        Ok(match self {
+            Source::Fp32(p) => TractPlan::new(p, &[shape])?,
+            Source::Export(m, proto) => {
+                TractPlan::from_proto(proto, &format!("the {} export", m.as_str()), &[shape])?
+            }
+        })
+    }
+}
+
+/// What tract gave for one method: predictions on the slice and medians per batch.
+#[derive(Default)]
+struct Measured {
+    pred: Option<Vec<usize>>,
+    /// batch → (tract median ms, our median ms in the same run)
+    ms: BTreeMap<u32, (f64, Option<f64>)>,
+    notes: Vec<String>,
+}
+
+/// Fills `tract` (or `not_applicable.tract`) of every measured cell of the group.
+pub fn fill(cells: &mut [Cell], g: &Group) {
+    let mut sources = vec![Source::Fp32(g.onnx)];
+    let mut measured: BTreeMap<Method, Measured> = BTreeMap::new();
+    for b in &g.built {
+        match export::to_model_proto(b.model, Form::QOperator) {
+            Ok(p) => sources.push(Source::Export(b.method, Box::new(p))),
+            Err(e) => {
+                measured
+                    .entry(b.method)
+                    .or_default()
+                    .notes
+                    .push(one_line(&format!("no ONNX export for tract: {e}")));
+            }
+        }
+    }
+    let quick = g.config.quick;
+    if let Some(images) = g.eval_images {
+        let limit = if quick { QUICK_EVAL_SLICE } else { EVAL_SLICE };
+        let n = (images.len() / IMAGE_LEN).min(limit);
+        for s in &sources {
+            let m = measured.entry(s.method()).or_default();
+            match predict(s, &images[..n * IMAGE_LEN]) {
+                Ok(p) => m.pred = Some(p),
+                Err(e) => m
+                    .notes
+                    .push(one_line(&format!("tract cannot run it: {e:#}"))),
+            }
+        }
+    }
+    let batches: Vec<u32> = if quick {
+        g.config.batch.iter().copied().take(1).collect()
+    } else {
+        g.config.batch.clone()
+    };
+    for &batch in &batches {
+        if let Err(e) = time_batch(g, &sources, batch, &mut measured) {
+            for s in &sources {
+                measured
+                    .entry(s.method())
+                    .or_default()
+                    .notes
+                    .push(one_line(&format!(
+                        "batch {batch} not timed in tract: {e:#}"
+                    )));
+            }
+        }
+    }
+    for c in cells.iter_mut() {
+        if c.state != State::Measured {
+            continue;
+        }
+        c.not_applicable.remove(&Measure::Tract);
+        let Some(m) = measured.get(&c.method) else {
+            c.not_applicable.insert(
+                Measure::Tract,
+                "tract did not run this method (not built)".into(),
+            );
+            continue;
+        };
+        c.tract = Some(tract_of(c, m, measured.get(&Method::Fp32), g, &batches));
+    }
+}
+
+fn tract_of(
+    c: &Cell,
+    m: &Measured,
+    fp32: Option<&Measured>,
+    g: &Group,
+    timed_batches: &[u32],
+) -> Tract {
+    let is_fp32 = c.method == Method::Fp32;
+    let fp32_tract = fp32.and_then(|f| f.ms.get(&c.batch)).map(|t| t.0);
+    let own = m.ms.get(&c.batch);
+    let ours_pred = if is_fp32 {
+        g.fp32_pred
+    } else {
+        g.built
+            .iter()
+            .find(|b| b.method == c.method)
+            .and_then(|b| b.pred)
+    };
+    let share = |theirs: &[usize], ours: Option<&[usize]>| {
+        ours.map(|o| {
+            let same = theirs.iter().zip(o).filter(|(a, b)| a == b).count();
+            same as f64 / theirs.len().max(1) as f64
+        })
+    };
+    let mut notes = m.notes.clone();
+    if !timed_batches.contains(&c.batch) {
+        notes.push(format!(
+            "--quick times tract at batch {} only",
+            timed_batches.first().copied().unwrap_or(1)
+        ));
+    }
+    if g.eval_images.is_none() {
+        notes.push("no eval set: agreement not measured".into());
+    }
+    let pred = m.pred.as_deref();
+    Tract {
+        fp32_ms: fp32_tract,
+        int8_ms: if is_fp32 { None } else { own.map(|t| t.0) },
+        ours_ms: own.and_then(|t| t.1),
+        agreement: pred.and_then(|p| share(p, ours_pred)),
+        agreement_fp32: if is_fp32 {
+            None
+        } else {
+            pred.and_then(|p| share(p, g.fp32_pred))
+        },
+        samples: pred.map(|p| p.len()),
+        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    }
+}
+
+/// An error as one line for a note: tract's errors print their cause chain over several
+/// lines and, with `RUST_BACKTRACE` set, a stack backtrace, which is no use in a report.
+fn one_line(text: &str) -> String {
+    let text = text.split("Stack backtrace:").next().unwrap_or(text);
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// tract's argmax over `images`, in chunks of [`CHUNK`] (plans have fixed shapes).
+fn predict(source: &Source, images: &[f32]) -> Result<Vec<usize>> {
+    let n = images.len() / IMAGE_LEN;
+    let mut plans: BTreeMap<usize, TractPlan> = BTreeMap::new();
+    let mut pred = Vec::with_capacity(n);
+    for chunk in images.chunks(CHUNK * IMAGE_LEN) {
+        let x = eval::batch_tensor(chunk)?;
+        let rows = x.shape()[0];
+        let plan = match plans.entry(rows) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(source.plan(x.shape())?),
+        };
+        let out = plan.run(std::slice::from_ref(&x))?;
+        pred.extend(eval::predictions(&out, rows)?);
+    }
+    Ok(pred)
+}
+
+/// One interleaved run at `batch`: our fp32 and methods, tract's fp32 and exports.
+fn time_batch(
+    g: &Group,
+    sources: &[Source],
+    batch: u32,
+    measured: &mut BTreeMap<Method, Measured>,
+) -> Result<()> {
+    let x = (g.input)(batch as usize)?;
+    let input = std::slice::from_ref(&x);
+    let mut plans = Vec::new();
+    for s in sources {
+        match s.plan(x.shape()).and_then(|p| Ok(p.run(input).map(|_| p)?)) {
+            Ok(p) => plans.push((s.method(), p)),
+            Err(e) => measured
+                .entry(s.method())
+                .or_default()
+                .notes
+                .push(one_line(&format!(
+                    "tract cannot run it at batch {batch}: {e:#}"
+                ))),
+        }
+    }
+    // (method, is tract) per candidate, in candidate order.
+    let mut who: Vec<(Method, bool)> = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    g.fp32.run(input).context("our fp32")?;
+    who.push((Method::Fp32, false));
+    candidates.push(Candidate {
+        name: "fp32".into(),
+        run: Box::new(|| {
+            std::hint::black_box(g.fp32.run(input).ok());
+        }),
+    });
+    for b in g.built.iter().filter(|b| !b.untimed) {
+        if b.exec.run(input).is_err() {
+            continue;
+        }
+        let exec = b.exec;
+        who.push((b.method, false));
+        candidates.push(Candidate {
+            name: b.method.as_str().into(),
+            run: Box::new(move || {
+                std::hint::black_box(exec.run(input).ok());
+            }),
+        });
+    }
+    for (m, p) in &plans {
+        who.push((*m, true));
+        candidates.push(Candidate {
+            name: format!("tract-{}", m.as_str()),
+            run: Box::new(move || {
+                std::hint::black_box(p.run(input).ok());
+            }),
+        });
+    }
+    let summaries = measure::interleaved(&mut candidates, g.budget);
+    drop(candidates);
+    let ms: BTreeMap<(Method, bool), f64> = who
+        .into_iter()
+        .zip(&summaries)
+        .map(|(k, s)| (k, s.median / 1e6))
+        .collect();
+    for (&(m, is_tract), &v) in &ms {
+        if is_tract {
+            let ours = ms.get(&(m, false)).copied();
+            measured.entry(m).or_default().ms.insert(batch, (v, ours));
+        }
+    }
+    Ok(())
+}
