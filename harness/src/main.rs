@@ -14,6 +14,7 @@ mod measure;
 mod quantize;
 mod stats;
 mod sweep;
+mod sweep_minilm;
 mod train;
 
 // The fingerprint and atomic writes live in the library, beside the results schema that
