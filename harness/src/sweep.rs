@@ -253,7 +253,7 @@ fn utc_stamp() -> String {
     results::rfc3339_utc(std::time::SystemTime::now()).replace(['-', ':'], "")
 }
 
-fn budget(config: &SweepConfig) -> Budget {
+pub(crate) fn budget(config: &SweepConfig) -> Budget {
     let base = if config.quick {
         Budget::QUICK
     } else {
@@ -287,7 +287,7 @@ fn to_quant_method(m: Method) -> Option<qbench_quantizers::Method> {
 /// Why this machine cannot time `backend`'s kernels natively, if it cannot. Accuracy is
 /// still computed: every rung is bit-exact with the reference, so the scheme's numbers
 /// are the same on whichever rung runs here.
-fn speed_absent(backend: Backend, rung: &str) -> Option<String> {
+pub(crate) fn speed_absent(backend: Backend, rung: &str) -> Option<String> {
     let native = match backend {
         Backend::Fbgemm => matches!(rung, "avx2" | "avx512vnni"),
         Backend::Vnni => rung == "avx512vnni",
@@ -409,7 +409,7 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
         );
         let weights_model = sweep_minilm::weights_model(&model)?.is_some();
         let result = if weights_model {
-            Ok(sweep_minilm::run_group(&plan.skips, &keys))
+            sweep_minilm::run_group(&plan, &model, backend, &keys)
         } else {
             run_group(&plan, &model, backend, &keys)
         };
