@@ -244,6 +244,10 @@ enum Command {
         /// Print JSON rows instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also time dynamic int8 (every Linear; per-token and per-tensor activation
+        /// scales) under this scheme: fbgemm or vnni.
+        #[arg(long, value_name = "SCHEME")]
+        int8: Option<String>,
     },
     /// Train a zoo model qbench trains itself (mlp-mnist, resnet-fashion); writes model.onnx, manifest.toml, README.md.
     Train {
@@ -580,7 +584,8 @@ fn main() -> Result<()> {
             tokens,
             quick,
             json,
-        } => bench_minilm::cmd_bench_minilm(batch, tokens, quick, json),
+            int8,
+        } => bench_minilm::cmd_bench_minilm(batch, tokens, quick, json, int8.as_deref()),
         Command::Train {
             model,
             epochs,
