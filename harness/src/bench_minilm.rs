@@ -82,8 +82,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
-/// Dynamic int8 of every Linear under `scheme`, with `act` activation scales (the
-/// weights as the sweep quantizes them: per tensor under fbgemm, per channel under vnni).
+/// Dynamic int8 of every Linear under `scheme`, with `act` activation scales and
+/// per-channel weights (as the sweep quantizes MiniLM).
 fn dynamic_int8(
     graph: &qbench_models::ir::Graph,
     scheme: Backend,
@@ -92,7 +92,7 @@ fn dynamic_int8(
     let mut opts = DynamicOptions::new(scheme);
     opts.op_types = vec!["MatMul".into()];
     opts.act_scales = act;
-    opts.per_channel = scheme == Backend::Vnni;
+    opts.per_channel = true;
     Ok(QExecutor::new(&quantize_dynamic(graph, &opts)?)?)
 }
 

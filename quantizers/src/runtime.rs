@@ -903,6 +903,39 @@ impl QExecutor {
         }
         let mut remaining = self.uses.clone();
         for st in &self.steps {
+            // An fp32 sub-graph takes its inputs by value: those it reads last are moved
+            // in, not copied.
+            if let Kind::Fp32 { exec } = &st.kind {
+                let mut ins = Vec::with_capacity(st.ins.len());
+                for &s in &st.ins {
+                    let last = !keep_all && remaining[s] == 1;
+                    let v = if last {
+                        vals[s].take()
+                    } else {
+                        vals[s].clone()
+                    };
+                    match v {
+                        Some(QVal::F32(t)) => ins.push(t),
+                        _ => {
+                            return Err(QuantError::Layer {
+                                layer: st.name.clone(),
+                                op: "run".into(),
+                                msg: "an input is not computed or not f32".into(),
+                            })
+                        }
+                    }
+                    remaining[s] -= 1;
+                }
+                let outs = exec.run_owned(ins).map_err(|e| QuantError::Layer {
+                    layer: st.name.clone(),
+                    op: "run".into(),
+                    msg: e.to_string(),
+                })?;
+                for (&s, t) in st.outs.iter().zip(outs) {
+                    vals[s] = Some(QVal::F32(t));
+                }
+                continue;
+            }
             let args: Vec<&QVal> = st
                 .ins
                 .iter()
