@@ -1,16 +1,18 @@
 //! `qbench bench-minilm`: all-MiniLM-L6-v2 in fp32, our executor against tract-onnx, in
-//! one run: batch × tokens of real text, single thread, samples interleaved.
+//! one run: batch × tokens of real text, single thread, samples interleaved; with
+//! `--int8 fbgemm|vnni`, dynamic int8 (per-token and per-tensor scales) in the same run.
 //!
 //! Both sides run the same graph: ours is built from the fetched safetensors
 //! (`qbench_models::bert`), exported to ONNX, and that file is what tract optimises.
 //! Before timing, the two outputs are compared on the benchmark input (max |Δ| and the
 //! worst cosine similarity), so a fast wrong answer cannot pass unnoticed.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use qbench_models::bert::{self, tokenize};
 use qbench_models::exec::{Executor, Options};
 use qbench_models::onnx::{self, TractPlan};
 use qbench_models::tensor::Tensor;
+use qbench_quantizers::{quantize_dynamic, ActScales, Backend, DynamicOptions, QExecutor};
 use serde::Serialize;
 
 use crate::measure::{self, Budget, Candidate};
@@ -41,7 +43,11 @@ pub struct Row {
 
 /// `batch` rows of exactly `tokens` real tokens ([CLS] … [SEP]), each starting at a
 /// different word, with a full attention mask.
-fn inputs(dir: &std::path::Path, batch: usize, tokens: usize) -> Result<tokenize::Batch> {
+pub(crate) fn inputs(
+    dir: &std::path::Path,
+    batch: usize,
+    tokens: usize,
+) -> Result<tokenize::Batch> {
     let tok = tokenize::SentenceTokenizer::new(&dir.join("tokenizer.json"), tokens)?;
     let words: Vec<&str> = TEXT.split_whitespace().collect();
     let mut rows = Vec::with_capacity(batch);
@@ -76,12 +82,38 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
+/// Dynamic int8 of every Linear under `scheme`, with `act` activation scales and
+/// per-channel weights (as the sweep quantizes MiniLM).
+fn dynamic_int8(
+    graph: &qbench_models::ir::Graph,
+    scheme: Backend,
+    act: ActScales,
+) -> Result<QExecutor> {
+    let mut opts = DynamicOptions::new(scheme);
+    opts.op_types = vec!["MatMul".into()];
+    opts.act_scales = act;
+    opts.per_channel = true;
+    Ok(QExecutor::new(&quantize_dynamic(graph, &opts)?)?)
+}
+
 /// `qbench bench-minilm`.
-pub fn cmd_bench_minilm(batch: usize, tokens: usize, quick: bool, json: bool) -> Result<()> {
+pub fn cmd_bench_minilm(
+    batch: usize,
+    tokens: usize,
+    quick: bool,
+    json: bool,
+    int8: Option<&str>,
+) -> Result<()> {
     ensure!(
         (2..=512).contains(&tokens),
         "--tokens {tokens}: MiniLM takes 2..=512 tokens"
     );
+    let scheme = match int8 {
+        None => None,
+        Some("fbgemm") => Some(Backend::Fbgemm),
+        Some("vnni") => Some(Backend::Vnni),
+        Some(other) => bail!("--int8 {other:?}: the schemes are fbgemm and vnni"),
+    };
     let entry = crate::fetch::fetchable_entry("minilm")?;
     let dir = crate::fetch::fetched_dir(&entry)?;
     let graph = bert::load_graph(&dir)
@@ -121,6 +153,31 @@ pub fn cmd_bench_minilm(batch: usize, tokens: usize, quick: bool, json: bool) ->
         "our output and tract's disagree (worst cosine {worst_cos}): not timing a wrong answer"
     );
 
+    // Dynamic int8, per token and per tensor: checked against our fp32 output first.
+    let int8_execs: Vec<(String, QExecutor)> = match scheme {
+        None => Vec::new(),
+        Some(b) => [(ActScales::PerRow, "per-token"), (ActScales::PerTensor, "per-tensor")]
+            .into_iter()
+            .map(|(act, label)| {
+                let e = dynamic_int8(&graph, b, act)?;
+                let y = e.run(&feed)?.remove(0);
+                let worst = y
+                    .f32s()?
+                    .chunks(d)
+                    .zip(ov.chunks(d))
+                    .map(|(a, b)| cosine(a, b))
+                    .fold(1f64, f64::min);
+                if !json {
+                    eprintln!(
+                        "dynamic int8 ({}, {label}, rung {}): worst cosine to our fp32 on this input {worst:.5}",
+                        b.name(),
+                        e.rung().name()
+                    );
+                }
+                Ok((format!("qbench-int8-{}-{label}", b.name()), e))
+            })
+            .collect::<Result<_>>()?,
+    };
     let budget = if quick {
         Budget::QUICK
     } else {
@@ -140,7 +197,16 @@ pub fn cmd_bench_minilm(batch: usize, tokens: usize, quick: bool, json: bool) ->
             }),
         },
     ];
+    for (name, e) in &int8_execs {
+        candidates.push(Candidate {
+            name: name.clone(),
+            run: Box::new(|| {
+                e.run(&feed).expect("ran once above");
+            }),
+        });
+    }
     let summaries = measure::interleaved(&mut candidates, budget);
+    let fp32_median = summaries[0].median;
     let rows: Vec<Row> = candidates
         .iter()
         .zip(&summaries)
@@ -159,16 +225,25 @@ pub fn cmd_bench_minilm(batch: usize, tokens: usize, quick: bool, json: bool) ->
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("| impl | batch x tokens | median ms | p10–p90 ms | samples |");
-        println!("|---|---|---|---|---|");
+        println!(
+            "| impl | batch x tokens | median ms | p10–p90 ms | samples | speedup vs qbench-fp32 |"
+        );
+        println!("|---|---|---|---|---|---|");
         for r in &rows {
             println!(
-                "| {} | {}x{} | {:.2} | {:.2}–{:.2} | {} |",
-                r.implementation, r.batch, r.tokens, r.median_ms, r.p10_ms, r.p90_ms, r.samples
+                "| {} | {}x{} | {:.2} | {:.2}–{:.2} | {} | {:.2}x |",
+                r.implementation,
+                r.batch,
+                r.tokens,
+                r.median_ms,
+                r.p10_ms,
+                r.p90_ms,
+                r.samples,
+                fp32_median / 1e6 / r.median_ms
             );
         }
         println!(
-            "\nsingle thread; samples of both interleaved in one run; tract runs the ONNX export of the same graph"
+            "\nsingle thread; samples of every implementation interleaved in one run; tract runs the ONNX export of the same graph"
         );
     }
     Ok(())

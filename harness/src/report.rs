@@ -168,6 +168,44 @@ fn notes(cells: &[&Cell]) -> Vec<String> {
     out
 }
 
+/// Sentence encoders: cosine to fp32 and, for dynamic cells, the per-tensor variant.
+fn embedding_table(s: &mut String, cells: &[&Cell]) {
+    if cells.iter().all(|c| c.embedding.is_none()) {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n| Method | Activation scales | Cosine to fp32 (mean / worst) | Probe accuracy | Per-tensor variant: cosine (mean / worst), probe, speed |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for c in cells {
+        let Some(e) = &c.embedding else { continue };
+        let variant = e.per_tensor.as_ref().map_or("—".into(), |v| {
+            format!(
+                "{:.4} / {:.4}, {:.2} %, {}",
+                v.cosine_mean,
+                v.cosine_worst,
+                100.0 * v.accuracy,
+                v.speedup_vs_fp32
+                    .map_or("speed n/a".into(), |x| format!("{x:.2}x"))
+            )
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.4} / {:.4} ({} sentences) | {} | {} |",
+            c.method.as_str(),
+            e.act_scales.as_deref().unwrap_or("—"),
+            e.cosine_mean,
+            e.cosine_worst,
+            e.samples,
+            c.accuracy
+                .as_ref()
+                .map_or("—".into(), |a| format!("{:.2} %", 100.0 * a.value)),
+            variant
+        );
+    }
+}
+
 /// The markdown report: a header with provenance, then per model × backend × batch the
 /// Method | Size | Speed | Accuracy table and a detail table.
 pub fn markdown(results: &Results) -> String {
@@ -249,6 +287,7 @@ pub fn markdown(results: &Results) -> String {
                 tract_agreement_text(c),
             );
         }
+        embedding_table(&mut s, &cells);
         let n = notes(&cells);
         if !n.is_empty() {
             let _ = writeln!(s);

@@ -273,6 +273,44 @@ pub struct Cell {
     /// Measurements that do not apply to this cell, each with the reason.
     #[serde(default)]
     pub not_applicable: BTreeMap<Measure, String>,
+    /// Sentence encoders (MiniLM): fidelity of the embeddings to fp32's. Absent for other
+    /// models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Embedding>,
+}
+
+/// How close a sentence encoder's embeddings stay to fp32's, and the same figures for the
+/// per-tensor variant of a dynamic cell (whose own numbers use per-token scales).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Embedding {
+    /// Mean and worst cosine similarity to the fp32 embedding of the same sentence.
+    pub cosine_mean: f64,
+    pub cosine_worst: f64,
+    /// Sentences compared.
+    pub samples: usize,
+    /// Activation scales of this cell's numbers: `per_token`, `per_tensor`, or null (fp32,
+    /// fp16).
+    pub act_scales: Option<String>,
+    /// Dynamic cells: the same quantization with one activation scale per tensor
+    /// (PyTorch's and ONNX Runtime's default), measured beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_tensor: Option<Variant>,
+}
+
+/// A variant measured beside a cell: fidelity, probe accuracy and speed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub cosine_mean: f64,
+    pub cosine_worst: f64,
+    /// The probe's accuracy on this variant's embeddings (fraction).
+    pub accuracy: f64,
+    pub agreement: f64,
+    /// Median latency (ms) and speedup against the fp32 of the same run; null when not
+    /// timed.
+    pub latency_ms: Option<f64>,
+    pub speedup_vs_fp32: Option<f64>,
 }
 
 /// Latency of one call on `batch` inputs, milliseconds.
@@ -514,6 +552,7 @@ impl Cell {
             tract: None,
             quantize_s: None,
             not_applicable: BTreeMap::new(),
+            embedding: None,
         }
     }
 

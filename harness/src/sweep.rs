@@ -30,6 +30,7 @@ use rayon::prelude::*;
 use crate::eval::{self, Target};
 use crate::measure::{self, Budget, Candidate};
 use crate::quantize::{self, QuantSpec};
+use crate::sweep_minilm;
 
 /// The embedded default: every zoo model present, the whole method and backend grid.
 /// `models = []` here means "the zoo as found at run time".
@@ -173,7 +174,14 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
     // Every model must resolve (zoo name or existing file) before any work.
     let mut skips = BTreeMap::new();
     let mut has_eval = BTreeMap::new();
+    // Models built from fetched weights (MiniLM): their own rules (sweep_minilm); absent
+    // weights skip their cells with the fetch message instead of failing the plan.
+    let mut weights_models: BTreeMap<String, Option<String>> = BTreeMap::new();
     for m in &config.models {
+        if let Some(entry) = sweep_minilm::weights_model(m)? {
+            weights_models.insert(m.clone(), sweep_minilm::absent_reason(&entry));
+            continue;
+        }
         let target = eval::resolve(m).with_context(|| format!("--models / `models`: {m}"))?;
         has_eval.insert(m.clone(), eval::eval_spec(&target, None, false)?.is_some());
     }
@@ -194,7 +202,14 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
                         batch,
                         threads,
                     };
-                    if method == Method::Qat {
+                    if let Some(absent) = weights_models.get(&model) {
+                        if let Some(r) = absent
+                            .clone()
+                            .or_else(|| sweep_minilm::method_skip(method).map(str::to_owned))
+                        {
+                            skips.insert(key.clone(), r);
+                        }
+                    } else if method == Method::Qat {
                         skips.insert(
                             key.clone(),
                             "qat is not built yet (quantization-aware training needs the trainer)"
@@ -238,7 +253,7 @@ fn utc_stamp() -> String {
     results::rfc3339_utc(std::time::SystemTime::now()).replace(['-', ':'], "")
 }
 
-fn budget(config: &SweepConfig) -> Budget {
+pub(crate) fn budget(config: &SweepConfig) -> Budget {
     let base = if config.quick {
         Budget::QUICK
     } else {
@@ -272,7 +287,7 @@ fn to_quant_method(m: Method) -> Option<qbench_quantizers::Method> {
 /// Why this machine cannot time `backend`'s kernels natively, if it cannot. Accuracy is
 /// still computed: every rung is bit-exact with the reference, so the scheme's numbers
 /// are the same on whichever rung runs here.
-fn speed_absent(backend: Backend, rung: &str) -> Option<String> {
+pub(crate) fn speed_absent(backend: Backend, rung: &str) -> Option<String> {
     let native = match backend {
         Backend::Fbgemm => matches!(rung, "avx2" | "avx512vnni"),
         Backend::Vnni => rung == "avx512vnni",
@@ -392,7 +407,13 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
             backend.as_str(),
             keys.len()
         );
-        let mut cells = match run_group(&plan, &model, backend, &keys) {
+        let weights_model = sweep_minilm::weights_model(&model)?.is_some();
+        let result = if weights_model {
+            sweep_minilm::run_group(&plan, &model, backend, &keys)
+        } else {
+            run_group(&plan, &model, backend, &keys)
+        };
+        let mut cells = match result {
             Ok(cells) => cells,
             // A model that cannot even load fails its cells; the sweep goes on.
             Err(e) => keys.iter().map(|k| failed(k, &format!("{e:#}"))).collect(),

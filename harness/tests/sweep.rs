@@ -366,3 +366,33 @@ fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
     }
     assert!(done.cells.iter().filter(|c| c.run == 1).count() >= 2);
 }
+
+/// MiniLM is built from fetched weights: the default sweep must plan it whether or not
+/// they are here. Without them (an empty cache) every MiniLM cell is skipped with the fetch
+/// message and the rest of the plan stands.
+#[test]
+fn minilm_without_its_weights_is_skipped_with_the_fetch_message_not_a_failed_plan() {
+    let cache = temp_dir("sweep-minilm-nocache");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_qbench"))
+        .args(["sweep", "--dry-run", "--backends", "fbgemm", "--batch", "1"])
+        .env("RUST_BACKTRACE", "0")
+        .env("QBENCH_CACHE_DIR", cache.to_str().unwrap())
+        .output()
+        .expect("qbench runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("digit-cnn/static/fbgemm/b1/t1\n"), "{text}");
+    for method in ["fp32", "fp16", "dynamic", "static", "qat"] {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("minilm/{method}/fbgemm/b1/t1"))
+            })
+            .unwrap_or_else(|| panic!("no minilm/{method} cell in {text}"));
+        assert!(
+            line.contains("skip:") && line.contains("qbench fetch minilm"),
+            "{line}"
+        );
+    }
+}

@@ -19,6 +19,7 @@ mod generic;
 pub mod isa;
 pub mod nhwc;
 pub mod pool;
+pub mod quantize;
 pub mod reference;
 
 #[cfg(target_arch = "x86_64")]

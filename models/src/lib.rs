@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod idx;
 pub mod ir;
 pub mod onnx;
+pub mod rotten_tomatoes;
 pub mod tensor;
 pub mod train;
 pub mod zoo;

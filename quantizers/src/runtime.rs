@@ -135,6 +135,19 @@ fn quantize_tensor(t: &Tensor, q: Affine, qmin: i32, qmax: i32) -> Result<U8Tens
 enum QVal {
     F32(Tensor),
     U8(U8Tensor),
+    /// An f32 tensor quantized for dynamic layers: rows of `k` bytes with the parameters
+    /// of each row (or one pair for the whole tensor). Made once per tensor and shared by
+    /// every dynamic layer reading it (a transformer's Q, K and V projections).
+    Dyn(DynU8),
+}
+
+#[derive(Clone, Debug)]
+struct DynU8 {
+    data: Vec<u8>,
+    /// The logical shape of the f32 tensor (last axis = k).
+    shape: Vec<usize>,
+    scales: Vec<f32>,
+    zero_points: Vec<i32>,
 }
 
 /// What a dynamic layer does to its activations on each call.
@@ -146,11 +159,7 @@ struct DynAct {
 
 impl DynAct {
     fn qparams(&self, data: &[f32]) -> (f32, i32) {
-        let (lo, hi) = data
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
+        let (lo, hi) = qbench_kernels::quantize::min_max(data);
         if lo > hi {
             return self.spec.qparams_for_range(0.0, 0.0);
         }
@@ -193,12 +202,17 @@ enum Kind {
         b: PackedB,
         rq: Requantize,
     },
+    /// Quantizes an f32 tensor for the dynamic layers that read it.
+    DynQuantize {
+        act: DynAct,
+        k: usize,
+    },
+    /// Reads a [`QVal::Dyn`] made by a `DynQuantize` step.
     DynLinear {
         b: PackedB,
         w_scales: Vec<f32>,
         bias: Option<Vec<f32>>,
         relu: bool,
-        act: DynAct,
     },
     DynConv {
         conv: PackedConv,
@@ -271,6 +285,8 @@ struct Planner<'m> {
     u8_slot: HashMap<String, usize>,
     /// Plan-time qparams of every u8 tensor.
     u8_q: HashMap<String, QParams>,
+    /// Slot of each tensor's dynamic quantization (shared by the layers reading it).
+    dyn_slot: HashMap<String, usize>,
     region: Vec<usize>,
     placements: Vec<Placement>,
     /// Node indices reading each tensor.
@@ -522,6 +538,7 @@ impl QExecutor {
             f32_slot: HashMap::new(),
             u8_slot: HashMap::new(),
             u8_q: HashMap::new(),
+            dyn_slot: HashMap::new(),
             region: Vec::new(),
             placements: Vec::new(),
             readers,
@@ -599,21 +616,45 @@ impl QExecutor {
                         per_row: model.recipe.act_scales == ActScales::PerRow,
                     };
                     let w_scales = layer.weight_q.scales.clone();
-                    let kind = match layer.kind {
-                        LayerKind::Conv => Kind::DynConv {
-                            conv: pack_conv(layer, node, &in_shape)?,
-                            w_scales,
-                            bias: layer.bias.clone(),
-                            relu,
-                            act,
-                        },
-                        LayerKind::Linear => Kind::DynLinear {
-                            b: pack_linear(layer)?,
-                            w_scales,
-                            bias: layer.bias.clone(),
-                            relu,
-                            act,
-                        },
+                    let (kind, src) = match layer.kind {
+                        LayerKind::Conv => (
+                            Kind::DynConv {
+                                conv: pack_conv(layer, node, &in_shape)?,
+                                w_scales,
+                                bias: layer.bias.clone(),
+                                relu,
+                                act,
+                            },
+                            src,
+                        ),
+                        LayerKind::Linear => {
+                            let k = layer.weight_shape[1];
+                            // Quantized once per tensor: every dynamic Linear has the
+                            // same activation spec, so readers of one input share it.
+                            let q = match p.dyn_slot.get(&layer.input) {
+                                Some(&q) => q,
+                                None => {
+                                    let q = p.slot();
+                                    p.steps.push(Step {
+                                        name: format!("quantize {}", layer.input),
+                                        kind: Kind::DynQuantize { act, k },
+                                        ins: vec![src],
+                                        outs: vec![q],
+                                    });
+                                    p.dyn_slot.insert(layer.input.clone(), q);
+                                    q
+                                }
+                            };
+                            (
+                                Kind::DynLinear {
+                                    b: pack_linear(layer)?,
+                                    w_scales,
+                                    bias: layer.bias.clone(),
+                                    relu,
+                                },
+                                q,
+                            )
+                        }
                     };
                     let dst = p.new_f32(&layer.output);
                     (kind, vec![src], vec![dst])
@@ -812,7 +853,7 @@ impl QExecutor {
             .map(|&s| match &vals[s] {
                 Some(QVal::F32(t)) => Ok(t.clone()),
                 Some(QVal::U8(u)) => u.dequantize(),
-                None => Err(QuantError::Config {
+                Some(QVal::Dyn(_)) | None => Err(QuantError::Config {
                     key: "runtime".into(),
                     msg: "an output was not computed".into(),
                 }),
@@ -833,7 +874,7 @@ impl QExecutor {
                 Some(QVal::U8(u)) => {
                     out.insert(name.clone(), u.dequantize()?);
                 }
-                None => {}
+                Some(QVal::Dyn(_)) | None => {}
             }
         }
         Ok(out)
@@ -862,6 +903,39 @@ impl QExecutor {
         }
         let mut remaining = self.uses.clone();
         for st in &self.steps {
+            // An fp32 sub-graph takes its inputs by value: those it reads last are moved
+            // in, not copied.
+            if let Kind::Fp32 { exec } = &st.kind {
+                let mut ins = Vec::with_capacity(st.ins.len());
+                for &s in &st.ins {
+                    let last = !keep_all && remaining[s] == 1;
+                    let v = if last {
+                        vals[s].take()
+                    } else {
+                        vals[s].clone()
+                    };
+                    match v {
+                        Some(QVal::F32(t)) => ins.push(t),
+                        _ => {
+                            return Err(QuantError::Layer {
+                                layer: st.name.clone(),
+                                op: "run".into(),
+                                msg: "an input is not computed or not f32".into(),
+                            })
+                        }
+                    }
+                    remaining[s] -= 1;
+                }
+                let outs = exec.run_owned(ins).map_err(|e| QuantError::Layer {
+                    layer: st.name.clone(),
+                    op: "run".into(),
+                    msg: e.to_string(),
+                })?;
+                for (&s, t) in st.outs.iter().zip(outs) {
+                    vals[s] = Some(QVal::F32(t));
+                }
+                continue;
+            }
             let args: Vec<&QVal> = st
                 .ins
                 .iter()
@@ -899,7 +973,7 @@ impl QExecutor {
 fn want_u8(v: &QVal) -> Result<&U8Tensor> {
     match v {
         QVal::U8(u) => Ok(u),
-        QVal::F32(_) => Err(QuantError::Config {
+        QVal::F32(_) | QVal::Dyn(_) => Err(QuantError::Config {
             key: "runtime".into(),
             msg: "expected a u8 activation, got f32".into(),
         }),
@@ -909,7 +983,7 @@ fn want_u8(v: &QVal) -> Result<&U8Tensor> {
 fn want_f32(v: &QVal) -> Result<&Tensor> {
     match v {
         QVal::F32(t) => Ok(t),
-        QVal::U8(_) => Err(QuantError::Config {
+        QVal::U8(_) | QVal::Dyn(_) => Err(QuantError::Config {
             key: "runtime".into(),
             msg: "expected an f32 activation, got u8".into(),
         }),
@@ -933,7 +1007,8 @@ fn nhwc_out(shape: Nhwc, q: Affine, data: Vec<u8>) -> QVal {
     })
 }
 
-/// Quantizes f32 rows with per-tensor or per-row parameters for a dynamic layer.
+/// Quantizes f32 rows with per-tensor or per-row parameters for a dynamic layer, on the
+/// kernels' vector quantizer (bit-exact with `qparams::quantize`).
 fn quantize_dynamic(
     x: &[f32],
     rows: usize,
@@ -949,9 +1024,14 @@ fn quantize_dynamic(
     };
     for (lo, hi) in groups {
         let (s, z) = act.qparams(&x[lo..hi]);
-        for (d, &v) in q[lo..hi].iter_mut().zip(&x[lo..hi]) {
-            *d = quantize(v, s, z, act.spec.qmin, act.spec.qmax) as u8;
-        }
+        qbench_kernels::quantize::quantize_u8(
+            &x[lo..hi],
+            s,
+            z,
+            act.spec.qmin as u8,
+            act.spec.qmax as u8,
+            &mut q[lo..hi],
+        );
         scales.push(s);
         zps.push(z);
     }
@@ -990,35 +1070,56 @@ fn run_step(kind: &Kind, args: &[&QVal]) -> Result<Vec<QVal>> {
                 q: rq.out,
             })]
         }
+        Kind::DynQuantize { act, k } => {
+            let t = want_f32(args[0])?;
+            let x = t.f32s()?;
+            check_finite("input", "activations", x)?;
+            let rows = x.len() / (*k).max(1);
+            if rows * k != x.len() {
+                return Err(QuantError::Config {
+                    key: "runtime".into(),
+                    msg: format!("input shape {:?} does not end in {k}", t.shape()),
+                });
+            }
+            let (data, scales, zero_points) = quantize_dynamic(x, rows, *k, *act);
+            vec![QVal::Dyn(DynU8 {
+                data,
+                shape: t.shape().to_vec(),
+                scales,
+                zero_points,
+            })]
+        }
         Kind::DynLinear {
             b,
             w_scales,
             bias,
             relu,
-            act,
         } => {
-            let t = want_f32(args[0])?;
-            let x = t.f32s()?;
-            check_finite("input", "activations", x)?;
+            let QVal::Dyn(x) = args[0] else {
+                return Err(QuantError::Config {
+                    key: "runtime".into(),
+                    msg: "a dynamic Linear expects its quantized input".into(),
+                });
+            };
             let k = b.k();
-            let rows = x.len() / k.max(1);
-            let (q, scales, zps) = quantize_dynamic(x, rows, k, *act);
+            let rows = x.data.len() / k.max(1);
+            let per_row = x.scales.len() > 1;
             let a = MatA {
-                data: &q,
+                data: &x.data,
                 rows,
                 cols: k,
                 stride: k,
-                zero_point: if act.per_row {
-                    ActZeroPoints::PerRow(&zps)
+                zero_point: if per_row {
+                    ActZeroPoints::PerRow(&x.zero_points)
                 } else {
-                    ActZeroPoints::PerTensor(zps[0])
+                    ActZeroPoints::PerTensor(x.zero_points[0])
                 },
             };
             let p = Dequant {
-                a_scale: if act.per_row {
-                    Scales::PerRow(&scales)
+                a_scale: if per_row {
+                    Scales::PerRow(&x.scales)
                 } else {
-                    Scales::PerTensor(scales[0])
+                    Scales::PerTensor(x.scales[0])
                 },
                 b_scale: w_scales,
                 bias: bias.as_deref(),
@@ -1028,7 +1129,7 @@ fn run_step(kind: &Kind, args: &[&QVal]) -> Result<Vec<QVal>> {
             if *relu {
                 out.iter_mut().for_each(|v| *v = v.max(0.0));
             }
-            let mut shape = t.shape().to_vec();
+            let mut shape = x.shape.clone();
             *shape.last_mut().unwrap_or(&mut 0) = b.n();
             vec![QVal::F32(Tensor::new(shape, out)?)]
         }

@@ -1,5 +1,6 @@
 //! Tensor shapes for the converter: one fp32 run on a zero input of batch 1 (the graph's
-//! declared input shapes with the free batch dimension set to 1).
+//! declared input shapes with the free batch dimension, and a free sequence length `S`,
+//! set to 1).
 
 use std::collections::BTreeMap;
 
@@ -22,9 +23,14 @@ pub fn zero_inputs(graph: &Graph) -> Result<Vec<(String, Tensor)>> {
                 .map(|(i, d)| match d {
                     Dim::Fixed(v) => Ok(*v),
                     Dim::Symbolic(_) if i == 0 => Ok(1),
+                    // A free sequence length (a transformer's `S`): the probe needs only
+                    // ranks and the constant dims, which one token gives.
+                    Dim::Symbolic(s) if s == "S" => Ok(1),
                     Dim::Symbolic(s) => Err(QuantError::Config {
                         key: vi.name.clone(),
-                        msg: format!("dimension {i} ({s:?}) is symbolic; only the batch may be"),
+                        msg: format!(
+                            "dimension {i} ({s:?}) is symbolic; only the batch (and a sequence length S) may be"
+                        ),
                     }),
                 })
                 .collect::<Result<Vec<_>>>()?;
