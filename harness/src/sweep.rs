@@ -24,6 +24,7 @@ use qbench_models::data::IMAGE_LEN;
 use qbench_models::exec::Executor;
 use qbench_models::ir::Graph;
 use qbench_models::tensor::Tensor;
+use qbench_models::zoo::Dim;
 use qbench_quantizers::{save, sqnr, QExecutor};
 use rayon::prelude::*;
 
@@ -173,7 +174,7 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
 
     // Every model must resolve (zoo name or existing file) before any work.
     let mut skips = BTreeMap::new();
-    let mut has_eval = BTreeMap::new();
+    let mut fixed_batches: BTreeMap<String, usize> = BTreeMap::new();
     // Models built from fetched weights (MiniLM): their own rules (sweep_minilm); absent
     // weights skip their cells with the fetch message instead of failing the plan.
     let mut weights_models: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -183,7 +184,13 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
             continue;
         }
         let target = eval::resolve(m).with_context(|| format!("--models / `models`: {m}"))?;
-        has_eval.insert(m.clone(), eval::eval_spec(&target, None, false)?.is_some());
+        // A malformed eval section fails the plan now, not the model's cells later. A model
+        // without an eval set still gets static cells: calibrated on seeded noise, timed, and
+        // its accuracy n/a.
+        eval::eval_spec(&target, None, false)?;
+        if let Some(b) = fixed_batch(&target) {
+            fixed_batches.insert(m.clone(), b);
+        }
     }
     let mut cells = Vec::new();
     for (g, (model, backend)) in groups(&config).into_iter().enumerate() {
@@ -215,8 +222,14 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
                             "qat is not built yet (quantization-aware training needs the trainer)"
                                 .into(),
                         );
-                    } else if method == Method::Static && !has_eval[&model] {
-                        skips.insert(key.clone(), format!("{model} has no eval set, so no training split to calibrate static quantization on"));
+                    } else if let Some(&fixed) = fixed_batches
+                        .get(&model)
+                        .filter(|&&fixed| fixed != batch as usize)
+                    {
+                        skips.insert(
+                            key.clone(),
+                            format!("{model}'s file fixes the batch at {fixed}"),
+                        );
                     }
                     cells.push(key);
                 }
@@ -235,6 +248,27 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
         cells,
         skips,
     })
+}
+
+/// The fp32 model's size in bytes: its file, or, when the file builds its weights at load
+/// (light_resnet50 fills 25.5M weights with `ConstantOfShape`, so its file is 78 KiB), the
+/// f32 bytes of the weights it builds, so that size ratios compare weights with weights.
+fn fp32_size(target: &Target, graph: &Graph) -> Result<u64> {
+    let file = std::fs::metadata(&target.path)
+        .with_context(|| format!("reading {}", target.path.display()))?
+        .len();
+    let folded = qbench_quantizers::fuse::fold_constants(graph)
+        .with_context(|| format!("folding the constants of {}", target.path.display()))?;
+    let weights: usize = folded.initializers.values().map(|t| 4 * t.len()).sum();
+    Ok(file.max(weights as u64))
+}
+
+/// The batch a model's file fixes (speed-only models may), from its manifest.
+fn fixed_batch(target: &Target) -> Option<usize> {
+    match target.entry.as_ref()?.manifest.input.shape.first()? {
+        Dim::Fixed(n) => Some(*n),
+        Dim::Symbolic(_) => None,
+    }
 }
 
 /// The (model, backend) pairs in grid order: the unit of sharding and of fp32 baselines.
@@ -494,9 +528,7 @@ fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Re
     let target = eval::resolve(model)?;
     let graph = eval::load_graph(&target.path)?;
     let fp32 = eval::executor(&graph, &target.path)?;
-    let fp32_size = std::fs::metadata(&target.path)
-        .with_context(|| format!("reading {}", target.path.display()))?
-        .len();
+    let fp32_size = fp32_size(&target, &graph)?;
     let data = match eval::eval_spec(&target, None, false)? {
         Some(spec) => {
             let ds = eval::load_dataset(&spec, config.eval_limit)?;
@@ -517,7 +549,9 @@ fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Re
         (Some(p), Some(d)) => Some(top1(p, &d.labels)),
         _ => None,
     };
-    let sqnr_input = crate::bench_model::input_batch(&target, &graph, 32)?;
+    // A model whose file fixes the batch is probed at that batch.
+    let sqnr_batch = fixed_batch(&target).unwrap_or(32);
+    let sqnr_input = crate::bench_model::input_batch(&target, &graph, sqnr_batch)?;
 
     let methods: Vec<Method> = {
         let mut m: Vec<Method> = keys.iter().map(|k| k.method).collect();
@@ -528,10 +562,12 @@ fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Re
     };
     let mut built: BTreeMap<Method, std::result::Result<Built, String>> = BTreeMap::new();
     for &method in &methods {
+        // Built once per method when any of its cells (batch sizes) is to be measured.
         if method == Method::Fp32
             || keys
                 .iter()
-                .any(|k| k.method == method && plan.skips.contains_key(k))
+                .filter(|k| k.method == method)
+                .all(|k| plan.skips.contains_key(k))
         {
             continue;
         }
