@@ -51,6 +51,8 @@ budget_ms = 500
 const QUICK_EVAL: usize = 500;
 const QUICK_CALIB: usize = 256;
 const QUICK_WARMUP_MS: u64 = 20;
+/// `--quick`: QAT fine-tunes on this many training images.
+const QUICK_QAT: usize = 1000;
 const QUICK_BUDGET_MS: u64 = 120;
 
 /// Command-line overrides of the config, as parsed by clap (strings checked here, so the
@@ -194,11 +196,12 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
                         batch,
                         threads,
                     };
-                    if method == Method::Qat {
+                    if method == Method::Qat && !has_eval[&model] {
                         skips.insert(
                             key.clone(),
-                            "qat is not built yet (quantization-aware training needs the trainer)"
-                                .into(),
+                            format!(
+                                "{model} has no eval set, so no training split to fine-tune QAT on"
+                            ),
                         );
                     } else if method == Method::Static && !has_eval[&model] {
                         skips.insert(key.clone(), format!("{model} has no eval set, so no training split to calibrate static quantization on"));
@@ -359,7 +362,11 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
             plan.out.display()
         );
         let mut r = Results::new(plan.config.clone(), plan.shard);
-        for (purpose, offset) in [("calibration", 1u64), ("random_inputs", 2)] {
+        for (purpose, offset) in [
+            ("calibration", 1u64),
+            ("random_inputs", 2),
+            ("qat_shuffle", 3),
+        ] {
             r.seeds
                 .insert(purpose.into(), plan.config.seed.wrapping_add(offset));
         }
@@ -679,6 +686,13 @@ fn build_method(
     let qm = to_quant_method(method).context("fp32 is not built")?;
     let mut spec = QuantSpec::new(qm, to_quant(backend));
     spec.calib_samples = config.calib_samples;
+    // QAT: `qat_epochs` over the training split (a slice with --quick); its time is the
+    // cell's quantization time.
+    spec.qat.epochs = config.qat_epochs as usize;
+    spec.qat.seed = config.seed.wrapping_add(3);
+    if config.quick {
+        spec.qat_samples = Some(QUICK_QAT);
+    }
     let (model, took) = quantize::build(target, graph, &spec)?;
     let exec = QExecutor::new(&model).context("preparing the quantized model")?;
     let size = save::to_bytes(&model)?.len() as u64;
