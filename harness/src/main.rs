@@ -105,7 +105,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Quantize a model (dynamic, fp16 or static) into a .safetensors file.
+    /// Quantize a model (dynamic, fp16, static, or qat: quantization-aware fine-tuning) into a .safetensors file.
     Quantize {
         /// A zoo model name or a path to an .onnx file.
         #[arg(value_name = "MODEL|FILE.onnx")]
@@ -114,7 +114,7 @@ enum Command {
         method: Method,
         #[arg(long, value_parser = parse_backend, default_value = "fbgemm")]
         backend: Backend,
-        /// Static: the activation observer (minmax, moving_average_minmax, histogram, percentile, entropy, mse); default the backend preset's.
+        /// Static/QAT: the activation observer (minmax, moving_average_minmax, histogram, percentile, entropy, mse); default the preset's (QAT: moving_average_minmax).
         #[arg(long, value_parser = parse_observer)]
         observer: Option<ObserverKind>,
         /// Node names to keep in fp32, comma separated.
@@ -132,9 +132,33 @@ enum Command {
         /// Output file.
         #[arg(short, long, value_name = "FILE.safetensors")]
         out: std::path::PathBuf,
-        /// Static: also export ONNX in the form `qdq` or `qoperator` to FILE.onnx.
+        /// Static/QAT: also export ONNX in the form `qdq` or `qoperator` to FILE.onnx.
         #[arg(long, num_args = 2, value_names = ["qdq|qoperator", "FILE.onnx"])]
         export_onnx: Vec<String>,
+        /// QAT: fine-tuning epochs over the training split [default: 1].
+        #[arg(long, value_name = "E", value_parser = positive)]
+        epochs: Option<usize>,
+        /// QAT: peak learning rate of SGD (momentum 0.9), cosine to 0 [default: 0.001].
+        #[arg(long, value_name = "LR")]
+        lr: Option<f32>,
+        /// QAT: images per step [default: 64].
+        #[arg(long, value_name = "N", value_parser = positive)]
+        batch: Option<usize>,
+        /// QAT: activation observers stop after epoch E (ranges fixed from then on) [default: 1].
+        #[arg(long, value_name = "E")]
+        freeze_observers_after: Option<usize>,
+        /// QAT: BatchNorm statistics freeze after epoch E (0: from the start) [default: 0].
+        #[arg(long, value_name = "E")]
+        freeze_bn_after: Option<usize>,
+        /// QAT: seeds the shuffles (and the --quick / --train-samples slice) [default: 0].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// QAT: fine-tune on a seeded shuffled slice of N training images [default: all].
+        #[arg(long, value_name = "N")]
+        train_samples: Option<usize>,
+        /// QAT: a 2,000-image slice of the training split (smoke tests).
+        #[arg(long)]
+        quick: bool,
     },
     /// Time a model in fp32 and quantized, interleaved in one run, single thread.
     BenchModel {
@@ -452,8 +476,27 @@ fn main() -> Result<()> {
             conv,
             out,
             export_onnx,
+            epochs,
+            lr,
+            batch,
+            freeze_observers_after,
+            freeze_bn_after,
+            seed,
+            train_samples,
+            quick,
         } => {
             let mut spec = quantize::QuantSpec::new(method, backend);
+            quantize::QatFlags {
+                epochs,
+                lr,
+                batch,
+                freeze_observers_after,
+                freeze_bn_after,
+                seed,
+                train_samples,
+                quick,
+            }
+            .apply(&mut spec)?;
             spec.observer = observer;
             spec.skip = skip;
             spec.calib_samples = calib_samples;

@@ -1,21 +1,22 @@
-//! `qbench quantize`: a zoo model or ONNX file through the dynamic, fp16 or static
+//! `qbench quantize`: a zoo model or ONNX file through the dynamic, fp16, static or QAT
 //! pipeline into a `.safetensors` quantized model. Also owns what `bench-model` and the
-//! sweep share: building a quantized model from a `<model|file>` ([`build`]) and the
-//! calibration batches (the model's training split, never its test set).
+//! sweep share: building a quantized model from a `<model|file>` ([`build`]), the
+//! calibration batches and the QAT fine-tuning data (the model's training split, never
+//! its test set).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use qbench_models::data::{Split, IMAGE_LEN};
+use qbench_models::data::{Dataset, Split, IMAGE_LEN};
 use qbench_models::ir::Graph;
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::export::{self, Form};
 use qbench_quantizers::fp16::quantize_fp16;
 use qbench_quantizers::observer::ObserverKind;
 use qbench_quantizers::{
-    prepare, quantize_dynamic, save, ActScales, Backend, DynamicOptions, Method, QConfig,
-    QConfigMap, QExecutor, QuantizedModel,
+    prepare, prepare_qat, quantize_dynamic, save, ActScales, Backend, DynamicOptions, Method,
+    QConfig, QConfigMap, QExecutor, QatConfig, QuantizedModel,
 };
 
 use crate::eval::{self, batch_tensor, Target};
@@ -35,7 +36,15 @@ pub struct QuantSpec {
     pub act_scales: ActScales,
     /// Dynamic: op types to quantize.
     pub op_types: Vec<String>,
+    /// QAT: the fine-tuning run.
+    pub qat: QatConfig,
+    /// QAT: fine-tune on a seeded shuffled slice of this many training images (`None`:
+    /// the whole training split).
+    pub qat_samples: Option<usize>,
 }
+
+/// Training images of a `--quick` QAT run (a seeded shuffled slice).
+pub const QUICK_QAT_SAMPLES: usize = 2000;
 
 impl QuantSpec {
     pub fn new(method: Method, backend: Backend) -> QuantSpec {
@@ -47,6 +56,8 @@ impl QuantSpec {
             calib_samples: 1024,
             act_scales: ActScales::PerTensor,
             op_types: vec!["Gemm".into(), "MatMul".into()],
+            qat: QatConfig::default(),
+            qat_samples: None,
         }
     }
 }
@@ -72,8 +83,29 @@ pub fn calibration_batches(target: &Target, graph: &Graph, n: usize) -> Result<V
     images.chunks(64 * IMAGE_LEN).map(batch_tensor).collect()
 }
 
+/// QAT's fine-tuning images: the model's training split, preprocessed as its manifest
+/// says, optionally a seeded shuffled slice of `n` images.
+pub fn qat_training_data(target: &Target, n: Option<usize>, seed: u64) -> Result<Dataset> {
+    let Some(mut spec) = eval::eval_spec(target, None, false)? else {
+        bail!(
+            "{} has no eval set, so no training split to fine-tune QAT on (static or dynamic quantization work without one)",
+            target.name
+        );
+    };
+    spec.split = Split::Train;
+    let ds = eval::load_dataset(&spec, None)?;
+    let ds = match eval::model_inputs(&ds, &spec) {
+        std::borrow::Cow::Borrowed(_) => ds,
+        std::borrow::Cow::Owned(images) => ds.with_images(images),
+    };
+    Ok(match n {
+        Some(n) => ds.shuffled(seed).take(n),
+        None => ds,
+    })
+}
+
 /// Quantizes `graph` (from `target`) per `spec`; returns the model and the time spent
-/// (calibration included).
+/// (calibration or QAT fine-tuning included).
 pub fn build(
     target: &Target,
     graph: &Graph,
@@ -111,11 +143,142 @@ pub fn build(
             prepared.convert()?
         }
         Method::Qat => {
-            bail!("--method qat is not built yet (quantization-aware training needs the trainer)")
+            let mut config = QConfig::qat_preset(spec.backend);
+            if let Some(obs) = spec.observer {
+                config = config.with_activation_observer(obs);
+            }
+            let mut map = QConfigMap::global(config);
+            for s in &spec.skip {
+                map = map.set_layer(s, None);
+            }
+            let data = qat_training_data(target, spec.qat_samples, spec.qat.seed)?;
+            let mut qat = prepare_qat(graph, spec.backend, map)?;
+            let c = &spec.qat;
+            let freeze = |at: Option<usize>| match at {
+                None => "never".to_string(),
+                Some(0) => "from the start".to_string(),
+                Some(e) => format!("after epoch {e}"),
+            };
+            eprintln!(
+                "qat: {} epoch{} over {} training images, batch {}, SGD lr {} (cosine) momentum {}, weight decay {}; observers freeze {}, BatchNorm statistics {}; seed {}",
+                c.epochs,
+                if c.epochs == 1 { "" } else { "s" },
+                data.len(),
+                c.batch,
+                c.lr,
+                c.momentum,
+                c.weight_decay,
+                freeze(c.freeze_observers_after),
+                freeze(c.freeze_bn_after),
+                c.seed
+            );
+            let epochs = c.epochs;
+            qat.train(
+                &data,
+                c,
+                |p| {
+                    if p.step % 25 == 0 || p.step == p.steps {
+                        eprint!(
+                            "\rqat epoch {}/{epochs}: step {}/{} loss {:.4}",
+                            p.epoch, p.step, p.steps, p.loss
+                        );
+                    }
+                },
+                |e| {
+                    eprintln!(
+                        "\rqat epoch {}/{epochs}: loss {:.4}, fake-quant train top-1 {:.2} %, lr {:.2e}, {:.1} s",
+                        e.epoch,
+                        e.loss,
+                        100.0 * e.train_top1,
+                        e.lr,
+                        e.seconds
+                    );
+                },
+            )?;
+            qat.convert()?
         }
     };
     model.recipe.source = target.name.clone();
     Ok((model, start.elapsed()))
+}
+
+/// `qbench quantize`'s QAT flags as given (`None`: not given).
+#[derive(Default)]
+pub struct QatFlags {
+    pub epochs: Option<usize>,
+    pub lr: Option<f32>,
+    pub batch: Option<usize>,
+    pub freeze_observers_after: Option<usize>,
+    pub freeze_bn_after: Option<usize>,
+    pub seed: Option<u64>,
+    pub train_samples: Option<usize>,
+    pub quick: bool,
+}
+
+impl QatFlags {
+    /// Puts the flags into `spec`, refusing them for methods other than QAT and checking
+    /// the run's numbers before any data is read.
+    pub fn apply(self, spec: &mut QuantSpec) -> Result<()> {
+        let given: Vec<&str> = [
+            ("--epochs", self.epochs.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--batch", self.batch.is_some()),
+            (
+                "--freeze-observers-after",
+                self.freeze_observers_after.is_some(),
+            ),
+            ("--freeze-bn-after", self.freeze_bn_after.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--train-samples", self.train_samples.is_some()),
+            ("--quick", self.quick),
+        ]
+        .into_iter()
+        .filter_map(|(f, on)| on.then_some(f))
+        .collect();
+        if spec.method != Method::Qat {
+            if !given.is_empty() {
+                bail!(
+                    "{} appl{} to --method qat only (this is --method {})",
+                    given.join(", "),
+                    if given.len() == 1 { "ies" } else { "y" },
+                    spec.method.name()
+                );
+            }
+            return Ok(());
+        }
+        if self.quick && self.train_samples.is_some() {
+            bail!("--quick and --train-samples both choose the training slice; give one");
+        }
+        let q = &mut spec.qat;
+        q.epochs = self.epochs.unwrap_or(q.epochs);
+        q.lr = self.lr.unwrap_or(q.lr);
+        q.batch = self.batch.unwrap_or(q.batch);
+        if self.freeze_observers_after.is_some() {
+            q.freeze_observers_after = self.freeze_observers_after;
+        }
+        if self.freeze_bn_after.is_some() {
+            q.freeze_bn_after = self.freeze_bn_after;
+        }
+        q.seed = self.seed.unwrap_or(q.seed);
+        spec.qat_samples = if self.quick {
+            Some(QUICK_QAT_SAMPLES)
+        } else {
+            self.train_samples
+        };
+        if spec.qat_samples == Some(0) {
+            bail!("--train-samples 0: give at least one image");
+        }
+        spec.qat.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                e.to_string()
+                    .replacen("qat.", "--", 1)
+                    .replacen("freeze_observers_after", "freeze-observers-after", 1)
+                    .replacen("weight_decay", "weight-decay", 1)
+            )
+        })?;
+        Ok(())
+    }
 }
 
 /// Validated arguments of `qbench quantize`.

@@ -414,6 +414,10 @@ pub struct SweepConfig {
     pub calib_samples: usize,
     /// QAT fine-tuning epochs.
     pub qat_epochs: u32,
+    /// QAT fine-tunes on a seeded slice of this many training images per epoch; absent:
+    /// the whole training split (60,000 images for the MNIST-family models).
+    #[serde(default)]
+    pub qat_train_samples: Option<usize>,
     /// Latency: warm-up, then samples until the budget is spent (per cell, all
     /// implementations interleaved).
     pub warmup_ms: u64,

@@ -45,6 +45,9 @@ seed = 0
 quick = false
 calib_samples = 1024
 qat_epochs = 1
+# A sixth of an epoch: one full epoch per (model, backend) would add 15-25 minutes on 2
+# cores; `qbench quantize --method qat` trains on the whole split by default.
+qat_train_samples = 10000
 warmup_ms = 100
 budget_ms = 500
 "#;
@@ -53,6 +56,8 @@ budget_ms = 500
 const QUICK_EVAL: usize = 500;
 const QUICK_CALIB: usize = 256;
 const QUICK_WARMUP_MS: u64 = 20;
+/// `--quick`: QAT fine-tunes on this many training images.
+const QUICK_QAT: usize = 1000;
 const QUICK_BUDGET_MS: u64 = 120;
 
 /// Command-line overrides of the config, as parsed by clap (strings checked here, so the
@@ -161,6 +166,11 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
         config.calib_samples = config.calib_samples.min(QUICK_CALIB);
         config.warmup_ms = config.warmup_ms.min(QUICK_WARMUP_MS);
         config.budget_ms = config.budget_ms.min(QUICK_BUDGET_MS);
+        config.qat_train_samples = Some(
+            config
+                .qat_train_samples
+                .map_or(QUICK_QAT, |n| n.min(QUICK_QAT)),
+        );
     }
     config
         .validate()
@@ -174,6 +184,7 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
 
     // Every model must resolve (zoo name or existing file) before any work.
     let mut skips = BTreeMap::new();
+    let mut has_eval = BTreeMap::new();
     let mut fixed_batches: BTreeMap<String, usize> = BTreeMap::new();
     // Models built from fetched weights (MiniLM): their own rules (sweep_minilm); absent
     // weights skip their cells with the fetch message instead of failing the plan.
@@ -187,7 +198,7 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
         // A malformed eval section fails the plan now, not the model's cells later. A model
         // without an eval set still gets static cells: calibrated on seeded noise, timed, and
         // its accuracy n/a.
-        eval::eval_spec(&target, None, false)?;
+        has_eval.insert(m.clone(), eval::eval_spec(&target, None, false)?.is_some());
         if let Some(b) = fixed_batch(&target) {
             fixed_batches.insert(m.clone(), b);
         }
@@ -216,11 +227,12 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
                         {
                             skips.insert(key.clone(), r);
                         }
-                    } else if method == Method::Qat {
+                    } else if method == Method::Qat && !has_eval[&model] {
                         skips.insert(
                             key.clone(),
-                            "qat is not built yet (quantization-aware training needs the trainer)"
-                                .into(),
+                            format!(
+                                "{model} has no eval set, so no training split to fine-tune QAT on"
+                            ),
                         );
                     } else if let Some(&fixed) = fixed_batches
                         .get(&model)
@@ -363,10 +375,13 @@ pub fn print_plan(plan: &Plan) {
         c.batch, c.threads, c.seed
     );
     println!(
-        "eval: {}  calibration: {} inputs  latency: {} ms warm-up + {} ms per candidate{}",
+        "eval: {}  calibration: {} inputs  qat: {} epoch(s) of {}  latency: {} ms warm-up + {} ms per candidate{}",
         c.eval_limit
             .map_or("full test set".to_string(), |n| format!("first {n} inputs")),
         c.calib_samples,
+        c.qat_epochs,
+        c.qat_train_samples
+            .map_or("the whole training split".to_string(), |n| format!("{n} training images")),
         c.warmup_ms,
         c.budget_ms,
         if c.quick { "  (quick)" } else { "" }
@@ -408,7 +423,11 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
             plan.out.display()
         );
         let mut r = Results::new(plan.config.clone(), plan.shard);
-        for (purpose, offset) in [("calibration", 1u64), ("random_inputs", 2)] {
+        for (purpose, offset) in [
+            ("calibration", 1u64),
+            ("random_inputs", 2),
+            ("qat_shuffle", 3),
+        ] {
             r.seeds
                 .insert(purpose.into(), plan.config.seed.wrapping_add(offset));
         }
@@ -758,6 +777,11 @@ fn build_method(
     let qm = to_quant_method(method).context("fp32 is not built")?;
     let mut spec = QuantSpec::new(qm, to_quant(backend));
     spec.calib_samples = config.calib_samples;
+    // QAT: `qat_epochs` over `qat_train_samples` training images; its time is the
+    // cell's quantization time.
+    spec.qat.epochs = config.qat_epochs as usize;
+    spec.qat.seed = config.seed.wrapping_add(3);
+    spec.qat_samples = config.qat_train_samples;
     let (model, took) = quantize::build(target, graph, &spec)?;
     let exec = QExecutor::new(&model).context("preparing the quantized model")?;
     let size = save::to_bytes(&model)?.len() as u64;

@@ -324,6 +324,21 @@ impl Dataset {
         usize::from(self.labels[i])
     }
 
+    /// The same labels with other pixels: the images as a model's own preprocessing
+    /// makes them (a zoo manifest may normalise differently from the dataset).
+    ///
+    /// # Panics
+    /// If `images.len()` is not `len() * 784` (a caller bug).
+    pub fn with_images(mut self, images: Vec<f32>) -> Self {
+        assert_eq!(
+            images.len(),
+            self.labels.len() * IMAGE_LEN,
+            "pixel count must be len() * 784"
+        );
+        self.images = images;
+        self
+    }
+
     /// Keeps the first `n` images (all of them if there are fewer), for quick runs.
     pub fn take(mut self, n: usize) -> Self {
         let n = n.min(self.len());

@@ -20,6 +20,7 @@ use crate::model::{ActScales, Method, QuantizedModel, Recipe};
 use crate::observer::Observer;
 use crate::probe::Probe;
 use crate::qconfig::{Backend, QConfig, QConfigMap};
+use crate::qparams::QParams;
 use crate::shapes::probe_shapes;
 
 struct Planned {
@@ -152,6 +153,41 @@ impl Prepared {
         for (t, obs) in &self.observers {
             activations.insert(t.clone(), obs.qparams()?);
         }
+        self.finish(activations)
+    }
+
+    /// Converts with activation qparams found elsewhere (quantization-aware training's
+    /// fake quantizers) instead of this model's observers; `samples` is what they saw.
+    pub fn convert_with(
+        mut self,
+        activations: BTreeMap<String, QParams>,
+        samples: usize,
+    ) -> Result<QuantizedModel> {
+        self.samples = samples;
+        self.finish(activations)
+    }
+
+    /// The tensors the observers watch (input and output of every int8 layer, the inputs
+    /// and output of every Add), by name.
+    pub fn observed(&self) -> impl Iterator<Item = &str> {
+        self.observers.keys().map(String::as_str)
+    }
+
+    /// The `(conv, batch_norm)` pairs folded by `prepare`.
+    pub fn fused(&self) -> &[(String, String)] {
+        &self.fused
+    }
+
+    /// The int8 layers: float weights, config, and the fused ReLU node if any.
+    pub(crate) fn planned_layers(
+        &self,
+    ) -> impl Iterator<Item = (&FloatLayer, &QConfig, Option<&str>)> {
+        self.layers
+            .iter()
+            .map(|p| (&p.float, &p.config, p.relu.as_deref()))
+    }
+
+    fn finish(self, activations: BTreeMap<String, QParams>) -> Result<QuantizedModel> {
         let mut layers = Vec::new();
         for p in &self.layers {
             let relu = p

@@ -1,6 +1,6 @@
 //! qbench-quantizers: quantization parameters, observers, backend qconfigs, fusion and the
 //! dynamic and static pipelines, the quantized model and the executor that runs it on the
-//! kernel ladder.
+//! kernel ladder; quantization-aware training (`qat`) on the models crate's trainer.
 
 pub mod calibrate;
 pub mod dynamic;
@@ -12,6 +12,7 @@ pub mod layers;
 pub mod model;
 pub mod observer;
 pub mod probe;
+pub mod qat;
 pub mod qconfig;
 pub mod qparams;
 pub mod runtime;
@@ -23,5 +24,6 @@ pub use calibrate::{prepare, Prepared};
 pub use dynamic::{quantize_dynamic, DynamicOptions};
 pub use error::{QuantError, Result};
 pub use model::{ActScales, Method, QuantizedModel};
+pub use qat::{prepare_qat, QatConfig, QatModel};
 pub use qconfig::{Backend, QConfig, QConfigMap};
 pub use runtime::QExecutor;

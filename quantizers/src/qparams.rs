@@ -249,6 +249,30 @@ impl QParams {
         out
     }
 
+    /// [`QParams::fake_quantize_tensor`] and, per element, whether the rounded integer
+    /// before clamping lies in `[qmin, qmax]`: the straight-through estimator's mask
+    /// (PyTorch's `fake_quantize_per_tensor_affine_cachemask`). The values are the same
+    /// bits as `fake_quantize_tensor`'s: the same `quantize_one`/`dequantize_one`.
+    pub fn fake_quantize_with_mask(&self, shape: &[usize], data: &[f32]) -> (Vec<f32>, Vec<bool>) {
+        let (outer, channels, inner) = self.channel_split(shape);
+        let (lo, hi) = (self.spec.qmin as f32, self.spec.qmax as f32);
+        let mut out = Vec::with_capacity(data.len());
+        let mut mask = Vec::with_capacity(data.len());
+        for o in 0..outer {
+            for c in 0..channels {
+                let start = (o * channels + c) * inner;
+                let pick = if channels == 1 { 0 } else { c };
+                let (scale, zp) = (self.scales[pick], self.zero_points[pick] as f32);
+                for &x in &data[start..start + inner] {
+                    out.push(self.dequantize_one(self.quantize_one(x, pick), pick));
+                    let q = (x / scale).round_ties_even() + zp;
+                    mask.push(q >= lo && q <= hi);
+                }
+            }
+        }
+        (out, mask)
+    }
+
     /// `(outer, channels, inner)` of `shape` around the quantization axis.
     fn channel_split(&self, shape: &[usize]) -> (usize, usize, usize) {
         match self.spec.granularity {

@@ -65,6 +65,7 @@ pub fn config() -> SweepConfig {
         eval_limit: Some(1000),
         calib_samples: 256,
         qat_epochs: 1,
+        qat_train_samples: Some(1000),
         warmup_ms: 50,
         budget_ms: 500,
     }

@@ -59,17 +59,19 @@ fn correct(logits: &Buf, labels: &[u8]) -> usize {
         .data
         .chunks(k)
         .zip(labels)
-        .filter(|(row, &l)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-                );
-            best.0 == usize::from(l)
-        })
+        .filter(|(row, &l)| argmax(row) == usize::from(l))
         .count()
+}
+
+/// Where a run is, after each optimizer step (for progress lines).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepProgress {
+    pub epoch: usize,
+    /// Steps done in this epoch, and the epoch's total.
+    pub step: usize,
+    pub steps: usize,
+    /// Mean training loss over the epoch's steps so far.
+    pub loss: f64,
 }
 
 /// Trains `net` on `data` (image datasets, `[N, 1, 28, 28]` input), calling `on_epoch`
@@ -78,6 +80,19 @@ pub fn fit(
     net: &mut Network,
     data: &Dataset,
     cfg: &FitConfig,
+    on_epoch: impl FnMut(&EpochReport),
+) -> Result<Vec<EpochReport>> {
+    fit_with(net, data, cfg, |_, _| {}, |_| {}, on_epoch)
+}
+
+/// [`fit`] with two more hooks: `before_epoch(epoch, net)` (1-based; where QAT freezes
+/// observers and BatchNorm statistics) and `on_step` after every optimizer step.
+pub fn fit_with(
+    net: &mut Network,
+    data: &Dataset,
+    cfg: &FitConfig,
+    mut before_epoch: impl FnMut(usize, &mut Network),
+    mut on_step: impl FnMut(&StepProgress),
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<Vec<EpochReport>> {
     if cfg.batch == 0 || cfg.epochs == 0 || data.is_empty() || !cfg.lr.is_finite() || cfg.lr <= 0.0
@@ -99,11 +114,12 @@ pub fn fit(
     let mut step = 0usize;
     let mut reports = Vec::new();
     for epoch in 1..=cfg.epochs {
+        before_epoch(epoch, net);
         let start = Instant::now();
         let order = permutation(data.len(), cfg.seed.wrapping_add(epoch as u64));
-        let (mut loss_sum, mut hits) = (0.0f64, 0usize);
+        let (mut loss_sum, mut hits, mut seen) = (0.0f64, 0usize, 0usize);
         let mut lr = cfg.lr;
-        for idx in order.chunks(cfg.batch) {
+        for (i, idx) in order.chunks(cfg.batch).enumerate() {
             let (x, labels) = gather(data, idx);
             let tape = net.forward(&x, Mode::Train)?;
             let (loss, dlogits) =
@@ -122,6 +138,13 @@ pub fn fit(
                 as f32;
             opt.step(net.params_mut(), &grads.params, lr);
             step += 1;
+            seen += idx.len();
+            on_step(&StepProgress {
+                epoch,
+                step: i + 1,
+                steps: steps_per_epoch,
+                loss: loss_sum / seen as f64,
+            });
         }
         let r = EpochReport {
             epoch,
@@ -138,12 +161,35 @@ pub fn fit(
 
 /// Eval-mode top-1 accuracy of `net` on `data` (a fraction).
 pub fn evaluate(net: &mut Network, data: &Dataset, batch: usize) -> Result<f64> {
-    let mut hits = 0;
+    let pred = predict(net, data, batch)?;
+    let hits = pred
+        .iter()
+        .zip(data.labels())
+        .filter(|(&p, &l)| p == usize::from(l))
+        .count();
+    Ok(hits as f64 / data.len().max(1) as f64)
+}
+
+/// Eval-mode predicted class (argmax, first on ties) of every image of `data`.
+pub fn predict(net: &mut Network, data: &Dataset, batch: usize) -> Result<Vec<usize>> {
+    let mut pred = Vec::with_capacity(data.len());
     let all: Vec<usize> = (0..data.len()).collect();
     for idx in all.chunks(batch.max(1)) {
-        let (x, labels) = gather(data, idx);
+        let (x, _) = gather(data, idx);
         let tape = net.forward(&x, Mode::Eval)?;
-        hits += correct(tape.output(), &labels);
+        let out = tape.output();
+        let k = out.shape[1];
+        pred.extend(out.data.chunks(k).map(argmax));
     }
-    Ok(hits as f64 / data.len().max(1) as f64)
+    Ok(pred)
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
 }

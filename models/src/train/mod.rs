@@ -28,8 +28,10 @@ pub mod optim;
 mod pool;
 mod simple;
 
-pub use fit::{evaluate, fit, EpochReport, FitConfig, OptimizerKind};
-pub use network::{Grads, Mode, Network, Param, ParamKind, Tape};
+pub use fit::{
+    evaluate, fit, fit_with, predict, EpochReport, FitConfig, OptimizerKind, StepProgress,
+};
+pub use network::{FakeQuantizer, Grads, Mode, Network, Param, ParamKind, QatPlan, Tape};
 pub use optim::{Adam, Optimizer, Sgd};
 
 /// Samples per parallel task. Fixed (not derived from the thread count) so that the

@@ -6,11 +6,24 @@
 //! Relu, MaxPool, AveragePool (floor mode), GlobalAveragePool, Flatten, Add of two
 //! activations of one shape, Identity. Anything else is refused at compile time with the
 //! node and op named. One graph input (the batch), one output (the logits).
+//!
+//! **Quantization-aware training.** [`Network::with_qat`] compiles the graph with a
+//! [`QatPlan`]: fake quantization of chosen activations and of Conv/Gemm weights, and
+//! Conv + BatchNormalization pairs folded the way PyTorch's QAT `ConvBn2d` folds them
+//! (the weights are scaled by `γ/√(σ²_running+ε)` before fake quantization, the conv
+//! output is divided by the same factor, then the BatchNorm runs as usual, so its batch
+//! statistics still update). The fake quantizers themselves ([`FakeQuantizer`]) come from
+//! the quantizers crate, which owns the qparam rules; here they are opaque steps with a
+//! straight-through gradient. The switches [`Network::observers_enabled`],
+//! [`Network::fake_quant_enabled`] and [`Network::bn_frozen`] are PyTorch's
+//! `disable_observer`, `disable_fake_quant` and `freeze_bn_stats`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
 
 use crate::error::{ModelError, Result};
-use crate::ir::{Dim, Graph, Op, Spatial};
+use crate::ir::{Dim, Graph, Node, Op, Spatial};
 use crate::tensor::Tensor;
 
 use super::batchnorm::{self, BnCache};
@@ -59,6 +72,45 @@ impl Param {
     }
 }
 
+/// A fake quantizer (PyTorch's `FakeQuantize`): observes a tensor, then rounds it onto
+/// its integer grid and back to f32. Implemented by the quantizers crate.
+pub trait FakeQuantizer: Send + std::fmt::Debug {
+    /// Fake-quantizes `x` of `shape`. With `observe`, the observer sees `x` first, so the
+    /// qparams used already include this batch (PyTorch's order). Returns the values and
+    /// the straight-through mask: `true` where the gradient passes, i.e. where the
+    /// rounded, unclamped integer lies inside `[qmin, qmax]`.
+    fn fake_quantize(
+        &mut self,
+        shape: &[usize],
+        x: &[f32],
+        observe: bool,
+    ) -> std::result::Result<(Vec<f32>, Vec<bool>), String>;
+
+    /// A weight quantizer's view of its layer's float bias as the int8 model stores it
+    /// (on the accumulator's grid, after the weights of this pass were fake-quantized).
+    /// Eval-mode passes use it, so they compute what the int8 model computes up to float
+    /// rounding; train-mode passes keep the float bias, as PyTorch's QAT modules do.
+    fn fake_quantize_bias(&mut self, bias: &[f32]) -> std::result::Result<Vec<f32>, String> {
+        Ok(bias.to_vec())
+    }
+}
+
+/// Where [`Network::with_qat`] puts fake quantization and BatchNorm folding. Names are
+/// the graph's tensor and node names; a name the graph lacks is a compile error.
+#[derive(Debug, Default)]
+pub struct QatPlan {
+    /// Activation fake quantizers, by the tensor they replace (every reader of the
+    /// tensor, the graph output included, sees the fake-quantized value). Two tensors
+    /// may share qparams through their quantizers (an int8 average pool rounds onto its
+    /// input's grid); the network calls each with `observe` in train mode.
+    pub activations: Vec<(String, Box<dyn FakeQuantizer>)>,
+    /// Weight fake quantizers by Conv/Gemm node name; they see the weights (BN-folded
+    /// for a folded conv) in the graph's layout on every forward pass.
+    pub weights: Vec<(String, Box<dyn FakeQuantizer>)>,
+    /// Conv nodes whose output's only reader, a BatchNormalization, is folded in.
+    pub fold_bn: Vec<String>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Src {
     Act(usize),
@@ -67,14 +119,44 @@ enum Src {
 
 #[derive(Clone, Debug)]
 enum Kind {
-    Gemm { trans_b: bool },
-    Conv { spatial: Spatial, group: usize },
-    BatchNorm { eps: f32 },
+    /// `wq`: index of the weight fake quantizer.
+    Gemm {
+        trans_b: bool,
+        wq: Option<usize>,
+    },
+    Conv {
+        spatial: Spatial,
+        group: usize,
+        wq: Option<usize>,
+    },
+    /// QAT Conv + BatchNorm; inputs x, W, b, γ, β, running mean, running var.
+    ConvBn {
+        spatial: Spatial,
+        group: usize,
+        eps: f32,
+        wq: Option<usize>,
+    },
+    /// Activation fake quantization with quantizer `q` (which observes in train mode
+    /// when `observe` and the observers are enabled).
+    FakeQuant {
+        q: usize,
+        observe: bool,
+    },
+    BatchNorm {
+        eps: f32,
+    },
     Relu,
-    MaxPool { spatial: Spatial },
-    AvgPool { spatial: Spatial, include_pad: bool },
+    MaxPool {
+        spatial: Spatial,
+    },
+    AvgPool {
+        spatial: Spatial,
+        include_pad: bool,
+    },
     Gap,
-    Flatten { axis: i64 },
+    Flatten {
+        axis: i64,
+    },
     Add,
     Identity,
 }
@@ -91,9 +173,34 @@ struct Step {
 enum Cache {
     None,
     Conv(ConvShape),
+    /// Conv or Gemm (`shape` None) on fake-quantized weights: the weights used and their
+    /// straight-through mask.
+    QWeight {
+        shape: Option<ConvShape>,
+        w: Vec<f32>,
+        mask: Vec<bool>,
+    },
+    ConvBn(Box<ConvBnCache>),
+    Mask(Vec<bool>),
+    /// A pass that cannot be differentiated, and why.
+    NoGrad(&'static str),
     Bn(BnCache),
     Max(Geom, Vec<u32>),
     Pool(Geom),
+}
+
+/// What the backward pass of a folded Conv + BatchNorm needs.
+struct ConvBnCache {
+    shape: ConvShape,
+    /// The weights the conv ran with: `fq(W·s)`, or `W·s` without fake quantization.
+    w: Vec<f32>,
+    mask: Option<Vec<bool>>,
+    /// Per output channel: `s = γ/√(σ²+ε)` and `1/√(σ²+ε)` of the running variance.
+    scale: Vec<f32>,
+    inv_std: Vec<f32>,
+    /// The conv output before the division by `s`.
+    u: Buf,
+    bn: BnCache,
 }
 
 /// Everything a forward pass keeps for the backward pass.
@@ -121,7 +228,7 @@ pub struct Grads {
 }
 
 /// A graph compiled for training; see the module docs.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Network {
     template: Graph,
     params: Vec<Param>,
@@ -129,8 +236,18 @@ pub struct Network {
     n_acts: usize,
     output: usize,
     input_dims: Vec<Dim>,
+    act_fq: Vec<Box<dyn FakeQuantizer>>,
+    weight_fq: Vec<Box<dyn FakeQuantizer>>,
     /// Running-statistics momentum, ONNX's convention: `run = m·run + (1 − m)·batch`.
     pub bn_momentum: f32,
+    /// QAT: activation observers watch train-mode batches (PyTorch's `enable_observer`).
+    /// Eval-mode passes never observe. Weight quantizers always follow the weights.
+    pub observers_enabled: bool,
+    /// QAT: fake quantization is applied (off: the fp32 network; observers still watch).
+    pub fake_quant_enabled: bool,
+    /// BatchNorm uses and keeps its running statistics in train mode too (PyTorch's
+    /// `freeze_bn_stats`); γ and β still train.
+    pub bn_frozen: bool,
 }
 
 fn node_err(file: &str, node: &str, op: &str, msg: impl Into<String>) -> ModelError {
@@ -153,6 +270,11 @@ fn exec_err(step: &Step, msg: impl Into<String>) -> ModelError {
 impl Network {
     /// Compiles `graph`; every refusal names the graph, node and op.
     pub fn new(graph: &Graph) -> Result<Network> {
+        Self::with_qat(graph, QatPlan::default())
+    }
+
+    /// Compiles `graph` for quantization-aware training per `plan` (module docs).
+    pub fn with_qat(graph: &Graph, plan: QatPlan) -> Result<Network> {
         let file = graph.name.as_str();
         graph.validate(file)?;
         let graph_err = |msg: String| ModelError::Graph {
@@ -166,14 +288,86 @@ impl Network {
                 graph.outputs.len()
             )));
         }
+        let QatPlan {
+            activations,
+            weights,
+            fold_bn,
+        } = plan;
+        // Plan names are checked against the graph up front.
+        let tensors: HashSet<&str> = graph
+            .nodes
+            .iter()
+            .flat_map(|n| n.outputs.iter().map(String::as_str))
+            .chain([graph.inputs[0].name.as_str()])
+            .collect();
+        let node_names: HashSet<&str> = graph.nodes.iter().map(|n| n.name.as_str()).collect();
+        let mut act_index: HashMap<String, usize> = HashMap::new();
+        let mut act_fq = Vec::new();
+        for (t, q) in activations {
+            if !tensors.contains(t.as_str()) || act_index.contains_key(&t) {
+                return Err(graph_err(format!(
+                    "QAT plan: activation {t:?} is not a tensor of the graph, or is listed twice"
+                )));
+            }
+            act_index.insert(t, act_fq.len());
+            act_fq.push(q);
+        }
+        let mut weight_index: HashMap<String, usize> = HashMap::new();
+        let mut weight_fq = Vec::new();
+        for (n, q) in weights {
+            if !node_names.contains(n.as_str()) {
+                return Err(graph_err(format!(
+                    "QAT plan: no node {n:?} for a weight quantizer"
+                )));
+            }
+            weight_index.insert(n, weight_fq.len());
+            weight_fq.push(q);
+        }
+        let mut folds: HashMap<&str, usize> = HashMap::new();
+        for conv in &fold_bn {
+            let node = graph
+                .nodes
+                .iter()
+                .find(|n| &n.name == conv && matches!(n.op, Op::Conv { .. }))
+                .ok_or_else(|| graph_err(format!("QAT plan: no Conv node {conv:?} to fold")))?;
+            let out = &node.outputs[0];
+            let readers: Vec<usize> = (0..graph.nodes.len())
+                .filter(|&i| graph.nodes[i].inputs.contains(out))
+                .collect();
+            match readers.as_slice() {
+                [bn] if matches!(graph.nodes[*bn].op, Op::BatchNorm { .. })
+                    && graph.nodes[*bn].inputs.first() == Some(out)
+                    && !graph.outputs.iter().any(|o| &o.name == out) =>
+                {
+                    folds.insert(conv.as_str(), *bn);
+                }
+                _ => {
+                    return Err(node_err(
+                        file,
+                        conv,
+                        "Conv",
+                        "QAT folding needs a BatchNormalization as the only reader of the output",
+                    ))
+                }
+            }
+        }
+        let folded_bns: HashSet<usize> = folds.values().copied().collect();
+
         let mut slots: HashMap<String, Src> = HashMap::new();
-        slots.insert(graph.inputs[0].name.clone(), Src::Act(0));
-        let mut n_acts = 1;
+        let mut n_acts = 0;
         let mut params: Vec<Param> = Vec::new();
         let mut steps = Vec::new();
-        for node in &graph.nodes {
+        let fq_of = |name: &str| act_index.get(name).map(|&q| (q, true));
+        let input = graph.inputs[0].name.as_str();
+        emit(&mut steps, &mut slots, &mut n_acts, fq_of(input), input);
+        for (ni, node) in graph.nodes.iter().enumerate() {
+            if folded_bns.contains(&ni) {
+                continue;
+            }
             let op = node.op.onnx_name();
             let err = |msg: &str| node_err(file, &node.name, op, msg);
+            let wq = weight_index.get(&node.name).copied();
+            let fold = folds.get(node.name.as_str()).map(|&bn| &graph.nodes[bn]);
             let kind = match &node.op {
                 Op::Gemm {
                     alpha,
@@ -186,11 +380,23 @@ impl Network {
                             "the trainer supports Gemm with alpha = beta = 1 and transA = 0",
                         ));
                     }
-                    Kind::Gemm { trans_b: *trans_b }
+                    Kind::Gemm {
+                        trans_b: *trans_b,
+                        wq,
+                    }
                 }
-                Op::Conv { spatial, group } => Kind::Conv {
-                    spatial: spatial.clone(),
-                    group: *group,
+                Op::Conv { spatial, group } => match fold.map(|bn| &bn.op) {
+                    Some(Op::BatchNorm { epsilon }) => Kind::ConvBn {
+                        spatial: spatial.clone(),
+                        group: *group,
+                        eps: *epsilon,
+                        wq,
+                    },
+                    _ => Kind::Conv {
+                        spatial: spatial.clone(),
+                        group: *group,
+                        wq,
+                    },
                 },
                 Op::BatchNorm { epsilon } => Kind::BatchNorm { eps: *epsilon },
                 Op::Relu => Kind::Relu,
@@ -213,6 +419,16 @@ impl Network {
                 Op::Identity => Kind::Identity,
                 _ => return Err(err("not supported by the trainer")),
             };
+            if wq.is_some()
+                && !matches!(
+                    kind,
+                    Kind::Gemm { .. } | Kind::Conv { .. } | Kind::ConvBn { .. }
+                )
+            {
+                return Err(err(
+                    "QAT plan: a weight quantizer on a node without weights",
+                ));
+            }
             let mut inputs = Vec::new();
             let act = |i: usize| -> Result<Option<Src>> {
                 let name = node
@@ -232,8 +448,9 @@ impl Network {
                 inputs.push(act(1)?);
             }
             // An initializer becomes a parameter of the role its first use gives it.
-            let mut param = |i: usize, kind: ParamKind| -> Result<Option<Src>> {
-                let Some(name) = node.inputs.get(i).filter(|n| !n.is_empty()) else {
+            let mut param = |n: &Node, i: usize, kind: ParamKind| -> Result<Option<Src>> {
+                let err = |msg: &str| node_err(file, &n.name, n.op.onnx_name(), msg);
+                let Some(name) = n.inputs.get(i).filter(|n| !n.is_empty()) else {
                     return Ok(None);
                 };
                 if let Some(&src) = slots.get(name) {
@@ -263,37 +480,23 @@ impl Network {
                 Ok(Some(src))
             };
             match &kind {
-                Kind::Gemm { .. } | Kind::Conv { .. } => {
-                    inputs.push(param(1, ParamKind::Weight)?);
-                    inputs.push(param(2, ParamKind::Bias)?);
+                Kind::Gemm { .. } | Kind::Conv { .. } | Kind::ConvBn { .. } => {
+                    inputs.push(param(node, 1, ParamKind::Weight)?);
+                    inputs.push(param(node, 2, ParamKind::Bias)?);
                     if inputs[1].is_none() {
                         return Err(err("the weight input is missing"));
                     }
-                }
-                Kind::BatchNorm { .. } => {
-                    for (i, k) in [
-                        ParamKind::BnScale,
-                        ParamKind::BnShift,
-                        ParamKind::RunningMean,
-                        ParamKind::RunningVar,
-                    ]
-                    .into_iter()
-                    .enumerate()
-                    {
-                        let p = param(i + 1, k)?;
-                        if p.is_none() {
-                            return Err(err(&format!("input {} is missing", i + 1)));
-                        }
-                        inputs.push(p);
+                    if let Some(bn) = fold {
+                        bn_params(file, bn, &mut inputs, &mut param)?;
                     }
                 }
+                Kind::BatchNorm { .. } => bn_params(file, node, &mut inputs, &mut param)?,
                 _ => {}
             }
             if node.outputs.len() != 1 && !matches!(kind, Kind::BatchNorm { .. }) {
                 return Err(err("the trainer supports nodes with one output"));
             }
-            let out = node.outputs[0].clone();
-            slots.insert(out, Src::Act(n_acts));
+            let out = fold.map_or(&node.outputs[0], |bn| &bn.outputs[0]).clone();
             steps.push(Step {
                 node: node.name.clone(),
                 op,
@@ -301,7 +504,7 @@ impl Network {
                 inputs,
                 output: n_acts,
             });
-            n_acts += 1;
+            emit(&mut steps, &mut slots, &mut n_acts, fq_of(&out), &out);
         }
         let output = match slots.get(&graph.outputs[0].name) {
             Some(Src::Act(i)) => *i,
@@ -319,7 +522,12 @@ impl Network {
             n_acts,
             output,
             input_dims: graph.inputs[0].dims.clone(),
+            act_fq,
+            weight_fq,
             bn_momentum: 0.9,
+            observers_enabled: true,
+            fake_quant_enabled: true,
+            bn_frozen: false,
         })
     }
 
@@ -393,25 +601,178 @@ impl Network {
                     _ => None,
                 }
             };
+            let fq_on = self.fake_quant_enabled;
             let (y, cache, stats) = match &step.kind {
-                Kind::Gemm { trans_b } => {
+                Kind::Gemm { trans_b, wq } => {
                     let x = get(0);
                     let w = &self.params[pidx(step, 1)];
-                    let (fout, fin) = gemm_dims(step, w, *trans_b, x)?;
-                    let _ = fin;
+                    let (fout, _) = gemm_dims(step, w, *trans_b, x)?;
                     let b = bias(step, par(2), fout)?;
-                    (
-                        linear::forward(x, &w.value, *trans_b, fout, b),
-                        Cache::None,
-                        None,
-                    )
+                    match wq.filter(|_| fq_on) {
+                        Some(q) => {
+                            let wfq = &mut self.weight_fq[q];
+                            let (wv, mask) = wfq
+                                .fake_quantize(&w.shape, &w.value, true)
+                                .map_err(|e| exec_err(step, e))?;
+                            let bq = match b.filter(|_| mode == Mode::Eval) {
+                                Some(b) => {
+                                    Some(wfq.fake_quantize_bias(b).map_err(|e| exec_err(step, e))?)
+                                }
+                                None => b.map(<[f32]>::to_vec),
+                            };
+                            let y = linear::forward(x, &wv, *trans_b, fout, bq.as_deref());
+                            let cache = Cache::QWeight {
+                                shape: None,
+                                w: wv,
+                                mask,
+                            };
+                            (y, cache, None)
+                        }
+                        None => (
+                            linear::forward(x, &w.value, *trans_b, fout, b),
+                            Cache::None,
+                            None,
+                        ),
+                    }
                 }
-                Kind::Conv { spatial, group } => {
+                Kind::Conv { spatial, group, wq } => {
                     let x = get(0);
-                    let s = conv_shape(step, spatial, *group, &self.params[pidx(step, 1)], x)?;
+                    let wp = &self.params[pidx(step, 1)];
+                    let s = conv_shape(step, spatial, *group, wp, x)?;
                     let b = bias(step, par(2), s.cout)?;
-                    let w = par(1).expect("weight");
-                    (conv::forward(&s, x, w, b), Cache::Conv(s), None)
+                    match wq.filter(|_| fq_on) {
+                        Some(q) => {
+                            let wfq = &mut self.weight_fq[q];
+                            let (wv, mask) = wfq
+                                .fake_quantize(&wp.shape, &wp.value, true)
+                                .map_err(|e| exec_err(step, e))?;
+                            let bq = match b.filter(|_| mode == Mode::Eval) {
+                                Some(b) => {
+                                    Some(wfq.fake_quantize_bias(b).map_err(|e| exec_err(step, e))?)
+                                }
+                                None => b.map(<[f32]>::to_vec),
+                            };
+                            let y = conv::forward(&s, x, &wv, bq.as_deref());
+                            let cache = Cache::QWeight {
+                                shape: Some(s),
+                                w: wv,
+                                mask,
+                            };
+                            (y, cache, None)
+                        }
+                        None => (conv::forward(&s, x, &wp.value, b), Cache::Conv(s), None),
+                    }
+                }
+                Kind::ConvBn {
+                    spatial,
+                    group,
+                    eps,
+                    wq,
+                } => {
+                    let x = get(0);
+                    let wp = &self.params[pidx(step, 1)];
+                    let s = conv_shape(step, spatial, *group, wp, x)?;
+                    let b = bias(step, par(2), s.cout)?;
+                    for i in 3..7 {
+                        if par(i).map(<[f32]>::len) != Some(s.cout) {
+                            return Err(exec_err(
+                                step,
+                                format!(
+                                    "BatchNorm input {} must hold one value per channel ({})",
+                                    i - 2,
+                                    s.cout
+                                ),
+                            ));
+                        }
+                    }
+                    let (gamma, beta) = (par(3).unwrap(), par(4).unwrap());
+                    let (mean, var) = (par(5).unwrap(), par(6).unwrap());
+                    // s = γ/√(σ²+ε), computed as the static pipeline's fold computes it,
+                    // so the folded weights (and their qparams) are the converted ones.
+                    let scale: Vec<f32> = gamma
+                        .iter()
+                        .zip(var)
+                        .map(|(&g, &v)| g / (v + eps).sqrt())
+                        .collect();
+                    let inv_std: Vec<f32> = var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
+                    let per_out = wp.value.len() / s.cout;
+                    let mut wf = wp.value.clone();
+                    for (c, row) in wf.chunks_mut(per_out).enumerate() {
+                        row.iter_mut().for_each(|x| *x *= scale[c]);
+                    }
+                    let (w, mask) = match wq.filter(|_| fq_on) {
+                        Some(q) => {
+                            let (wv, mask) = self.weight_fq[q]
+                                .fake_quantize(&wp.shape, &wf, true)
+                                .map_err(|e| exec_err(step, e))?;
+                            (wv, Some(mask))
+                        }
+                        None => (wf, None),
+                    };
+                    if let (Mode::Eval, Some(q)) = (mode, wq.filter(|_| fq_on)) {
+                        // Inference as the int8 model runs it: the conv of the folded
+                        // weights plus the folded bias `(b − μ)·s + β` on the int32 grid.
+                        let folded: Vec<f32> = (0..s.cout)
+                            .map(|c| (b.map_or(0.0, |b| b[c]) - mean[c]) * scale[c] + beta[c])
+                            .collect();
+                        let bq = self.weight_fq[q]
+                            .fake_quantize_bias(&folded)
+                            .map_err(|e| exec_err(step, e))?;
+                        let y = conv::forward(&s, x, &w, Some(&bq));
+                        let why = "an eval-mode pass through a fake-quantized Conv + BatchNorm (it runs the folded int8 form; backpropagate through train-mode passes)";
+                        (y, Cache::NoGrad(why), None)
+                    } else {
+                        let u = conv::forward(&s, x, &w, None);
+                        // z = u / s + b: the conv of the unfolded weights, up to quantization.
+                        let hw = s.g.oh * s.g.ow;
+                        let mut z = u.clone();
+                        z.data
+                            .par_chunks_mut(hw)
+                            .enumerate()
+                            .for_each(|(plane, zs)| {
+                                let c = plane % s.cout;
+                                let add = b.map_or(0.0, |b| b[c]);
+                                zs.iter_mut().for_each(|v| *v = *v / scale[c] + add);
+                            });
+                        let train = mode == Mode::Train && !self.bn_frozen;
+                        let (y, bn, mu, var) =
+                            batchnorm::forward(&z, gamma, beta, mean, var, *eps, train);
+                        let stats = train.then(|| {
+                            let m = z.data.len() / s.cout;
+                            let unbias = if m > 1 {
+                                m as f32 / (m - 1) as f32
+                            } else {
+                                1.0
+                            };
+                            (pidx(step, 5), pidx(step, 6), mu, var, unbias)
+                        });
+                        let cache = Cache::ConvBn(Box::new(ConvBnCache {
+                            shape: s,
+                            w,
+                            mask,
+                            scale,
+                            inv_std,
+                            u,
+                            bn,
+                        }));
+                        (y, cache, stats)
+                    }
+                }
+                Kind::FakeQuant { q, observe } => {
+                    let x = get(0);
+                    let observe = *observe && mode == Mode::Train && self.observers_enabled;
+                    if !fq_on && !observe {
+                        (x.clone(), Cache::None, None)
+                    } else {
+                        let (v, mask) = self.act_fq[*q]
+                            .fake_quantize(&x.shape, &x.data, observe)
+                            .map_err(|e| exec_err(step, e))?;
+                        if fq_on {
+                            (Buf::new(x.shape.clone(), v), Cache::Mask(mask), None)
+                        } else {
+                            (x.clone(), Cache::None, None)
+                        }
+                    }
                 }
                 Kind::BatchNorm { eps } => {
                     let x = get(0);
@@ -424,7 +785,7 @@ impl Network {
                             ));
                         }
                     }
-                    let train = mode == Mode::Train;
+                    let train = mode == Mode::Train && !self.bn_frozen;
                     let (y, cache, mu, var) = batchnorm::forward(
                         x,
                         par(1).unwrap(),
@@ -513,6 +874,16 @@ impl Network {
         })
     }
 
+    /// Every step's output in `tape`, named by its node (an activation's fake
+    /// quantization as `<tensor>:fake_quant`, a folded Conv + BatchNorm by the conv), in
+    /// execution order: for comparing a QAT network with the int8 model layer by layer.
+    pub fn step_outputs<'t>(&'t self, tape: &'t Tape) -> Vec<(&'t str, &'t Buf)> {
+        self.steps
+            .iter()
+            .filter_map(|s| Some((s.node.as_str(), tape.acts[s.output].as_ref()?)))
+            .collect()
+    }
+
     /// Back-propagates `dout` (the gradient of the loss with respect to the output of
     /// `tape`) to every trainable parameter and the input.
     pub fn backward(&self, tape: &Tape, dout: &Buf) -> Result<Grads> {
@@ -555,10 +926,39 @@ impl Network {
                 }
             };
             match (&step.kind, cache) {
-                (Kind::Gemm { trans_b }, _) => {
+                (_, Cache::NoGrad(why)) => {
+                    return Err(exec_err(step, format!("no gradient for {why}")))
+                }
+                (Kind::Gemm { trans_b, .. }, Cache::QWeight { w, mask, .. }) => {
+                    let fout = dy.shape[1];
+                    let (dx, mut dw, db) = linear::backward(input(0), w, *trans_b, fout, &dy);
+                    straight_through(&mut dw, mask);
+                    add_param(pidx(step, 1), dw);
+                    if let Some(Src::Param(b)) = step.inputs[2] {
+                        add_param(b, db);
+                    }
+                    add_act(&mut d, step.inputs[0], dx);
+                }
+                (Kind::Gemm { trans_b, .. }, _) => {
                     let w = &self.params[pidx(step, 1)];
                     let fout = dy.shape[1];
                     let (dx, dw, db) = linear::backward(input(0), &w.value, *trans_b, fout, &dy);
+                    add_param(pidx(step, 1), dw);
+                    if let Some(Src::Param(b)) = step.inputs[2] {
+                        add_param(b, db);
+                    }
+                    add_act(&mut d, step.inputs[0], dx);
+                }
+                (
+                    Kind::Conv { .. },
+                    Cache::QWeight {
+                        shape: Some(s),
+                        w,
+                        mask,
+                    },
+                ) => {
+                    let (dx, mut dw, db) = conv::backward(s, input(0), w, &dy);
+                    straight_through(&mut dw, mask);
                     add_param(pidx(step, 1), dw);
                     if let Some(Src::Param(b)) = step.inputs[2] {
                         add_param(b, db);
@@ -574,6 +974,25 @@ impl Network {
                     }
                     add_act(&mut d, step.inputs[0], dx);
                 }
+                (Kind::ConvBn { .. }, Cache::ConvBn(c)) => {
+                    let gamma = &self.params[pidx(step, 3)].value;
+                    let w = &self.params[pidx(step, 1)].value;
+                    let (dx, grads_w, dgamma, dbeta, db) =
+                        conv_bn_backward(c, input(0), w, gamma, &dy);
+                    add_param(pidx(step, 1), grads_w);
+                    add_param(pidx(step, 3), dgamma);
+                    add_param(pidx(step, 4), dbeta);
+                    if let Some(Src::Param(b)) = step.inputs[2] {
+                        add_param(b, db);
+                    }
+                    add_act(&mut d, step.inputs[0], dx);
+                }
+                (Kind::FakeQuant { .. }, Cache::Mask(mask)) => {
+                    let mut g = dy;
+                    straight_through(&mut g.data, mask);
+                    add_act(&mut d, step.inputs[0], g);
+                }
+                (Kind::FakeQuant { .. }, _) => add_act(&mut d, step.inputs[0], dy),
                 (Kind::BatchNorm { .. }, Cache::Bn(c)) => {
                     let gamma = &self.params[pidx(step, 1)].value;
                     let (dx, dg, db) = batchnorm::backward(c, gamma, &dy);
@@ -620,6 +1039,144 @@ impl Network {
             input,
         })
     }
+}
+
+/// Registers a step's output (or the graph input) as `name`, preceded by its fake
+/// quantization step when `fq` says so; later readers see the fake-quantized value.
+fn emit(
+    steps: &mut Vec<Step>,
+    slots: &mut HashMap<String, Src>,
+    n_acts: &mut usize,
+    fq: Option<(usize, bool)>,
+    name: &str,
+) {
+    if let Some((q, observe)) = fq {
+        steps.push(Step {
+            node: format!("{name}:fake_quant"),
+            op: "FakeQuantize",
+            kind: Kind::FakeQuant { q, observe },
+            inputs: vec![Some(Src::Act(*n_acts))],
+            output: *n_acts + 1,
+        });
+        *n_acts += 1;
+    }
+    slots.insert(name.to_string(), Src::Act(*n_acts));
+    *n_acts += 1;
+}
+
+/// Registers input `i` of a node as a parameter of a role (compile's closure).
+type ParamFn<'a> = dyn FnMut(&Node, usize, ParamKind) -> Result<Option<Src>> + 'a;
+
+/// Pushes a BatchNormalization node's γ, β, running mean and running variance.
+fn bn_params(
+    file: &str,
+    n: &Node,
+    inputs: &mut Vec<Option<Src>>,
+    param: &mut ParamFn,
+) -> Result<()> {
+    let roles = [
+        ParamKind::BnScale,
+        ParamKind::BnShift,
+        ParamKind::RunningMean,
+        ParamKind::RunningVar,
+    ];
+    for (i, k) in roles.into_iter().enumerate() {
+        let p = param(n, i + 1, k)?;
+        if p.is_none() {
+            return Err(node_err(
+                file,
+                &n.name,
+                n.op.onnx_name(),
+                format!("input {} is missing", i + 1),
+            ));
+        }
+        inputs.push(p);
+    }
+    Ok(())
+}
+
+/// The straight-through estimator: the gradient passes where the value was inside the
+/// grid (`mask`) and is zero where fake quantization clamped it.
+fn straight_through(g: &mut [f32], mask: &[bool]) {
+    for (v, &m) in g.iter_mut().zip(mask) {
+        if !m {
+            *v = 0.0;
+        }
+    }
+}
+
+/// Backward of a folded Conv + BatchNorm (PyTorch's `ConvBn2d`):
+/// `y = BN(z)`, `z = u / s + b`, `u = conv(x, fq(W·s))`, `s = γ·r` with
+/// `r = 1/√(σ²_running+ε)`. Returns dx, dW, dγ (BatchNorm's plus the path through `s`),
+/// dβ and db.
+fn conv_bn_backward(
+    c: &ConvBnCache,
+    x: &Buf,
+    w: &[f32],
+    gamma: &[f32],
+    dy: &Buf,
+) -> (Buf, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let cout = c.shape.cout;
+    let (dz, dgamma_bn, dbeta) = batchnorm::backward(&c.bn, gamma, dy);
+    let hw = dz.data.len() / (dz.shape[0] * cout).max(1);
+    let n = dz.shape[0];
+    // Per channel: db = Σ dz; ds (through the division) = −Σ dz·u / s².
+    let sums: Vec<(f64, f64)> = (0..cout)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut sd, mut sdu) = (0.0f64, 0.0f64);
+            for i in 0..n {
+                let off = (i * cout + ch) * hw;
+                for (&g, &u) in dz.data[off..off + hw].iter().zip(&c.u.data[off..off + hw]) {
+                    sd += f64::from(g);
+                    sdu += f64::from(g) * f64::from(u);
+                }
+            }
+            (sd, sdu)
+        })
+        .collect();
+    let db: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
+    let mut ds: Vec<f64> = sums
+        .iter()
+        .zip(&c.scale)
+        .map(|(s, &k)| -s.1 / (f64::from(k) * f64::from(k)))
+        .collect();
+    let mut du = dz;
+    du.data
+        .par_chunks_mut(hw.max(1))
+        .enumerate()
+        .for_each(|(plane, v)| {
+            let k = c.scale[plane % cout];
+            v.iter_mut().for_each(|g| *g /= k);
+        });
+    let (dx, mut dwq, _) = conv::backward(&c.shape, x, &c.w, &du);
+    if let Some(mask) = &c.mask {
+        straight_through(&mut dwq, mask);
+    }
+    // W·s → W: dW = dWs·s, and ds += Σ dWs·W over the channel's weights.
+    let per_out = w.len() / cout;
+    let mut dw = vec![0.0f32; w.len()];
+    for (ch, ((dst, (g, wr)), d)) in dw
+        .chunks_mut(per_out)
+        .zip(dwq.chunks(per_out).zip(w.chunks(per_out)))
+        .zip(ds.iter_mut())
+        .enumerate()
+    {
+        let k = c.scale[ch];
+        let mut acc = 0.0f64;
+        for ((o, &gv), &wv) in dst.iter_mut().zip(g).zip(wr) {
+            *o = gv * k;
+            acc += f64::from(gv) * f64::from(wv);
+        }
+        *d += acc;
+    }
+    let dgamma = dgamma_bn
+        .iter()
+        .zip(&ds)
+        .zip(&c.inv_std)
+        .map(|((&g, &s), &r)| g + (s * f64::from(r)) as f32)
+        .collect();
+    (dx, dw, dgamma, dbeta, db)
 }
 
 /// The parameter index of input `i` (compile guarantees it is a parameter).
