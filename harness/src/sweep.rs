@@ -872,22 +872,19 @@ fn time_batch(
     Ok(names
         .into_iter()
         .zip(s)
-        .map(|(m, s)| {
-            let ms = s.median / 1e6;
-            (
-                m,
-                (
-                    Latency {
-                        median: ms,
-                        p10: s.p10 / 1e6,
-                        p90: s.p90 / 1e6,
-                        spread: s.spread,
-                        samples: s.samples,
-                        throughput: batch as f64 / (ms / 1e3),
-                    },
-                    base / s.median,
-                ),
-            )
-        })
+        .map(|(m, s)| (m, (latency(&s, batch), base / s.median)))
         .collect())
+}
+
+/// A measured summary (nanoseconds per run of `batch` inputs) as a cell's latency.
+pub(crate) fn latency(s: &crate::stats::Summary, batch: usize) -> Latency {
+    let ms = s.median / 1e6;
+    Latency {
+        median: ms,
+        p10: s.p10 / 1e6,
+        p90: s.p90 / 1e6,
+        spread: s.spread,
+        samples: s.samples,
+        throughput: batch as f64 / (ms / 1e3),
+    }
 }

@@ -379,7 +379,7 @@ pub fn run_group(
                 let mut c = Cell::new(model, key.method, backend, batch, threads);
                 c.not_applicable.insert(
                     Measure::Tract,
-                    "the tract fp32/int8 cross-check is not wired into the sweep yet".into(),
+                    "tract is not run in MiniLM's cells (`qbench bench-minilm` times tract's fp32 against ours)".into(),
                 );
                 c.not_applicable.insert(
                     Measure::Sqnr,
@@ -528,22 +528,6 @@ fn time_batch(
     Ok(names
         .into_iter()
         .zip(summaries)
-        .map(|(t, m)| {
-            let ms = m.median / 1e6;
-            (
-                t,
-                (
-                    Latency {
-                        median: ms,
-                        p10: m.p10 / 1e6,
-                        p90: m.p90 / 1e6,
-                        spread: m.spread,
-                        samples: m.samples,
-                        throughput: batch as f64 / (ms / 1e3),
-                    },
-                    base / m.median,
-                ),
-            )
-        })
+        .map(|(t, m)| (t, (crate::sweep::latency(&m, batch), base / m.median)))
         .collect())
 }
