@@ -262,19 +262,6 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
     })
 }
 
-/// The fp32 model's size in bytes: its file, or, when the file builds its weights at load
-/// (light_resnet50 fills 25.5M weights with `ConstantOfShape`, so its file is 78 KiB), the
-/// f32 bytes of the weights it builds, so that size ratios compare weights with weights.
-fn fp32_size(target: &Target, graph: &Graph) -> Result<u64> {
-    let file = std::fs::metadata(&target.path)
-        .with_context(|| format!("reading {}", target.path.display()))?
-        .len();
-    let folded = qbench_quantizers::fuse::fold_constants(graph)
-        .with_context(|| format!("folding the constants of {}", target.path.display()))?;
-    let weights: usize = folded.initializers.values().map(|t| 4 * t.len()).sum();
-    Ok(file.max(weights as u64))
-}
-
 /// The batch a model's file fixes (speed-only models may), from its manifest.
 fn fixed_batch(target: &Target) -> Option<usize> {
     match target.entry.as_ref()?.manifest.input.shape.first()? {
@@ -547,7 +534,7 @@ fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Re
     let target = eval::resolve(model)?;
     let graph = eval::load_graph(&target.path)?;
     let fp32 = eval::executor(&graph, &target.path)?;
-    let fp32_size = fp32_size(&target, &graph)?;
+    let fp32_size = quantize::fp32_size(&target, &graph)?;
     let data = match eval::eval_spec(&target, None, false)? {
         Some(spec) => {
             let ds = eval::load_dataset(&spec, config.eval_limit)?;

@@ -435,6 +435,50 @@ fn softmax_axis_and_legacy_coercion() {
     assert!((y.f32s().unwrap()[1] - (1.0 - e(1.0))).abs() < 1e-6);
 }
 
+/// Export writes a legacy Softmax as Shape → Flatten → Softmax → Reshape (opset 13 has no
+/// coercing Softmax); import folds that back into the one node, unless a part of the
+/// expansion is read elsewhere, where the expansion stays and still computes the same.
+#[test]
+fn legacy_softmax_survives_export_and_import() {
+    let x = seq(&[2, 2, 2], |i| i as f32 * 0.5);
+    let softmax = node(
+        Op::Softmax {
+            axis: 1,
+            legacy: true,
+        },
+        &["x"],
+        "y",
+    );
+    let g = graph(vec![vi("x", &[2, 2, 2])], vec![], vec![softmax], "y");
+    let exported = qbench_models::onnx::to_model_proto(&g);
+    let ops: Vec<_> = exported
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    assert_eq!(ops, ["Shape", "Flatten", "Softmax", "Reshape"]);
+    let back = qbench_models::onnx::from_bytes(&qbench_models::onnx::to_bytes(&g), "t").unwrap();
+    assert_eq!(back.nodes, g.nodes);
+
+    // The flattened tensor also a graph output: the expansion stays, and agrees.
+    let mut proto = exported;
+    let gp = proto.graph.as_mut().unwrap();
+    let mut extra = gp.output[0].clone();
+    extra.name = gp.node[1].output[0].clone();
+    gp.output.push(extra);
+    let kept = qbench_models::onnx::from_model_proto(&proto, "t").unwrap();
+    assert_eq!(kept.nodes.len(), 4);
+    let want = run(&g, x.clone());
+    let got = Executor::new(&kept, Options::default())
+        .unwrap()
+        .run(&[x])
+        .unwrap();
+    assert_eq!(got[0], want);
+}
+
 #[test]
 fn layout_transitions_through_conv_concat_broadcast_reshape_transpose() {
     // conv (NHWC inside) → Mul by a [C,1,1] constant (broadcast in NHWC) → Concat with

@@ -142,6 +142,14 @@ fn light_models_round_trip_through_export() {
             g2.initializers.len(),
             "{name}"
         );
+        // The same nodes come back (legacy Softmax included, which export expands).
+        let ops = |g: &qbench_models::ir::Graph| {
+            g.nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.op.onnx_name()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ops(&g), ops(&g2), "{name}");
         let input = random_input(&[1, 3, 224, 224], 100 + i as u64);
         let a = Executor::new(&g, Options::default())
             .unwrap()

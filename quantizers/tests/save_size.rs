@@ -180,3 +180,40 @@ fn format_1_files_still_load() {
     let (a, b) = (a[0].f32s().unwrap(), b[0].f32s().unwrap());
     assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
+
+/// resnet50 ends in a legacy (opset < 13) Softmax, which the skeleton's ONNX cannot hold
+/// as one node: a saved static resnet50 must still load and compute what it computed.
+#[test]
+fn resnet50_static_loads_back_and_runs() {
+    let g = qbench_models::onnx::load(zoo("light/light_resnet50.onnx")).unwrap();
+    let mut rng = 0x9e37_79b9_u32;
+    let x: Vec<f32> = (0..3 * 224 * 224)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            rng as f32 / u32::MAX as f32 * 4.0 - 2.0
+        })
+        .collect();
+    let x = Tensor::new(vec![1, 3, 224, 224], x).unwrap();
+    let mut p = prepare(
+        &g,
+        Backend::Vnni,
+        QConfigMap::global(QConfig::preset(Backend::Vnni)),
+    )
+    .unwrap();
+    p.calibrate(std::iter::once(&x), |_, _| {}).unwrap();
+    let m = p.convert().unwrap();
+    let back =
+        save::from_bytes(&save::to_bytes(&m).unwrap(), Path::new("r50.safetensors")).unwrap();
+    let run = |m| {
+        QExecutor::new(m)
+            .unwrap()
+            .run(std::slice::from_ref(&x))
+            .unwrap()
+    };
+    let (a, b) = (run(&m), run(&back));
+    let (a, b) = (a[0].f32s().unwrap(), b[0].f32s().unwrap());
+    assert_eq!(a.len(), 1000);
+    assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
+}

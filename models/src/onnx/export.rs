@@ -4,8 +4,8 @@
 //!
 //! Ops stored in an older-opset form are written in their opset-14 form: Clip bounds and
 //! Unsqueeze/Squeeze axes become constant inputs, legacy Softmax (coerce to 2-D) becomes
-//! Shape → Flatten → Softmax → Reshape, Dropout becomes Identity. Tensors are written as
-//! little-endian `raw_data`.
+//! Shape → Flatten → Softmax → Reshape (import folds it back, so export → import gives the
+//! same graph), Dropout becomes Identity. Tensors are written as little-endian `raw_data`.
 
 use std::path::Path;
 

@@ -182,6 +182,7 @@ pub fn from_model_proto(model: &pb::ModelProto, file: &str) -> Result<Graph> {
             outputs,
         });
     }
+    let nodes = fold_legacy_softmax(nodes, &outputs);
     let graph = Graph {
         name: g.name.clone(),
         inputs,
@@ -191,6 +192,81 @@ pub fn from_model_proto(model: &pb::ModelProto, file: &str) -> Result<Graph> {
     };
     graph.validate(file)?;
     Ok(graph)
+}
+
+/// Folds `Reshape(Softmax(Flatten(x, axis), axis = 1), Shape(x))`, the opset-13 form
+/// [`export`] writes for a legacy Softmax, back into one legacy `Softmax { axis }` node
+/// named as the Reshape. The two compute the same thing; folding makes export → import
+/// give back the graph that was exported, which saved quantized models rely on (their
+/// per-tensor records name the Softmax's tensors, not the expansion's), and spares the
+/// executors a shape tensor. Intermediates read elsewhere (by another node or as a graph
+/// output) leave the pattern unfolded.
+fn fold_legacy_softmax(mut nodes: Vec<Node>, outputs: &[ValueInfo]) -> Vec<Node> {
+    use std::collections::HashMap;
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for o in &n.outputs {
+            producer.insert(o, i);
+        }
+        for t in &n.inputs {
+            *readers.entry(t).or_default() += 1;
+        }
+    }
+    for o in outputs {
+        *readers.entry(&o.name).or_default() += 1;
+    }
+    let sole = |t: &str| readers.get(t) == Some(&1);
+    let mut folds = Vec::new();
+    for (r, node) in nodes.iter().enumerate() {
+        let [soft, shape] = node.inputs.as_slice() else {
+            continue;
+        };
+        if !matches!(node.op, Op::Reshape) || !sole(soft) || !sole(shape) {
+            continue;
+        }
+        let (Some(&s), Some(&sh)) = (producer.get(soft.as_str()), producer.get(shape.as_str()))
+        else {
+            continue;
+        };
+        if !matches!(
+            nodes[s].op,
+            Op::Softmax {
+                axis: 1 | -1,
+                legacy: false
+            }
+        ) || !matches!(nodes[sh].op, Op::Shape)
+        {
+            continue;
+        }
+        let Some(&f) = nodes[s]
+            .inputs
+            .first()
+            .and_then(|t| producer.get(t.as_str()))
+        else {
+            continue;
+        };
+        let Op::Flatten { axis } = nodes[f].op else {
+            continue;
+        };
+        let x = &nodes[f].inputs[0];
+        if !sole(&nodes[s].inputs[0]) || nodes[sh].inputs.first() != Some(x) {
+            continue;
+        }
+        folds.push((r, axis, x.clone(), [s, sh, f]));
+    }
+    let mut dropped = HashSet::new();
+    for (r, axis, x, parts) in folds {
+        nodes[r].op = Op::Softmax { axis, legacy: true };
+        nodes[r].inputs = vec![x];
+        dropped.extend(parts);
+    }
+    nodes
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped.contains(i))
+        .map(|(_, n)| n)
+        .collect()
 }
 
 fn dtype_name(t: i32) -> &'static str {
