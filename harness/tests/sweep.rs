@@ -232,8 +232,22 @@ fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_re
         assert!(svg.contains("<rect"), "{svg}");
         plots += 1;
     }
-    assert_eq!(plots, 2, "speedup and accuracy-drop plots");
+    assert!(plots >= 3, "{plots} plots");
+    for title in [
+        "digit-cnn: speedup vs accuracy drop",
+        "digit-cnn: median latency (ms), batch 1",
+        "Per-layer SQNR (dB): static / fbgemm",
+    ] {
+        assert!(html.contains(&format!("aria-label=\"{title}\"")), "{title}");
+    }
     assert!(report("md").contains("## digit-cnn — fbgemm, batch 1"));
+    let table = report("table");
+    assert!(table.contains("digit-cnn — fbgemm, batch 1, 1 thread"), "{table}");
+    // One tabled row per cell, its method in the first column.
+    for c in &back.cells {
+        let row = format!("│ {:<8}│", c.method.as_str());
+        assert!(table.contains(&row), "{row:?} in {table}");
+    }
 
     let o = qbench(&["report", path.to_str().unwrap(), "--format", "pdf"]);
     assert!(!o.status.success());

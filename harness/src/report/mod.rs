@@ -1,7 +1,15 @@
 //! Reports of a results file: markdown (the Method | Size | Speed | Accuracy table users
 //! know from the PyTorch guide, fp32 = 1.0x / 1.0x / 100 %), CSV (one row per cell, fixed
-//! units), JSON (the results file itself) and self-contained HTML (tables and inline SVG
-//! bar plots, no scripts, no network). Pure formatting: reads `Results`, measures nothing.
+//! units), JSON (the results file itself), self-contained HTML ([`html`]: tables and inline
+//! SVG plots, no scripts, no network) and terminal tables ([`terminal`]). Pure formatting:
+//! reads `Results`, measures nothing.
+
+mod html;
+mod svg;
+mod terminal;
+
+pub use html::html;
+pub use terminal::terminal;
 
 use crate::results::{Cell, Measure, Results, State};
 use anyhow::Result;
@@ -15,6 +23,8 @@ pub enum Format {
     Csv,
     Json,
     Html,
+    /// Tables for a terminal (tabled), as the sweep prints them.
+    Table,
 }
 
 impl Format {
@@ -24,6 +34,7 @@ impl Format {
             "csv" => Some(Format::Csv),
             "json" => Some(Format::Json),
             "html" => Some(Format::Html),
+            "table" => Some(Format::Table),
             _ => None,
         }
     }
@@ -36,6 +47,7 @@ pub fn render(results: &Results, format: Format) -> Result<String> {
         Format::Csv => csv(results),
         Format::Json => serde_json::to_string_pretty(results)? + "\n",
         Format::Html => html(results),
+        Format::Table => terminal(results),
     })
 }
 
@@ -389,144 +401,6 @@ pub fn csv(results: &Results) -> String {
     s
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A horizontal bar chart: one bar per (label, value), scaled to the largest |value|,
-/// with a reference line at `reference` (1.0x for speedup, 0 pp for drop).
-fn svg_bars(title: &str, unit: &str, bars: &[(String, f64)], reference: f64) -> String {
-    let row = 22.0;
-    let (label_w, plot_w) = (200.0, 360.0);
-    let h = 30.0 + row * bars.len() as f64;
-    let max = bars
-        .iter()
-        .map(|(_, v)| v.abs())
-        .chain([reference.abs(), 1e-9])
-        .fold(0.0, f64::max);
-    let has_neg = bars.iter().any(|(_, v)| *v < 0.0);
-    // With negative values the axis sits in the middle.
-    let (zero, scale) = if has_neg {
-        (label_w + plot_w / 2.0, plot_w / 2.0 / max)
-    } else {
-        (label_w, plot_w / max)
-    };
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"plot\" width=\"{}\" height=\"{h}\" role=\"img\" aria-label=\"{}\">\n<text x=\"4\" y=\"16\" font-weight=\"bold\">{}</text>\n",
-        label_w + plot_w + 80.0,
-        esc(title),
-        esc(title)
-    );
-    for (i, (label, v)) in bars.iter().enumerate() {
-        let y = 26.0 + row * i as f64;
-        let (x, w) = if *v >= 0.0 {
-            (zero, v * scale)
-        } else {
-            (zero + v * scale, -v * scale)
-        };
-        let _ = writeln!(
-            s,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-size=\"12\">{}</text><rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {v:.3}{unit}</title></rect><text x=\"{:.1}\" y=\"{}\" font-size=\"11\">{v:.2}{unit}</text>",
-            label_w - 6.0,
-            y + 13.0,
-            esc(label),
-            row - 6.0,
-            if *v < 0.0 { "#c0392b" } else { "#2e86c1" },
-            esc(label),
-            x + w + 4.0,
-            y + 13.0
-        );
-    }
-    let rx = zero + reference * scale;
-    let _ = writeln!(
-        s,
-        "<line x1=\"{rx:.1}\" y1=\"22\" x2=\"{rx:.1}\" y2=\"{h}\" stroke=\"#555\" stroke-dasharray=\"3,3\"/>\n</svg>"
-    );
-    s
-}
-
-/// The HTML report: the markdown tables as HTML and, per section, SVG bars of speedup and
-/// accuracy drop. Self-contained: no script, no stylesheet or font from the network.
-pub fn html(results: &Results) -> String {
-    let mut s = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>qbench sweep report</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#eee}.plot{display:block;margin:.5em 0}</style></head><body>\n<h1>qbench sweep report</h1>\n",
-    );
-    let _ = writeln!(
-        s,
-        "<p>qbench {} ({}), schema {}</p>",
-        esc(&results.qbench_version),
-        esc(&results.git_commit),
-        esc(&results.schema)
-    );
-    for (i, run) in results.runs.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "<p>run {i}: {} — kernels {}, started {}</p>",
-            esc(&run.machine.to_string()),
-            esc(&run.kernels.active),
-            esc(&run.started_at)
-        );
-    }
-    for ((model, backend, batch, threads), cells) in sections(results) {
-        let _ = writeln!(
-            s,
-            "<h2>{} — {backend}, batch {batch}, threads {threads}</h2>",
-            esc(&model)
-        );
-        s.push_str("<table><tr><th>Method</th><th>Size</th><th>Speed</th><th>Accuracy</th><th>Agreement</th><th>Worst layer SQNR</th><th>tract (ms)</th><th>tract agreement</th></tr>\n");
-        for c in &cells {
-            let _ = writeln!(
-                s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                c.method.as_str(),
-                esc(&size_text(c)),
-                esc(&speed_text(c)),
-                esc(&accuracy_text(c)),
-                c.agreement
-                    .map_or("—".into(), |a| format!("{:.2} %", 100.0 * a)),
-                esc(&c.sqnr.as_ref().map_or("—".into(), |q| format!(
-                    "{:.1} dB ({})",
-                    q.worst_db, q.worst_layer
-                ))),
-                esc(&tract_speed_text(c)),
-                esc(&tract_agreement_text(c)),
-            );
-        }
-        s.push_str("</table>\n");
-        let speed: Vec<(String, f64)> = cells
-            .iter()
-            .filter_map(|c| c.speedup_vs_fp32.map(|v| (c.method.as_str().to_owned(), v)))
-            .collect();
-        if !speed.is_empty() {
-            s.push_str(&svg_bars("Speedup vs fp32", "x", &speed, 1.0));
-        }
-        let drop: Vec<(String, f64)> = cells
-            .iter()
-            .filter_map(|c| {
-                c.accuracy
-                    .as_ref()
-                    .map(|a| (c.method.as_str().to_owned(), a.drop_pp))
-            })
-            .collect();
-        if !drop.is_empty() {
-            s.push_str(&svg_bars("Accuracy drop (pp)", " pp", &drop, 0.0));
-        }
-        let n = notes(&cells);
-        if !n.is_empty() {
-            s.push_str("<ul>\n");
-            for line in n {
-                let _ = writeln!(s, "<li>{}</li>", esc(&line));
-            }
-            s.push_str("</ul>\n");
-        }
-    }
-    s.push_str("</body></html>\n");
-    s
-}
-
 /// `qbench report`: reads and validates `path`, prints it in `format`.
 pub fn run(path: &Path, format: Format) -> Result<String> {
     let results = Results::read(path)?;
@@ -543,12 +417,5 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
-    }
-
-    #[test]
-    fn svg_text_is_escaped() {
-        let svg = svg_bars("a<b", "x", &[("m&n".into(), -1.0)], 0.0);
-        assert!(svg.contains("a&lt;b") && svg.contains("m&amp;n"));
-        assert!(!svg.contains("a<b"));
     }
 }
