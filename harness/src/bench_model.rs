@@ -63,7 +63,9 @@ pub fn bench(model: &str, spec: &QuantSpec, batch: usize, budget: Budget) -> Res
     let target = eval::resolve(model)?;
     let graph = eval::load_graph(&target.path)?;
     let fp32 = eval::executor(&graph, &target.path)?;
-    let (qmodel, _) = quantize::build(&target, &graph, spec)?;
+    let progress = crate::progress::Progress::spinner();
+    let (qmodel, _) = quantize::build(&target, &graph, spec, &progress)?;
+    progress.finish();
     let qexec = QExecutor::new(&qmodel)?;
     let x = input_batch(&target, &graph, batch)?;
     let input = std::slice::from_ref(&x);

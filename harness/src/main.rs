@@ -12,6 +12,7 @@ mod eval;
 mod fetch;
 mod inspect;
 mod measure;
+mod progress;
 mod quantize;
 mod stats;
 mod sweep;

@@ -20,6 +20,7 @@ use qbench_quantizers::{
 };
 
 use crate::eval::{self, batch_tensor, Target};
+use crate::progress::Progress;
 
 /// What to build.
 #[derive(Clone, Debug)]
@@ -105,11 +106,13 @@ pub fn qat_training_data(target: &Target, n: Option<usize>, seed: u64) -> Result
 }
 
 /// Quantizes `graph` (from `target`) per `spec`; returns the model and the time spent
-/// (calibration or QAT fine-tuning included).
+/// (calibration or QAT fine-tuning included). Calibration and training steps go to
+/// `progress`.
 pub fn build(
     target: &Target,
     graph: &Graph,
     spec: &QuantSpec,
+    progress: &Progress,
 ) -> Result<(QuantizedModel, Duration)> {
     let start = Instant::now();
     let mut model = match spec.method {
@@ -136,10 +139,9 @@ pub fn build(
             let mut prepared = prepare(graph, spec.backend, map)?;
             prepared.calibrate(batches.iter(), |done, total| {
                 if done == total || done % 8 == 0 {
-                    eprint!("\rcalibrating: batch {done}/{total}");
+                    progress.step(&format!("calibrating: batch {done}/{total}"));
                 }
             })?;
-            eprintln!();
             prepared.convert()?
         }
         Method::Qat => {
@@ -159,7 +161,7 @@ pub fn build(
                 Some(0) => "from the start".to_string(),
                 Some(e) => format!("after epoch {e}"),
             };
-            eprintln!(
+            progress.note(&format!(
                 "qat: {} epoch{} over {} training images, batch {}, SGD lr {} (cosine) momentum {}, weight decay {}; observers freeze {}, BatchNorm statistics {}; seed {}",
                 c.epochs,
                 if c.epochs == 1 { "" } else { "s" },
@@ -171,28 +173,28 @@ pub fn build(
                 freeze(c.freeze_observers_after),
                 freeze(c.freeze_bn_after),
                 c.seed
-            );
+            ));
             let epochs = c.epochs;
             qat.train(
                 &data,
                 c,
                 |p| {
                     if p.step % 25 == 0 || p.step == p.steps {
-                        eprint!(
-                            "\rqat epoch {}/{epochs}: step {}/{} loss {:.4}",
+                        progress.step(&format!(
+                            "qat epoch {}/{epochs}: step {}/{} loss {:.4}",
                             p.epoch, p.step, p.steps, p.loss
-                        );
+                        ));
                     }
                 },
                 |e| {
-                    eprintln!(
-                        "\rqat epoch {}/{epochs}: loss {:.4}, fake-quant train top-1 {:.2} %, lr {:.2e}, {:.1} s",
+                    progress.note(&format!(
+                        "qat epoch {}/{epochs}: loss {:.4}, fake-quant train top-1 {:.2} %, lr {:.2e}, {:.1} s",
                         e.epoch,
                         e.loss,
                         100.0 * e.train_top1,
                         e.lr,
                         e.seconds
-                    );
+                    ));
                 },
             )?;
             qat.convert()?
@@ -321,7 +323,9 @@ pub(crate) fn fp32_size(target: &Target, graph: &Graph) -> Result<u64> {
 pub fn cmd_quantize(args: &QuantizeArgs) -> Result<()> {
     let target = eval::resolve(&args.model)?;
     let graph = eval::load_graph(&target.path)?;
-    let (model, took) = build(&target, &graph, &args.spec)?;
+    let progress = Progress::spinner();
+    let (model, took) = build(&target, &graph, &args.spec, &progress)?;
+    progress.finish();
     let exec = QExecutor::new(&model).context("preparing the quantized model")?;
     save::save(&model, &args.out)?;
     let size = file_len(&args.out)?;

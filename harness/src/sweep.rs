@@ -30,6 +30,7 @@ use rayon::prelude::*;
 
 use crate::eval::{self, Target};
 use crate::measure::{self, Budget, Candidate};
+use crate::progress::Progress;
 use crate::quantize::{self, QuantSpec};
 use crate::sweep_minilm;
 
@@ -432,6 +433,7 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
     );
     results.write(&path)?;
     let start = Instant::now();
+    let progress = Progress::new(todo.len());
     for (model, backend) in groups(&plan.config) {
         let keys: Vec<CellKey> = todo
             .iter()
@@ -441,17 +443,12 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
         if keys.is_empty() {
             continue;
         }
-        eprintln!(
-            "[{:>6.1} s] {model} / {}: {} cells",
-            start.elapsed().as_secs_f64(),
-            backend.as_str(),
-            keys.len()
-        );
+        progress.group(&model, backend.as_str(), keys.len());
         let weights_model = sweep_minilm::weights_model(&model)?.is_some();
         let result = if weights_model {
-            sweep_minilm::run_group(&plan, &model, backend, &keys)
+            sweep_minilm::run_group(&plan, &model, backend, &keys, &progress)
         } else {
-            run_group(&plan, &model, backend, &keys)
+            run_group(&plan, &model, backend, &keys, &progress)
         };
         let mut cells = match result {
             Ok(cells) => cells,
@@ -461,10 +458,12 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
         for c in &mut cells {
             c.run = run;
         }
+        progress.done(cells.len());
         results.cells.extend(cells);
         results.cells.sort_by_key(Cell::key);
         results.write(&path)?;
     }
+    progress.finish();
     results.runs[run].finished_at = Some(results::rfc3339_utc(std::time::SystemTime::now()));
     results.write(&path)?;
     qbench::report::write_all(&results, &plan.out)?;
@@ -529,7 +528,13 @@ fn top1(pred: &[usize], labels: &[usize]) -> f64 {
 }
 
 /// One (model, backend) group: build, evaluate, and time every method it has.
-fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Result<Vec<Cell>> {
+fn run_group(
+    plan: &Plan,
+    model: &str,
+    backend: Backend,
+    keys: &[CellKey],
+    progress: &Progress,
+) -> Result<Vec<Cell>> {
     let config = &plan.config;
     let target = eval::resolve(model)?;
     let graph = eval::load_graph(&target.path)?;
@@ -577,6 +582,7 @@ fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Re
         {
             continue;
         }
+        progress.step(&format!("quantizing: {}", method.as_str()));
         let b = build_method(
             config,
             &target,
@@ -586,10 +592,11 @@ fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Re
             data.as_ref(),
             fp32_pred.as_deref(),
             &sqnr_input,
+            progress,
         )
         .map_err(|e| format!("{e:#}"));
         if let Err(e) = &b {
-            eprintln!("  {} failed: {e}", method.as_str());
+            progress.note(&format!("{} failed: {e}", method.as_str()));
         }
         built.insert(method, b);
     }
@@ -606,6 +613,7 @@ fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Re
             if group.is_empty() {
                 continue;
             }
+            progress.step(&format!("timing batch {batch}"));
             let timed = time_batch(
                 config,
                 &target,
@@ -717,6 +725,7 @@ fn run_group(plan: &Plan, model: &str, backend: Backend, keys: &[CellKey]) -> Re
             untimed,
         })
     });
+    progress.step("tract");
     crate::sweep_tract::fill(
         &mut cells,
         &crate::sweep_tract::Group {
@@ -760,6 +769,7 @@ fn build_method(
     data: Option<&EvalData>,
     fp32_pred: Option<&[usize]>,
     sqnr_input: &Tensor,
+    progress: &Progress,
 ) -> Result<Built> {
     let qm = to_quant_method(method).context("fp32 is not built")?;
     let mut spec = QuantSpec::new(qm, to_quant(backend));
@@ -769,7 +779,7 @@ fn build_method(
     spec.qat.epochs = config.qat_epochs as usize;
     spec.qat.seed = config.seed.wrapping_add(3);
     spec.qat_samples = config.qat_train_samples;
-    let (model, took) = quantize::build(target, graph, &spec)?;
+    let (model, took) = quantize::build(target, graph, &spec, progress)?;
     let exec = QExecutor::new(&model).context("preparing the quantized model")?;
     let size = save::to_bytes(&model)?.len() as u64;
     let accuracy = match (data, fp32_pred) {

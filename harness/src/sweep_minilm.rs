@@ -42,6 +42,7 @@ use rayon::prelude::*;
 
 use crate::embed_metrics::{agreement, cosine_stats, CosineStats, Probe};
 use crate::measure::{self, Candidate};
+use crate::progress::Progress;
 use crate::sweep::Plan;
 
 /// The zoo entry of `name` when it is a model built from weights, else `None` (a file
@@ -309,6 +310,7 @@ pub fn run_group(
     model: &str,
     backend: Backend,
     keys: &[CellKey],
+    progress: &Progress,
 ) -> Result<Vec<Cell>> {
     let config = &plan.config;
     let entry = weights_model(model)?.context("not a model built from weights")?;
@@ -319,11 +321,13 @@ pub fn run_group(
     if keys.iter().all(|k| plan.skips.contains_key(k)) {
         return Ok(keys.iter().map(|k| skipped(k, &plan.skips[k])).collect());
     }
+    progress.step("fp32 embeddings of the probe split");
     let s = shared(&entry, config)?;
     let fp32_acc = agreement(&s.fp32_pred, &s.test_labels);
     let mut built: BTreeMap<Method, std::result::Result<Built, String>> = BTreeMap::new();
     let mut per_tensor: Option<std::result::Result<Built, String>> = None;
     if wanted(Method::Fp16) {
+        progress.step("quantizing: fp16");
         let start = Instant::now();
         let b = quantize_fp16(&s.graph)
             .map_err(anyhow::Error::from)
@@ -331,6 +335,7 @@ pub fn run_group(
         built.insert(Method::Fp16, b.map_err(|e| format!("{e:#}")));
     }
     if wanted(Method::Dynamic) {
+        progress.step("quantizing: dynamic, per-token and per-tensor");
         built.insert(
             Method::Dynamic,
             dynamic(&s, backend, ActScales::PerRow).map_err(|e| format!("{e:#}")),
@@ -339,7 +344,7 @@ pub fn run_group(
     }
     for (m, b) in &built {
         if let Err(e) = b {
-            eprintln!("  {} failed: {e}", m.as_str());
+            progress.note(&format!("{} failed: {e}", m.as_str()));
         }
     }
 
@@ -355,6 +360,7 @@ pub fn run_group(
             if group.is_empty() {
                 continue;
             }
+            progress.step(&format!("timing batch {batch}"));
             let timed = time_batch(
                 config,
                 &s,

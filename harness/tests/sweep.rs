@@ -101,7 +101,18 @@ fn bad_plans_fail_at_once_naming_the_flag_and_the_valid_names() {
 fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_rest() {
     let dir = temp_dir("sweep-quick");
     let out = dir.join("run");
-    sweep(&out, &[]);
+    let o = sweep(&out, &[]);
+    // Not on a terminal, progress is plain lines: the group, then each step.
+    let log = stderr(&o);
+    for line in [
+        "digit-cnn / fbgemm: 3 cells",
+        "  quantizing: static",
+        "  timing batch 1",
+        "  tract",
+    ] {
+        assert!(log.contains(line), "{line:?} in {log}");
+    }
+    assert!(!log.contains('\r'), "no bar redraws in a log: {log}");
     let path = out.join("results.json");
     let r = Results::read(&path).expect("results.json validates");
     assert_eq!(r.cells.len(), 3);
@@ -242,7 +253,10 @@ fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_re
     }
     assert!(report("md").contains("## digit-cnn — fbgemm, batch 1"));
     let table = report("table");
-    assert!(table.contains("digit-cnn — fbgemm, batch 1, 1 thread"), "{table}");
+    assert!(
+        table.contains("digit-cnn — fbgemm, batch 1, 1 thread"),
+        "{table}"
+    );
     // One tabled row per cell, its method in the first column.
     for c in &back.cells {
         let row = format!("│ {:<8}│", c.method.as_str());
