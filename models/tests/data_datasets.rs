@@ -156,9 +156,15 @@ fn zero_batch_size_panics() {
     let _ = mnist_test().batches(0);
 }
 
-/// Writes a tiny fake dataset under a scratch root and returns the root.
+/// The scratch root of the fake dataset `name`, per process.
+fn fake_root_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("qbench-data-test-{}-{name}", std::process::id()))
+}
+
+/// Writes a tiny fake dataset under a scratch root and returns the root (the test removes
+/// it when it passes; a failing run leaves it for inspection).
 fn fake_root(name: &str, n_images: usize, labels: &[u8], side: usize) -> PathBuf {
-    let root = std::env::temp_dir().join(format!("qbench-data-test-{}-{name}", std::process::id()));
+    let root = fake_root_path(name);
     let dir = root.join("mnist");
     std::fs::create_dir_all(&dir).unwrap();
     let images = encode_idx(&[n_images, side, side], &vec![255; n_images * side * side]);
@@ -219,6 +225,10 @@ fn load_from_another_root_and_its_errors() {
 
     let err = Dataset::load_from(&root, DatasetKind::FashionMnist, Split::Test).unwrap_err();
     assert!(err.to_string().contains("fashion-mnist"), "{err}");
+    for name in ["ok", "count", "label", "side"] {
+        let root = fake_root_path(name);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
 
 #[test]
