@@ -207,3 +207,26 @@ fn exact_ties_round_half_to_even() {
         }
     }
 }
+
+/// Zero zero points, the usual dynamic-quantization case in which the driver's i32 path
+/// has no correction to apply, alone and mixed per row with non-zero ones; on several
+/// full panels and, with k = 4096 (a driver row block of at most 64 rows), on m spanning
+/// several row blocks.
+#[test]
+fn zero_zero_points_on_full_panels_and_across_row_blocks() {
+    for rung in rungs_under_test() {
+        let (mr, nr, _) = tile(rung);
+        let mut rng = Rng::new(37);
+        for (m, k) in [(3 * mr + 1, 64), (130, 4096)] {
+            let mut case = Case::random(&mut rng, m, 2 * nr + 5, k, 255);
+            case.w_zero = vec![0];
+            case.a_zero = vec![0];
+            check_case(rung, &case);
+            case.a_zero = (0..m as i32)
+                .map(|r| if r % 3 == 0 { 0 } else { r })
+                .collect();
+            case.a_scale = vec![0.01; m];
+            check_case(rung, &case);
+        }
+    }
+}

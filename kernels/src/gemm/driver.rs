@@ -18,13 +18,14 @@ pub(crate) trait MicroKernel {
     const KR: usize;
 
     /// Writes `Σk a[r][k] · b[k][c]` (raw, wrapping i32) for `r < rows`, `c < NR` into
-    /// `acc[r * NR + c]`. With `kgroups == 0` it writes zeros.
+    /// `acc[r * acc_stride + c]`, and nothing else. With `kgroups == 0` it writes zeros.
     ///
     /// # Safety
     /// The CPU supports the kernel's instructions; `a` points to `rows` rows at
     /// `a_stride` bytes each holding at least `round_up(kgroups * KR, 16)` readable bytes
     /// (only `kgroups * KR` when the rung declares `reads_exactly_k`);
-    /// `b` points to `kgroups * KR * NR` packed bytes; `acc` has room for `MR * NR` values.
+    /// `b` points to `kgroups * KR * NR` packed bytes; `acc` has `NR` writable values at
+    /// each of `rows` rows `acc_stride` apart.
     unsafe fn tile(
         rows: usize,
         kgroups: usize,
@@ -32,6 +33,7 @@ pub(crate) trait MicroKernel {
         a_stride: usize,
         b: *const i8,
         acc: *mut i32,
+        acc_stride: usize,
     );
 }
 
@@ -162,29 +164,20 @@ pub(crate) unsafe fn drive<K: MicroKernel>(a: &PackedA, b: &PackedB, out: &mut O
             let b_panel = unsafe { b.data().as_ptr().add(panel * panel_len) };
             for m0 in (m_block..m_block_end).step_by(K::MR) {
                 let rows = K::MR.min(m_block_end - m0);
-                // SAFETY: rows m0..m0+rows exist in packed A, each padded to `stride`
-                // (a multiple of 64, so ≥ round_up(kgroups·KR, 16)); the tile holds MR·NR.
-                unsafe {
-                    K::tile(
-                        rows,
-                        a.kgroups,
-                        a.data.as_ptr().add(m0 * a.stride),
-                        a.stride,
-                        b_panel,
-                        tile.as_mut_ptr(),
-                    )
-                };
-                if cols == K::NR {
-                    // Full panels (the common case) get a compile-time row length, so the
-                    // epilogue vectorises without remainder loops or a library memcpy.
-                    for r in 0..rows {
-                        let raw = &tile[r * K::NR..(r + 1) * K::NR];
-                        finish_row(out, a, b, m0 + r, n0, raw);
+                match out {
+                    // i32 output over a full panel: the kernel writes straight into the
+                    // output. Going through the stack tile (an extra store and reload of
+                    // every accumulator, then the copy) measured 4–12 % slower at the
+                    // shapes from 128×768×768 up.
+                    Output::I32 { c, ldc } if cols == K::NR => {
+                        // SAFETY: forwarded from this function's contract.
+                        unsafe { tile_into_i32::<K>(c, *ldc, a, b, b_panel, m0, rows, n0) }
                     }
-                } else {
-                    for r in 0..rows {
-                        let raw = &tile[r * K::NR..r * K::NR + cols];
-                        finish_row(out, a, b, m0 + r, n0, raw);
+                    _ => {
+                        // SAFETY: forwarded from this function's contract.
+                        unsafe {
+                            tile_then_finish::<K>(out, a, b, b_panel, m0, rows, n0, cols, &mut tile)
+                        }
                     }
                 }
             }
@@ -192,14 +185,127 @@ pub(crate) unsafe fn drive<K: MicroKernel>(a: &PackedA, b: &PackedB, out: &mut O
     }
 }
 
-/// Applies the corrections and the output stage to one tile row.
+/// The first of rows `m0..` of packed A.
 #[inline(always)]
-fn finish_row(out: &mut Output, a: &PackedA, b: &PackedB, m: usize, n0: usize, raw: &[i32]) {
+fn a_rows(a: &PackedA, m0: usize) -> *const u8 {
+    a.data[m0 * a.stride..].as_ptr()
+}
+
+/// Runs the micro-kernel for rows `m0..m0 + rows` and the full panel at `n0` directly
+/// into the i32 output, then applies the zero-point corrections there.
+///
+/// # Safety
+/// As [`drive`]; `b_panel` is the panel of columns `n0..n0 + K::NR ≤ n`, rows
+/// `m0..m0 + rows` exist in `a`, and `c` holds `a.rows × n` values at `ldc ≥ n`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_into_i32<K: MicroKernel>(
+    c: &mut [i32],
+    ldc: usize,
+    a: &PackedA,
+    b: &PackedB,
+    b_panel: *const i8,
+    m0: usize,
+    rows: usize,
+    n0: usize,
+) {
+    let c_tile = c[m0 * ldc + n0..].as_mut_ptr();
+    // SAFETY: A as in `tile_then_finish`; the kernel writes only columns 0..NR of its
+    // `rows` rows at stride `ldc`, that is c[(m0 + r) · ldc + n0 ..][..NR] for r < rows,
+    // within `c` since m0 + rows ≤ a.rows and n0 + NR ≤ n ≤ ldc.
+    unsafe {
+        K::tile(
+            rows,
+            a.kgroups,
+            a_rows(a, m0),
+            a.stride,
+            b_panel,
+            c_tile,
+            ldc,
+        )
+    };
+    correct_i32_in_place(c, ldc, a, b, m0, rows, n0, K::NR);
+}
+
+/// Runs the micro-kernel into the stack tile, then the epilogue row by row into `out`.
+///
+/// # Safety
+/// As [`drive`]; `b_panel` is the panel of columns `n0..n0 + cols`, rows `m0..m0 + rows`
+/// exist in `a`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_then_finish<K: MicroKernel>(
+    out: &mut Output,
+    a: &PackedA,
+    b: &PackedB,
+    b_panel: *const i8,
+    m0: usize,
+    rows: usize,
+    n0: usize,
+    cols: usize,
+    tile: &mut [i32; MAX_TILE],
+) {
+    // SAFETY: rows m0..m0+rows exist in packed A, each padded to `stride` (a multiple of
+    // 64, so ≥ round_up(kgroups·KR, 16)); the tile holds MR·NR at stride NR.
+    unsafe {
+        K::tile(
+            rows,
+            a.kgroups,
+            a_rows(a, m0),
+            a.stride,
+            b_panel,
+            tile.as_mut_ptr(),
+            K::NR,
+        )
+    };
+    if cols == K::NR {
+        // Full panels (the common case) get a compile-time row length, so the
+        // epilogue vectorises without remainder loops or a library memcpy.
+        for r in 0..rows {
+            let raw = &tile[r * K::NR..(r + 1) * K::NR];
+            finish_row(out, a, b, m0 + r, n0, raw);
+        }
+    } else {
+        for r in 0..rows {
+            let raw = &tile[r * K::NR..r * K::NR + cols];
+            finish_row(out, a, b, m0 + r, n0, raw);
+        }
+    }
+}
+
+/// The i32 output stage applied where the micro-kernel left a full-width tile in the
+/// output itself: the zero-point corrections only, and none at all for rows with a zero
+/// activation zero point when the weights have none (the accumulators are the result).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn correct_i32_in_place(
+    c: &mut [i32],
+    ldc: usize,
+    a: &PackedA,
+    b: &PackedB,
+    m0: usize,
+    rows: usize,
+    n0: usize,
+    nr: usize,
+) {
+    for m in m0..m0 + rows {
+        if a.col_coef[m] == 0 && b.zero_points().is_none() {
+            continue;
+        }
+        let row = &mut c[m * ldc + n0..m * ldc + n0 + nr];
+        let mut raw = [0i32; 64];
+        raw[..nr].copy_from_slice(row);
+        correct(row, &raw[..nr], a, b, m, n0);
+    }
+}
+
+/// The zero-point corrections of row `m` from column `n0` on, into `acc`:
+/// `raw − (za[m] − a_offset) · Σk b[k][c] − zw[c] · row_term[m]`, all wrapping.
+#[inline(always)]
+fn correct(acc: &mut [i32], raw: &[i32], a: &PackedA, b: &PackedB, m: usize, n0: usize) {
     let cols = raw.len();
     let col_sums = &b.col_sums()[n0..n0 + cols];
     let col_coef = a.col_coef[m];
-    let mut acc = [0i32; 64];
-    let acc = &mut acc[..cols];
     for ((acc, &raw), &sum) in acc.iter_mut().zip(raw).zip(col_sums) {
         *acc = raw.wrapping_sub(col_coef.wrapping_mul(sum));
     }
@@ -209,6 +315,15 @@ fn finish_row(out: &mut Output, a: &PackedA, b: &PackedB, m: usize, n0: usize, r
             *acc = acc.wrapping_sub(zw.wrapping_mul(row_term));
         }
     }
+}
+
+/// Applies the corrections and the output stage to one tile row.
+#[inline(always)]
+fn finish_row(out: &mut Output, a: &PackedA, b: &PackedB, m: usize, n0: usize, raw: &[i32]) {
+    let cols = raw.len();
+    let mut acc = [0i32; 64];
+    let acc = &mut acc[..cols];
+    correct(acc, raw, a, b, m, n0);
     match out {
         Output::I32 { c, ldc } => {
             c[m * *ldc + n0..m * *ldc + n0 + cols].copy_from_slice(acc);

@@ -46,16 +46,17 @@ impl MicroKernel for Vnni {
         a_stride: usize,
         b: *const i8,
         acc: *mut i32,
+        acc_stride: usize,
     ) {
         // SAFETY: every arm forwards the caller's contract with `R = rows ≤ MR`.
         unsafe {
             match rows {
-                1 => body::<1, 2>(kgroups, a, a_stride, b, acc),
-                2 => body::<2, 1>(kgroups, a, a_stride, b, acc),
-                3 => body::<3, 1>(kgroups, a, a_stride, b, acc),
-                4 => body::<4, 1>(kgroups, a, a_stride, b, acc),
-                5 => body::<5, 1>(kgroups, a, a_stride, b, acc),
-                _ => body::<MR, 1>(kgroups, a, a_stride, b, acc),
+                1 => body::<1, 2>(kgroups, a, a_stride, b, acc, acc_stride),
+                2 => body::<2, 1>(kgroups, a, a_stride, b, acc, acc_stride),
+                3 => body::<3, 1>(kgroups, a, a_stride, b, acc, acc_stride),
+                4 => body::<4, 1>(kgroups, a, a_stride, b, acc, acc_stride),
+                5 => body::<5, 1>(kgroups, a, a_stride, b, acc, acc_stride),
+                _ => body::<MR, 1>(kgroups, a, a_stride, b, acc, acc_stride),
             }
         }
     }
@@ -99,6 +100,7 @@ unsafe fn body<const R: usize, const U: usize>(
     a_stride: usize,
     b: *const i8,
     acc: *mut i32,
+    acc_stride: usize,
 ) {
     // SAFETY: AVX-512 F is available (caller's contract).
     let mut sums = [[[unsafe { _mm512_setzero_si512() }; V]; R]; U];
@@ -126,8 +128,8 @@ unsafe fn body<const R: usize, const U: usize>(
     }
     for (r, row) in first.iter().enumerate() {
         for (v, &s) in row.iter().enumerate() {
-            // SAFETY: the tile holds MR·NR values and r < R ≤ MR, 16·v + 16 ≤ NR.
-            unsafe { _mm512_storeu_si512(acc.add(r * Vnni::NR + 16 * v).cast(), s) };
+            // SAFETY: row r < R of the tile has NR values at `acc_stride`; 16·v + 16 ≤ NR.
+            unsafe { _mm512_storeu_si512(acc.add(r * acc_stride + 16 * v).cast(), s) };
         }
     }
 }
