@@ -35,6 +35,45 @@ pub(crate) trait MicroKernel {
         acc: *mut i32,
         acc_stride: usize,
     );
+
+    /// Whether [`MicroKernel::tile_dequant`] is implemented.
+    const FUSED_DEQUANT: bool = false;
+
+    /// [`MicroKernel::tile`] for `rows` rows and all `NR` columns followed by the
+    /// corrections (without weight zero points) and the dequantizing output stage, applied
+    /// to the accumulators in registers and stored once, as f32, through `out`. Each value
+    /// is computed with the operations of [`crate::epilogue::dequantize_row`], in order.
+    /// Only called when [`MicroKernel::FUSED_DEQUANT`] is true.
+    ///
+    /// # Safety
+    /// As [`MicroKernel::tile`], with `out` describing `rows` rows of `NR` values.
+    unsafe fn tile_dequant(
+        rows: usize,
+        kgroups: usize,
+        a: *const u8,
+        a_stride: usize,
+        b: *const i8,
+        out: &DequantTile,
+    ) {
+        let _ = (rows, kgroups, a, a_stride, b, out);
+        unreachable!("tile_dequant is only called on kernels with FUSED_DEQUANT");
+    }
+}
+
+/// What a fused f32 output stage needs for one tile: rows `m0..m0 + rows`, the `NR`
+/// columns from `n0`, of an output without weight zero points.
+pub(crate) struct DequantTile<'t> {
+    /// Output value (m0, n0); row r starts `r · ldc` values further.
+    pub c: *mut f32,
+    pub ldc: usize,
+    /// Per tile row: the coefficient of the column sums (`za − a_offset`).
+    pub col_coef: &'t [i32],
+    /// Per tile row: the activation scale.
+    pub a_scale: &'t [f32],
+    /// Per tile column: `Σk b[k][c]`, the weight scale, the bias.
+    pub col_sums: &'t [i32],
+    pub b_scale: &'t [f32],
+    pub bias: &'t [f32],
 }
 
 /// The largest `MR · NR` of any kernel: the stack tile the driver hands to kernels.
@@ -172,6 +211,40 @@ pub(crate) unsafe fn drive<K: MicroKernel>(a: &PackedA, b: &PackedB, out: &mut O
                     Output::I32 { c, ldc } if cols == K::NR => {
                         // SAFETY: forwarded from this function's contract.
                         unsafe { tile_into_i32::<K>(c, *ldc, a, b, b_panel, m0, rows, n0) }
+                    }
+                    Output::Dequant {
+                        c,
+                        ldc,
+                        a_scale,
+                        b_scale,
+                        bias,
+                    } if K::FUSED_DEQUANT && cols == K::NR && b.zero_points().is_none() => {
+                        // MR ≤ 16 (see MAX_TILE).
+                        let a_scales: [f32; 16] =
+                            core::array::from_fn(
+                                |r| {
+                                    if r < rows {
+                                        a_scale.of(m0 + r)
+                                    } else {
+                                        0.0
+                                    }
+                                },
+                            );
+                        let t = DequantTile {
+                            c: c[m0 * *ldc + n0..].as_mut_ptr(),
+                            ldc: *ldc,
+                            col_coef: &a.col_coef[m0..m0 + rows],
+                            a_scale: &a_scales[..rows],
+                            col_sums: &b.col_sums()[n0..n0 + K::NR],
+                            b_scale: &b_scale[n0..n0 + K::NR],
+                            bias: &bias[n0..n0 + K::NR],
+                        };
+                        // SAFETY: A and the panel as in `tile_then_finish`; `t.c` is value
+                        // (m0, n0) of the output, which holds rows m0..m0+rows ≤ a.rows of
+                        // columns n0..n0+NR ≤ n ≤ ldc (checked by the public API).
+                        unsafe {
+                            K::tile_dequant(rows, a.kgroups, a_rows(a, m0), a.stride, b_panel, &t)
+                        }
                     }
                     _ => {
                         // SAFETY: forwarded from this function's contract.
