@@ -1,13 +1,16 @@
 //! A quick single-thread throughput probe of the int8 GEMM on the active rung (set
 //! `QBENCH_KERNEL` to pick another): for each shape (the six of the MLAS comparison, or
-//! `MxNxK[,MxNxK...]` given as the first argument) it times `gemm_i32` and `gemm_dequant`
-//! (per-column weight scales and a bias) on full-range u8 activations with zero point 0,
+//! `MxNxK[,MxNxK...]` given as the first argument) it times `gemm_i32`, `gemm_dequant`
+//! (per-column weight scales and a bias) and `gemm_requant` (per-column multipliers, a
+//! bias, output zero point 128) on full-range u8 activations with zero point 0,
 //! through the public API exactly as a caller uses it (A in place, weights packed once),
 //! and prints the median GOP/s over at least `PROBE_SECS` seconds (default 1) per output
 //! after a warm-up. Run with
 //! `cargo run --release -p qbench-kernels --example gemm_probe [-- SHAPES]`.
 
-use qbench_kernels::{gemm_dequant, gemm_i32, Dequant, MatA, MatB, PackedB, Scales};
+use qbench_kernels::{
+    gemm_dequant, gemm_i32, gemm_requant, Dequant, MatA, MatB, PackedB, Requant, Scales,
+};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -77,11 +80,25 @@ fn probe(m: usize, n: usize, k: usize, budget: Duration) {
     let t_f32 = median_ns(budget, || {
         gemm_dequant(black_box(&mat_a), &packed, &p, &mut cf, n).expect("gemm_dequant");
     });
+    let multiplier: Vec<f32> = (0..n).map(|j| 1e-4 + j as f32 * 1e-8).collect();
+    let bias_i32: Vec<i32> = (0..n).map(|j| j as i32 * 7 - 1000).collect();
+    let q = Requant {
+        bias: Some(&bias_i32),
+        multiplier: &multiplier,
+        out_zero_point: 128,
+        qmin: 0,
+        qmax: 255,
+    };
+    let mut cu8 = vec![0u8; m * n];
+    let t_u8 = median_ns(budget, || {
+        gemm_requant(black_box(&mat_a), &packed, &q, &mut cu8, n).expect("gemm_requant");
+    });
     let ops = 2.0 * (m * n * k) as f64;
     println!(
-        "{m}x{n}x{k}: i32 {:6.1} GOP/s  f32 {:6.1} GOP/s  ({kernel})",
+        "{m}x{n}x{k}: i32 {:6.1} GOP/s  f32 {:6.1} GOP/s  u8 {:6.1} GOP/s  ({kernel})",
         ops / t_i32,
-        ops / t_f32
+        ops / t_f32,
+        ops / t_u8
     );
 }
 
