@@ -13,18 +13,22 @@
 //! read), then issues one `vpdpbusd` per weight vector. The tile is `MR` rows × `NR`
 //! columns of zmm accumulators. Partial tiles dispatch on a const row count so a short
 //! tile (and the M = 1 GEMV) does no wasted work; tiles with few accumulators split k
-//! into two interleaved chains to hide the `vpdpbusd` latency. For dequantized f32
-//! output the kernel applies the corrections and the output stage to its accumulators in
-//! registers ([`MicroKernel::tile_dequant`]) and stores each value once.
+//! into two interleaved chains to hide the `vpdpbusd` latency. For f32 and u8 outputs the
+//! kernel applies the corrections and the output stage to its accumulators in registers
+//! ([`MicroKernel::tile_fused`]) and stores each value once.
 
 use core::arch::x86_64::{
-    __m512i, _mm512_add_epi32, _mm512_add_ps, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32,
-    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_mullo_epi32, _mm512_set1_epi32,
-    _mm512_set1_ps, _mm512_setzero_si512, _mm512_storeu_ps, _mm512_storeu_si512, _mm512_sub_epi32,
+    __m512i, _mm512_add_epi32, _mm512_add_ps, _mm512_castsi512_ps, _mm512_cvtepi32_epi8,
+    _mm512_cvtepi32_ps, _mm512_cvtps_epi32, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_max_ps,
+    _mm512_min_ps, _mm512_mul_ps, _mm512_mullo_epi32, _mm512_set1_epi32, _mm512_set1_ps,
+    _mm512_setzero_si512, _mm512_storeu_ps, _mm512_storeu_si512, _mm512_sub_epi32, _mm512_sub_ps,
+    _mm_storeu_si128,
 };
 
+use crate::epilogue::{LIMIT, ROUNDER};
+
 use crate::gemm::{
-    drive, DequantTile, KernelEntry, MicroKernel, Output, PackedA, PackedB, RungKernels,
+    drive, FusedStage, FusedTile, KernelEntry, MicroKernel, Output, PackedA, PackedB, RungKernels,
 };
 use crate::isa::Rung;
 
@@ -66,28 +70,28 @@ impl MicroKernel for Vnni {
         }
     }
 
-    // The f32 stage is applied in registers and stored once: going through the driver's
-    // stack tile and epilogue measured 2–6 % slower at the shapes from 16×768×768 up.
-    const FUSED_DEQUANT: bool = true;
+    // The f32 and u8 stages are applied in registers and stored once: going through the
+    // driver's stack tile and scalar epilogue measured slower (see `gemm::driver`).
+    const FUSED_OUTPUT: bool = true;
 
     #[inline(always)]
-    unsafe fn tile_dequant(
+    unsafe fn tile_fused(
         rows: usize,
         kgroups: usize,
         a: *const u8,
         a_stride: usize,
         b: *const i8,
-        out: &DequantTile,
+        out: &FusedTile,
     ) {
         // SAFETY: every arm forwards the caller's contract with `R = rows ≤ MR`.
         unsafe {
             match rows {
-                1 => store_dequant(&body::<1, 2>(kgroups, a, a_stride, b), out),
-                2 => store_dequant(&body::<2, 1>(kgroups, a, a_stride, b), out),
-                3 => store_dequant(&body::<3, 1>(kgroups, a, a_stride, b), out),
-                4 => store_dequant(&body::<4, 1>(kgroups, a, a_stride, b), out),
-                5 => store_dequant(&body::<5, 1>(kgroups, a, a_stride, b), out),
-                _ => store_dequant(&body::<MR, 1>(kgroups, a, a_stride, b), out),
+                1 => store_fused(&body::<1, 2>(kgroups, a, a_stride, b), out),
+                2 => store_fused(&body::<2, 1>(kgroups, a, a_stride, b), out),
+                3 => store_fused(&body::<3, 1>(kgroups, a, a_stride, b), out),
+                4 => store_fused(&body::<4, 1>(kgroups, a, a_stride, b), out),
+                5 => store_fused(&body::<5, 1>(kgroups, a, a_stride, b), out),
+                _ => store_fused(&body::<MR, 1>(kgroups, a, a_stride, b), out),
             }
         }
     }
@@ -107,42 +111,149 @@ unsafe fn store_i32<const R: usize>(sums: &[[__m512i; V]; R], acc: *mut i32, acc
     }
 }
 
-/// `y = ((acc − coef[r] · Σb[c]) as f32) · (sa[r] · sw[c]) + bias[c]` for `R` rows, the
-/// operations of [`crate::epilogue::dequantize_row`] in the same order (no fused
-/// multiply-add; the conversion rounds to nearest even like `as f32`), so bit-exact.
+/// The output stage of `out` on the accumulators of `R` rows.
 ///
 /// # Safety
 /// AVX-512 F is available; `out` describes `R` rows of `NR` values.
 #[inline(always)]
-unsafe fn store_dequant<const R: usize>(sums: &[[__m512i; V]; R], out: &DequantTile) {
-    debug_assert!(out.col_coef.len() == R && out.a_scale.len() == R);
-    debug_assert!(out.col_sums.len() == Vnni::NR && out.b_scale.len() == Vnni::NR);
-    debug_assert!(out.bias.len() == Vnni::NR);
-    // SAFETY: the column slices hold NR = 16·V values (caller's contract), read unaligned.
-    let (col_sums, b_scale, bias): ([__m512i; V], [_; V], [_; V]) = unsafe {
-        (
-            core::array::from_fn(|v| _mm512_loadu_si512(out.col_sums.as_ptr().add(16 * v).cast())),
-            core::array::from_fn(|v| _mm512_loadu_ps(out.b_scale.as_ptr().add(16 * v))),
-            core::array::from_fn(|v| _mm512_loadu_ps(out.bias.as_ptr().add(16 * v))),
-        )
-    };
+unsafe fn store_fused<const R: usize>(sums: &[[__m512i; V]; R], out: &FusedTile) {
+    debug_assert!(out.col_coef.len() == R && out.col_sums.len() == Vnni::NR);
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        match &out.stage {
+            FusedStage::Dequant {
+                c,
+                ldc,
+                a_scale,
+                b_scale,
+                bias,
+            } => store_dequant(sums, out, *c, *ldc, a_scale, b_scale, bias),
+            FusedStage::Requant {
+                c,
+                ldc,
+                bias,
+                multiplier,
+                out_zero_point,
+                qmin,
+                qmax,
+            } => store_requant(
+                sums,
+                out,
+                *c,
+                *ldc,
+                bias,
+                multiplier,
+                [*out_zero_point, *qmin, *qmax],
+            ),
+        }
+    }
+}
+
+/// Loads the `NR` values of a per-column parameter as `V` vectors.
+///
+/// # Safety
+/// AVX-512 F is available; `p` holds at least `NR` values of 4 bytes.
+#[inline(always)]
+unsafe fn columns<T: Copy>(p: &[T]) -> [__m512i; V] {
+    debug_assert!(p.len() >= Vnni::NR && core::mem::size_of::<T>() == 4);
+    // SAFETY: 16·v + 16 ≤ NR values of 4 bytes lie within `p`, read unaligned.
+    core::array::from_fn(|v| unsafe { _mm512_loadu_si512(p.as_ptr().add(16 * v).cast()) })
+}
+
+/// The zero-point correction of row `r`: `acc − coef[r] · Σk b[k][c]`, wrapping, where a
+/// zero coefficient (zero activation zero point) leaves the accumulators unchanged.
+///
+/// # Safety
+/// AVX-512 F is available.
+#[inline(always)]
+unsafe fn corrected(row: &[__m512i; V], coef: i32, col_sums: &[__m512i; V]) -> [__m512i; V] {
+    if coef == 0 {
+        return *row;
+    }
+    // SAFETY: AVX-512 F is available (caller's contract).
+    unsafe {
+        let coef = _mm512_set1_epi32(coef);
+        core::array::from_fn(|v| _mm512_sub_epi32(row[v], _mm512_mullo_epi32(coef, col_sums[v])))
+    }
+}
+
+/// `y = (acc as f32) · (sa[r] · sw[c]) + bias[c]`: the operations of
+/// [`crate::epilogue::dequantize_row`] in the same order (no fused multiply-add; the
+/// conversion rounds to nearest even like `as f32`), so bit-exact.
+///
+/// # Safety
+/// AVX-512 F is available; `c` has `NR` writable values at each of `R` rows `ldc` apart;
+/// `a_scale` holds `R` values, `b_scale` and `bias` `NR`.
+#[inline(always)]
+unsafe fn store_dequant<const R: usize>(
+    sums: &[[__m512i; V]; R],
+    out: &FusedTile,
+    c: *mut f32,
+    ldc: usize,
+    a_scale: &[f32],
+    b_scale: &[f32],
+    bias: &[f32],
+) {
+    // SAFETY: AVX-512 F is available and the slices hold NR values (caller's contract).
+    let (col_sums, b_scale, bias) =
+        unsafe { (columns(out.col_sums), columns(b_scale), columns(bias)) };
     for (r, row) in sums.iter().enumerate() {
-        let coef = out.col_coef[r];
-        // SAFETY: AVX-512 F is available (caller's contract).
-        let (coef_v, sa) = unsafe { (_mm512_set1_epi32(coef), _mm512_set1_ps(out.a_scale[r])) };
-        for (v, &raw) in row.iter().enumerate() {
-            // SAFETY: AVX-512 F is available; value (r, 16·v..16·v + 16) of the tile lies
-            // in the output (caller's contract), written unaligned.
-            unsafe {
-                // A zero coefficient (zero activation zero point) leaves `raw` unchanged.
-                let acc = if coef == 0 {
-                    raw
-                } else {
-                    _mm512_sub_epi32(raw, _mm512_mullo_epi32(coef_v, col_sums[v]))
-                };
-                let s = _mm512_mul_ps(sa, b_scale[v]);
-                let y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), s), bias[v]);
-                _mm512_storeu_ps(out.c.add(r * out.ldc + 16 * v), y);
+        // SAFETY: AVX-512 F is available; row r < R of `c` has NR values (caller's
+        // contract), written unaligned.
+        unsafe {
+            let acc = corrected(row, out.col_coef[r], &col_sums);
+            let sa = _mm512_set1_ps(a_scale[r]);
+            for v in 0..V {
+                let s = _mm512_mul_ps(sa, _mm512_castsi512_ps(b_scale[v]));
+                let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[v]), s);
+                let y = _mm512_add_ps(y, _mm512_castsi512_ps(bias[v]));
+                _mm512_storeu_ps(c.add(r * ldc + 16 * v), y);
+            }
+        }
+    }
+}
+
+/// `q = clamp(round_half_even(clamp((acc + bias[c]) as f32 · m[c], ±2^22)) + z, qmin,
+/// qmax)`: the operations of [`crate::epilogue::requantize`] in the same order (the same
+/// add-and-subtract rounding, min/max for the clamps, exact conversions), so bit-exact.
+/// The last argument is `[out_zero_point, qmin, qmax]`.
+///
+/// # Safety
+/// AVX-512 F is available; `c` has `NR` writable bytes at each of `R` rows `ldc` apart;
+/// `bias` and `multiplier` hold `NR` values; `qmin ≤ qmax` within 0..=255.
+#[inline(always)]
+unsafe fn store_requant<const R: usize>(
+    sums: &[[__m512i; V]; R],
+    out: &FusedTile,
+    c: *mut u8,
+    ldc: usize,
+    bias: &[i32],
+    multiplier: &[f32],
+    [out_zero_point, qmin, qmax]: [i32; 3],
+) {
+    // SAFETY: AVX-512 F is available; the slices hold NR values and row r < R of `c` has
+    // NR bytes (caller's contract), written unaligned.
+    unsafe {
+        let (col_sums, bias) = (columns(out.col_sums), columns(bias));
+        let multiplier = columns(multiplier);
+        let limit = _mm512_set1_ps(LIMIT);
+        let neg_limit = _mm512_set1_ps(-LIMIT);
+        let rounder = _mm512_set1_ps(ROUNDER);
+        let zero_point = _mm512_set1_ps(out_zero_point as f32);
+        let (lo, hi) = (_mm512_set1_ps(qmin as f32), _mm512_set1_ps(qmax as f32));
+        for (r, row) in sums.iter().enumerate() {
+            let acc = corrected(row, out.col_coef[r], &col_sums);
+            for v in 0..V {
+                let x = _mm512_add_epi32(acc[v], bias[v]);
+                let t = _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_castsi512_ps(multiplier[v]));
+                let t = _mm512_min_ps(_mm512_max_ps(t, neg_limit), limit);
+                let rounded = _mm512_sub_ps(_mm512_add_ps(t, rounder), rounder);
+                let q = _mm512_add_ps(rounded, zero_point);
+                let q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+                // q is an integer in qmin..=qmax ⊆ 0..=255: the conversion is exact and
+                // the narrowing to bytes keeps it.
+                let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q));
+                _mm_storeu_si128(c.add(r * ldc + 16 * v).cast(), bytes);
             }
         }
     }
