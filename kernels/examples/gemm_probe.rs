@@ -2,7 +2,8 @@
 //! `QBENCH_KERNEL` to pick another): for each shape (the six of the MLAS comparison, or
 //! `MxNxK[,MxNxK...]` given as the first argument) it times `gemm_i32`, `gemm_dequant`
 //! (per-column weight scales and a bias) and `gemm_requant` (per-column multipliers, a
-//! bias, output zero point 128) on full-range u8 activations with zero point 0,
+//! bias, output zero point 128) on full-range u8 activations with zero point
+//! `PROBE_ZA` (default 0; the MLAS script uses 128),
 //! through the public API exactly as a caller uses it (A in place, weights packed once),
 //! and prints the median GOP/s over at least `PROBE_SECS` seconds (default 1) per output
 //! after a warm-up. Run with
@@ -33,8 +34,12 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     let budget = Duration::from_secs_f64(secs);
+    let za: i32 = std::env::var("PROBE_ZA")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     for (m, n, k) in shapes {
-        probe(m, n, k, budget);
+        probe(m, n, k, za, budget);
     }
 }
 
@@ -47,7 +52,7 @@ fn parse_shape(s: &str) -> (usize, usize, usize) {
     (d[0], d[1], d[2])
 }
 
-fn probe(m: usize, n: usize, k: usize, budget: Duration) {
+fn probe(m: usize, n: usize, k: usize, za: i32, budget: Duration) {
     // The same pseudo-random full-range data as `qbench bench-gemm`.
     let a: Vec<u8> = (0..m * k)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
@@ -63,7 +68,7 @@ fn probe(m: usize, n: usize, k: usize, budget: Duration) {
         transposed: false,
     };
     let packed = PackedB::new(&mat_b).expect("pack");
-    let mat_a = MatA::new(&a, m, k, 0);
+    let mat_a = MatA::new(&a, m, k, za);
     let mut c32 = vec![0i32; m * n];
     let kernel = gemm_i32(&mat_a, &packed, &mut c32, n).expect("gemm_i32");
     let t_i32 = median_ns(budget, || {

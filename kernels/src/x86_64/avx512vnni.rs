@@ -13,9 +13,9 @@
 //! read), then issues one `vpdpbusd` per weight vector. The tile is `MR` rows × `NR`
 //! columns of zmm accumulators. Partial tiles dispatch on a const row count so a short
 //! tile (and the M = 1 GEMV) does no wasted work; tiles with few accumulators split k
-//! into two interleaved chains to hide the `vpdpbusd` latency. For f32 and u8 outputs the
-//! kernel applies the corrections and the output stage to its accumulators in registers
-//! ([`MicroKernel::tile_fused`]) and stores each value once.
+//! into two interleaved chains to hide the `vpdpbusd` latency. Over full panels the
+//! kernel applies the corrections and the output stage (i32, f32 or u8) to its
+//! accumulators in registers ([`MicroKernel::tile_fused`]) and stores each value once.
 
 use core::arch::x86_64::{
     __m512i, _mm512_add_epi32, _mm512_add_ps, _mm512_castsi512_ps, _mm512_cvtepi32_epi8,
@@ -70,8 +70,8 @@ impl MicroKernel for Vnni {
         }
     }
 
-    // The f32 and u8 stages are applied in registers and stored once: going through the
-    // driver's stack tile and scalar epilogue measured slower (see `gemm::driver`).
+    // The corrections and the output stages are applied in registers, and each value is
+    // stored once: the driver's other paths measured slower (see `gemm::driver`).
     const FUSED_OUTPUT: bool = true;
 
     #[inline(always)]
@@ -113,6 +113,10 @@ unsafe fn store_i32<const R: usize>(sums: &[[__m512i; V]; R], acc: *mut i32, acc
 
 /// The output stage of `out` on the accumulators of `R` rows.
 ///
+/// The per-column parameters are read from memory at each use rather than held in
+/// registers: with the 24 accumulators live, holding them made the compiler spill the
+/// accumulators, which measured 2–7 % slower.
+///
 /// # Safety
 /// AVX-512 F is available; `out` describes `R` rows of `NR` values.
 #[inline(always)]
@@ -121,6 +125,12 @@ unsafe fn store_fused<const R: usize>(sums: &[[__m512i; V]; R], out: &FusedTile)
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         match &out.stage {
+            FusedStage::I32 { c, ldc } => {
+                for (r, row) in sums.iter().enumerate() {
+                    let acc = corrected(row, out.col_coef[r], out.col_sums);
+                    store_i32(&[acc], c.add(r * ldc), *ldc);
+                }
+            }
             FusedStage::Dequant {
                 c,
                 ldc,
@@ -149,31 +159,33 @@ unsafe fn store_fused<const R: usize>(sums: &[[__m512i; V]; R], out: &FusedTile)
     }
 }
 
-/// Loads the `NR` values of a per-column parameter as `V` vectors.
+/// Vector `v` (values 16·v..16·v + 16) of a per-column parameter of 4-byte values.
 ///
 /// # Safety
-/// AVX-512 F is available; `p` holds at least `NR` values of 4 bytes.
+/// AVX-512 F is available; `p` holds at least `NR` values of 4 bytes; `v < V`.
 #[inline(always)]
-unsafe fn columns<T: Copy>(p: &[T]) -> [__m512i; V] {
-    debug_assert!(p.len() >= Vnni::NR && core::mem::size_of::<T>() == 4);
+unsafe fn column<T: Copy>(p: &[T], v: usize) -> __m512i {
+    debug_assert!(p.len() >= Vnni::NR && core::mem::size_of::<T>() == 4 && v < V);
     // SAFETY: 16·v + 16 ≤ NR values of 4 bytes lie within `p`, read unaligned.
-    core::array::from_fn(|v| unsafe { _mm512_loadu_si512(p.as_ptr().add(16 * v).cast()) })
+    unsafe { _mm512_loadu_si512(p.as_ptr().add(16 * v).cast()) }
 }
 
-/// The zero-point correction of row `r`: `acc − coef[r] · Σk b[k][c]`, wrapping, where a
-/// zero coefficient (zero activation zero point) leaves the accumulators unchanged.
+/// The zero-point correction of a row: `acc − coef · Σk b[k][c]`, wrapping, where a zero
+/// coefficient (zero activation zero point) leaves the accumulators unchanged.
 ///
 /// # Safety
-/// AVX-512 F is available.
+/// AVX-512 F is available; `col_sums` holds `NR` values.
 #[inline(always)]
-unsafe fn corrected(row: &[__m512i; V], coef: i32, col_sums: &[__m512i; V]) -> [__m512i; V] {
+unsafe fn corrected(row: &[__m512i; V], coef: i32, col_sums: &[i32]) -> [__m512i; V] {
     if coef == 0 {
         return *row;
     }
-    // SAFETY: AVX-512 F is available (caller's contract).
+    // SAFETY: AVX-512 F is available and `col_sums` holds NR values (caller's contract).
     unsafe {
         let coef = _mm512_set1_epi32(coef);
-        core::array::from_fn(|v| _mm512_sub_epi32(row[v], _mm512_mullo_epi32(coef, col_sums[v])))
+        core::array::from_fn(|v| {
+            _mm512_sub_epi32(row[v], _mm512_mullo_epi32(coef, column(col_sums, v)))
+        })
     }
 }
 
@@ -194,19 +206,16 @@ unsafe fn store_dequant<const R: usize>(
     b_scale: &[f32],
     bias: &[f32],
 ) {
-    // SAFETY: AVX-512 F is available and the slices hold NR values (caller's contract).
-    let (col_sums, b_scale, bias) =
-        unsafe { (columns(out.col_sums), columns(b_scale), columns(bias)) };
     for (r, row) in sums.iter().enumerate() {
-        // SAFETY: AVX-512 F is available; row r < R of `c` has NR values (caller's
-        // contract), written unaligned.
+        // SAFETY: AVX-512 F is available; the slices hold NR values and row r < R of `c`
+        // has NR values (caller's contract), written unaligned.
         unsafe {
-            let acc = corrected(row, out.col_coef[r], &col_sums);
+            let acc = corrected(row, out.col_coef[r], out.col_sums);
             let sa = _mm512_set1_ps(a_scale[r]);
-            for v in 0..V {
-                let s = _mm512_mul_ps(sa, _mm512_castsi512_ps(b_scale[v]));
-                let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[v]), s);
-                let y = _mm512_add_ps(y, _mm512_castsi512_ps(bias[v]));
+            for (v, &acc) in acc.iter().enumerate() {
+                let s = _mm512_mul_ps(sa, _mm512_castsi512_ps(column(b_scale, v)));
+                let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), s);
+                let y = _mm512_add_ps(y, _mm512_castsi512_ps(column(bias, v)));
                 _mm512_storeu_ps(c.add(r * ldc + 16 * v), y);
             }
         }
@@ -234,18 +243,17 @@ unsafe fn store_requant<const R: usize>(
     // SAFETY: AVX-512 F is available; the slices hold NR values and row r < R of `c` has
     // NR bytes (caller's contract), written unaligned.
     unsafe {
-        let (col_sums, bias) = (columns(out.col_sums), columns(bias));
-        let multiplier = columns(multiplier);
         let limit = _mm512_set1_ps(LIMIT);
         let neg_limit = _mm512_set1_ps(-LIMIT);
         let rounder = _mm512_set1_ps(ROUNDER);
         let zero_point = _mm512_set1_ps(out_zero_point as f32);
         let (lo, hi) = (_mm512_set1_ps(qmin as f32), _mm512_set1_ps(qmax as f32));
         for (r, row) in sums.iter().enumerate() {
-            let acc = corrected(row, out.col_coef[r], &col_sums);
-            for v in 0..V {
-                let x = _mm512_add_epi32(acc[v], bias[v]);
-                let t = _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_castsi512_ps(multiplier[v]));
+            let acc = corrected(row, out.col_coef[r], out.col_sums);
+            for (v, &acc) in acc.iter().enumerate() {
+                let x = _mm512_add_epi32(acc, column(bias, v));
+                let m = _mm512_castsi512_ps(column(multiplier, v));
+                let t = _mm512_mul_ps(_mm512_cvtepi32_ps(x), m);
                 let t = _mm512_min_ps(_mm512_max_ps(t, neg_limit), limit);
                 let rounded = _mm512_sub_ps(_mm512_add_ps(t, rounder), rounder);
                 let q = _mm512_add_ps(rounded, zero_point);
