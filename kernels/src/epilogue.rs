@@ -9,12 +9,12 @@
 
 /// Bound applied before rounding: any `|t| ≥ 2^22` ends at qmin or qmax after adding a
 /// zero point in 0..=255, exactly as the reference's saturating conversion does.
-const LIMIT: f32 = (1u32 << 22) as f32;
+pub(crate) const LIMIT: f32 = (1u32 << 22) as f32;
 
 /// `1.5 · 2^23`: adding and subtracting it rounds any `|t| ≤ 2^22` to an integer, half to
 /// even (the default IEEE rounding of the addition does the work). This keeps the loop a
 /// chain of vector adds where `f32::round_ties_even` would be a libm call per element.
-const ROUNDER: f32 = 12_582_912.0;
+pub(crate) const ROUNDER: f32 = 12_582_912.0;
 
 /// `q = clamp(round_half_even((acc + bias) as f32 · m) + z, qmin, qmax)` for one value.
 #[inline(always)]

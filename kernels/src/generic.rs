@@ -20,6 +20,7 @@ impl MicroKernel for Generic {
         a_stride: usize,
         b: *const i8,
         acc: *mut i32,
+        acc_stride: usize,
     ) {
         let mut sums = [[0i32; 16]; 4];
         for g in 0..kgroups {
@@ -41,8 +42,10 @@ impl MicroKernel for Generic {
             }
         }
         for (r, row_sums) in sums.iter().enumerate().take(rows) {
-            // SAFETY: the tile holds MR·NR values (caller's contract).
-            unsafe { std::ptr::copy_nonoverlapping(row_sums.as_ptr(), acc.add(r * 16), 16) };
+            // SAFETY: row r < rows of the tile has NR values at `acc_stride` (caller's contract).
+            unsafe {
+                std::ptr::copy_nonoverlapping(row_sums.as_ptr(), acc.add(r * acc_stride), 16)
+            };
         }
     }
 }

@@ -168,6 +168,7 @@ fn clamp_extremes_and_extreme_multipliers() {
             case.qmax = qmax;
             case.multiplier = vec![mul];
             check_case(rung, &case);
+            check_case(rung, &with_full_panels(&case, rung, &mut rng));
         }
     }
 }
@@ -191,6 +192,28 @@ fn dispatch_through_the_active_rung() {
     check_case(isa::active(), &case);
 }
 
+/// `case` (its activations, their zero points and scales, its first multiplier and its
+/// clamp) over one more full panel of the rung's columns, with fresh random weights and no
+/// weight zero points: the tiles a rung may send through a fused output stage.
+fn with_full_panels(case: &Case, rung: Rung, rng: &mut Rng) -> Case {
+    let (_, nr, _) = tile(rung);
+    let n = case.n + nr;
+    let mut wide = Case::random(rng, case.m, n, case.k, 255);
+    wide.a.clone_from(&case.a);
+    wide.a_stride = case.a_stride;
+    wide.a_zero.clone_from(&case.a_zero);
+    wide.a_scale.clone_from(&case.a_scale);
+    wide.w_zero = vec![0];
+    wide.multiplier = vec![case.multiplier[0]];
+    wide.out_zero = case.out_zero;
+    wide.qmin = case.qmin;
+    wide.qmax = case.qmax;
+    if case.bias_i32.is_none() {
+        wide.bias_i32 = None;
+    }
+    wide
+}
+
 /// Multipliers of 0.5 and 0.25 put many results exactly on .5: they must round to even
 /// on every rung, as the reference does (2.5 → 2, 3.5 → 4, −2.5 → −2).
 #[test]
@@ -203,6 +226,30 @@ fn exact_ties_round_half_to_even() {
             case.out_zero = 128;
             case.qmin = 0;
             case.qmax = 255;
+            check_case(rung, &case);
+            check_case(rung, &with_full_panels(&case, rung, &mut Rng::new(37)));
+        }
+    }
+}
+
+/// Zero zero points, the usual dynamic-quantization case in which the driver's i32 path
+/// has no correction to apply, alone and mixed per row with non-zero ones; on several
+/// full panels and, with k = 4096 (a driver row block of at most 64 rows), on m spanning
+/// several row blocks.
+#[test]
+fn zero_zero_points_on_full_panels_and_across_row_blocks() {
+    for rung in rungs_under_test() {
+        let (mr, nr, _) = tile(rung);
+        let mut rng = Rng::new(37);
+        for (m, k) in [(3 * mr + 1, 64), (130, 4096)] {
+            let mut case = Case::random(&mut rng, m, 2 * nr + 5, k, 255);
+            case.w_zero = vec![0];
+            case.a_zero = vec![0];
+            check_case(rung, &case);
+            case.a_zero = (0..m as i32)
+                .map(|r| if r % 3 == 0 { 0 } else { r })
+                .collect();
+            case.a_scale = vec![0.01; m];
             check_case(rung, &case);
         }
     }

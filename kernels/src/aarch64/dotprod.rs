@@ -45,19 +45,20 @@ impl MicroKernel for NeonDot8x8 {
         a_stride: usize,
         b: *const i8,
         acc: *mut i32,
+        acc_stride: usize,
     ) {
         // SAFETY: the caller's contract (see `MicroKernel::tile`, including dotprod support)
         // is passed on unchanged; `rows ≤ MR` selects a tile that reads only existing rows.
         unsafe {
             match rows {
-                1 => tile_rows::<1>(kgroups, a, a_stride, b, acc),
-                2 => tile_rows::<2>(kgroups, a, a_stride, b, acc),
-                3 => tile_rows::<3>(kgroups, a, a_stride, b, acc),
-                4 => tile_rows::<4>(kgroups, a, a_stride, b, acc),
-                5 => tile_rows::<5>(kgroups, a, a_stride, b, acc),
-                6 => tile_rows::<6>(kgroups, a, a_stride, b, acc),
-                7 => tile_rows::<7>(kgroups, a, a_stride, b, acc),
-                _ => tile_rows::<8>(kgroups, a, a_stride, b, acc),
+                1 => tile_rows::<1>(kgroups, a, a_stride, b, acc, acc_stride),
+                2 => tile_rows::<2>(kgroups, a, a_stride, b, acc, acc_stride),
+                3 => tile_rows::<3>(kgroups, a, a_stride, b, acc, acc_stride),
+                4 => tile_rows::<4>(kgroups, a, a_stride, b, acc, acc_stride),
+                5 => tile_rows::<5>(kgroups, a, a_stride, b, acc, acc_stride),
+                6 => tile_rows::<6>(kgroups, a, a_stride, b, acc, acc_stride),
+                7 => tile_rows::<7>(kgroups, a, a_stride, b, acc, acc_stride),
+                _ => tile_rows::<8>(kgroups, a, a_stride, b, acc, acc_stride),
             }
         }
     }
@@ -129,6 +130,7 @@ unsafe fn tile_rows<const R: usize>(
     a_stride: usize,
     b: *const i8,
     acc: *mut i32,
+    acc_stride: usize,
 ) {
     // SAFETY: NEON is baseline on aarch64.
     let mut sums = [[unsafe { vdupq_n_s32(0) }; 2]; R];
@@ -163,10 +165,10 @@ unsafe fn tile_rows<const R: usize>(
         }
     }
     for (r, s) in sums.iter().enumerate() {
-        // SAFETY: the tile holds MR·NR = 64 values and r < R ≤ 8.
+        // SAFETY: row r < R of the tile has NR = 8 values at `acc_stride`.
         unsafe {
-            vst1q_s32(acc.add(r * 8), s[0]);
-            vst1q_s32(acc.add(r * 8 + 4), s[1]);
+            vst1q_s32(acc.add(r * acc_stride), s[0]);
+            vst1q_s32(acc.add(r * acc_stride + 4), s[1]);
         }
     }
 }

@@ -43,15 +43,16 @@ impl MicroKernel for Neon4x16 {
         a_stride: usize,
         b: *const i8,
         acc: *mut i32,
+        acc_stride: usize,
     ) {
         // SAFETY: the caller's contract (see `MicroKernel::tile`) is passed on unchanged;
         // `rows ≤ MR` selects a tile that touches only the rows that exist.
         unsafe {
             match rows {
-                1 => tile_rows::<1>(kgroups, a, a_stride, b, acc),
-                2 => tile_rows::<2>(kgroups, a, a_stride, b, acc),
-                3 => tile_rows::<3>(kgroups, a, a_stride, b, acc),
-                _ => tile_rows::<4>(kgroups, a, a_stride, b, acc),
+                1 => tile_rows::<1>(kgroups, a, a_stride, b, acc, acc_stride),
+                2 => tile_rows::<2>(kgroups, a, a_stride, b, acc, acc_stride),
+                3 => tile_rows::<3>(kgroups, a, a_stride, b, acc, acc_stride),
+                _ => tile_rows::<4>(kgroups, a, a_stride, b, acc, acc_stride),
             }
         }
     }
@@ -105,6 +106,7 @@ unsafe fn tile_rows<const R: usize>(
     a_stride: usize,
     b: *const i8,
     acc: *mut i32,
+    acc_stride: usize,
 ) {
     // SAFETY: NEON is baseline on aarch64.
     let mut sums = [[unsafe { vdupq_n_s32(0) }; 4]; R];
@@ -157,8 +159,8 @@ unsafe fn tile_rows<const R: usize>(
     }
     for (r, s) in sums.iter().enumerate() {
         for (j, &v) in s.iter().enumerate() {
-            // SAFETY: the tile holds MR·NR = 64 values and r < R ≤ 4, j < 4.
-            unsafe { vst1q_s32(acc.add(r * 16 + j * 4), v) };
+            // SAFETY: row r < R of the tile has NR = 16 values at `acc_stride`; j < 4.
+            unsafe { vst1q_s32(acc.add(r * acc_stride + j * 4), v) };
         }
     }
 }

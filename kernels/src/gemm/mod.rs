@@ -19,7 +19,7 @@ pub(crate) use params::check_output;
 pub use params::{ActZeroPoints, Dequant, MatA, MatB, Requant, Scales};
 pub use registry::{kernels_of, KernelInfo};
 
-pub(crate) use driver::{drive, MicroKernel, Output, PackedA};
+pub(crate) use driver::{drive, FusedStage, FusedTile, MicroKernel, Output, PackedA};
 pub(crate) use registry::{KernelEntry, RungKernels};
 
 /// Zero-point-corrected i32 accumulators into `c` (`a.rows × b.n()` at stride `ldc`).

@@ -91,6 +91,7 @@ unsafe fn body<S: Scheme, const R: usize>(
     a_stride: usize,
     b: *const i8,
     acc: *mut i32,
+    acc_stride: usize,
 ) {
     // SAFETY: AVX2 is available (caller's contract).
     let mut sums = [[unsafe { _mm256_setzero_si256() }; V]; R];
@@ -109,8 +110,8 @@ unsafe fn body<S: Scheme, const R: usize>(
     }
     for (r, row) in sums.iter().enumerate() {
         for (v, s) in row.iter().enumerate() {
-            // SAFETY: the tile holds MR·NR values and r < R ≤ MR, 8·v + 8 ≤ NR.
-            unsafe { _mm256_storeu_si256(acc.add(r * NR + 8 * v).cast(), *s) };
+            // SAFETY: row r < R of the tile has NR values at `acc_stride`; 8·v + 8 ≤ NR.
+            unsafe { _mm256_storeu_si256(acc.add(r * acc_stride + 8 * v).cast(), *s) };
         }
     }
 }
@@ -127,17 +128,18 @@ unsafe fn dispatch<S: Scheme, const MAX_R: usize>(
     a_stride: usize,
     b: *const i8,
     acc: *mut i32,
+    acc_stride: usize,
 ) {
     debug_assert!(rows <= MAX_R && MAX_R <= 6);
     // SAFETY: every arm forwards the caller's contract with `R = rows ≤ MAX_R`.
     unsafe {
         match rows {
-            1 => body::<S, 1>(kgroups, a, a_stride, b, acc),
-            2 => body::<S, 2>(kgroups, a, a_stride, b, acc),
-            3 => body::<S, 3>(kgroups, a, a_stride, b, acc),
-            4 if MAX_R >= 4 => body::<S, 4>(kgroups, a, a_stride, b, acc),
-            5 if MAX_R >= 5 => body::<S, 5>(kgroups, a, a_stride, b, acc),
-            _ => body::<S, MAX_R>(kgroups, a, a_stride, b, acc),
+            1 => body::<S, 1>(kgroups, a, a_stride, b, acc, acc_stride),
+            2 => body::<S, 2>(kgroups, a, a_stride, b, acc, acc_stride),
+            3 => body::<S, 3>(kgroups, a, a_stride, b, acc, acc_stride),
+            4 if MAX_R >= 4 => body::<S, 4>(kgroups, a, a_stride, b, acc, acc_stride),
+            5 if MAX_R >= 5 => body::<S, 5>(kgroups, a, a_stride, b, acc, acc_stride),
+            _ => body::<S, MAX_R>(kgroups, a, a_stride, b, acc, acc_stride),
         }
     }
 }
@@ -158,9 +160,10 @@ impl MicroKernel for Avx2U7 {
         a_stride: usize,
         b: *const i8,
         acc: *mut i32,
+        acc_stride: usize,
     ) {
         // SAFETY: forwarded from the caller's contract (rows ≤ MR).
-        unsafe { dispatch::<U7, 6>(rows, kgroups, a, a_stride, b, acc) }
+        unsafe { dispatch::<U7, 6>(rows, kgroups, a, a_stride, b, acc, acc_stride) }
     }
 }
 
@@ -180,9 +183,10 @@ impl MicroKernel for Avx2U8 {
         a_stride: usize,
         b: *const i8,
         acc: *mut i32,
+        acc_stride: usize,
     ) {
         // SAFETY: forwarded from the caller's contract (rows ≤ MR).
-        unsafe { dispatch::<U8, 4>(rows, kgroups, a, a_stride, b, acc) }
+        unsafe { dispatch::<U8, 4>(rows, kgroups, a, a_stride, b, acc, acc_stride) }
     }
 }
 
