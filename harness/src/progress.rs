@@ -19,15 +19,24 @@ pub struct Progress {
 impl Progress {
     /// Progress over `cells` cells; a bar only when stderr is a terminal.
     pub fn new(cells: usize) -> Progress {
+        Progress::on_terminal(
+            Some(cells as u64),
+            "[{elapsed_precise}] {bar:30} {pos}/{len} cells, ETA {eta} {wide_msg}",
+        )
+    }
+
+    /// Progress of one task (`qbench quantize`): a spinner with the current step on a
+    /// terminal, plain lines otherwise.
+    pub fn spinner() -> Progress {
+        Progress::on_terminal(None, "[{elapsed_precise}] {spinner} {wide_msg}")
+    }
+
+    /// A bar of `len` steps (`None`: a spinner) drawn with `template`, when stderr is a
+    /// terminal; plain lines otherwise.
+    fn on_terminal(len: Option<u64>, template: &str) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar =
-                ProgressBar::with_draw_target(Some(cells as u64), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "[{elapsed_precise}] {bar:30} {pos}/{len} cells, ETA {eta} {wide_msg}",
-                )
-                .expect("a valid template"),
-            );
+            let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+            bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
             bar.enable_steady_tick(std::time::Duration::from_millis(250));
             bar
         });
@@ -62,25 +71,6 @@ impl Progress {
             Some(bar) if group.is_empty() => bar.set_message(step.to_owned()),
             Some(bar) => bar.set_message(format!("{group}: {step}")),
             None => self.line(&format!("  {step}")),
-        }
-    }
-
-    /// Progress of one task (`qbench quantize`): a spinner with the current step on a
-    /// terminal, plain lines otherwise.
-    pub fn spinner() -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("[{elapsed_precise}] {spinner} {wide_msg}")
-                    .expect("a valid template"),
-            );
-            bar.enable_steady_tick(std::time::Duration::from_millis(250));
-            bar
-        });
-        Progress {
-            bar,
-            start: Instant::now(),
-            group: Mutex::new(String::new()),
         }
     }
 
