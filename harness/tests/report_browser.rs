@@ -95,16 +95,28 @@ fn the_html_report_renders_its_tables_and_plots_in_chromium() {
     let got: serde_json::Value = serde_json::from_str(&probe).unwrap();
     eprintln!("{got}");
 
-    // One table per (model, backend, batch, threads) section, each with its cells' rows.
-    let mut sections: Vec<_> = results
-        .cells
-        .iter()
-        .map(|c| (c.model.clone(), c.backend.as_str(), c.batch, c.threads))
-        .collect();
+    // One table per (model, backend, batch, threads) section, each with its cells' rows,
+    // and a second in sections of a sentence encoder (the embedding metrics).
+    let section_of =
+        |c: &qbench::results::Cell| (c.model.clone(), c.backend.as_str(), c.batch, c.threads);
+    let mut sections: Vec<_> = results.cells.iter().map(section_of).collect();
     sections.sort();
     sections.dedup();
-    assert_eq!(got["tables"], sections.len());
-    assert_eq!(got["tables_with_rows"], sections.len());
+    let mut encoder_sections: Vec<_> = results
+        .cells
+        .iter()
+        .filter(|c| c.embedding.is_some())
+        .map(section_of)
+        .collect();
+    encoder_sections.sort();
+    encoder_sections.dedup();
+    assert!(
+        !encoder_sections.is_empty(),
+        "the baseline has MiniLM cells"
+    );
+    let tables = sections.len() + encoder_sections.len();
+    assert_eq!(got["tables"], tables);
+    assert_eq!(got["tables_with_rows"], tables);
     // Every plot the file holds is laid out with a box, and the bars have width.
     let plots = html.matches("<svg").count();
     assert!(

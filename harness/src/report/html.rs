@@ -1,14 +1,15 @@
 //! The HTML report: per model, a scatter of speedup against accuracy drop over every
 //! (method, backend, batch) and median latency per method and backend; per section
-//! (model, backend, batch, threads), the markdown tables as HTML and the per-layer SQNR
-//! of each quantized method. Self-contained: no script, no stylesheet or font from the
-//! network.
+//! (model, backend, batch, threads), the markdown tables as HTML (with the embedding
+//! table of sentence encoders) and the per-layer SQNR of each quantized method.
+//! Self-contained: no script, no stylesheet or font from the network.
 
 use std::fmt::Write as _;
 
 use super::svg::{self, esc, Point};
 use super::{
-    accuracy_text, notes, sections, size_text, speed_text, tract_agreement_text, tract_speed_text,
+    accuracy_text, embedding_rows, notes, sections, size_text, speed_text, tract_agreement_text,
+    tract_speed_text, EMBEDDING_HEADER,
 };
 use crate::results::{Cell, Results};
 
@@ -52,6 +53,7 @@ pub fn html(results: &Results) -> String {
                 esc(model)
             );
             section_table(&mut s, cells);
+            embedding_table(&mut s, cells);
             // SQNR does not depend on the batch: plot it once per backend.
             if !sqnr_shown.contains(backend) {
                 sqnr_shown.push(backend);
@@ -139,6 +141,27 @@ fn section_table(s: &mut String, cells: &[&Cell]) {
             esc(&tract_speed_text(c)),
             esc(&tract_agreement_text(c)),
         );
+    }
+    s.push_str("</table>\n");
+}
+
+/// Sentence encoders: cosine to fp32, probe accuracy and the per-tensor variant.
+fn embedding_table(s: &mut String, cells: &[&Cell]) {
+    let rows = embedding_rows(cells);
+    if rows.is_empty() {
+        return;
+    }
+    s.push_str("<table><tr>");
+    for h in EMBEDDING_HEADER {
+        let _ = write!(s, "<th>{}</th>", esc(h));
+    }
+    s.push_str("</tr>\n");
+    for row in rows {
+        s.push_str("<tr>");
+        for v in row {
+            let _ = write!(s, "<td>{}</td>", esc(&v));
+        }
+        s.push_str("</tr>\n");
     }
     s.push_str("</table>\n");
 }

@@ -182,40 +182,57 @@ fn notes(cells: &[&Cell]) -> Vec<String> {
 
 /// Sentence encoders: cosine to fp32 and, for dynamic cells, the per-tensor variant.
 fn embedding_table(s: &mut String, cells: &[&Cell]) {
-    if cells.iter().all(|c| c.embedding.is_none()) {
+    let rows = embedding_rows(cells);
+    if rows.is_empty() {
         return;
     }
-    let _ = writeln!(
-        s,
-        "\n| Method | Activation scales | Cosine to fp32 (mean / worst) | Probe accuracy | Per-tensor variant: cosine (mean / worst), probe, speed |"
-    );
+    let _ = writeln!(s, "\n| {} |", EMBEDDING_HEADER.join(" | "));
     let _ = writeln!(s, "|---|---|---|---|---|");
-    for c in cells {
-        let Some(e) = &c.embedding else { continue };
-        let variant = e.per_tensor.as_ref().map_or("—".into(), |v| {
-            format!(
-                "{:.4} / {:.4}, {:.2} %, {}",
-                v.cosine_mean,
-                v.cosine_worst,
-                100.0 * v.accuracy,
-                v.speedup_vs_fp32
-                    .map_or("speed n/a".into(), |x| format!("{x:.2}x"))
-            )
-        });
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.4} / {:.4} ({} sentences) | {} | {} |",
-            c.method.as_str(),
-            e.act_scales.as_deref().unwrap_or("—"),
-            e.cosine_mean,
-            e.cosine_worst,
-            e.samples,
-            c.accuracy
-                .as_ref()
-                .map_or("—".into(), |a| format!("{:.2} %", 100.0 * a.value)),
-            variant
-        );
+    for row in rows {
+        let _ = writeln!(s, "| {} |", row.join(" | "));
     }
+}
+
+/// Columns of the sentence-encoder table (markdown and HTML).
+const EMBEDDING_HEADER: [&str; 5] = [
+    "Method",
+    "Activation scales",
+    "Cosine to fp32 (mean / worst)",
+    "Probe accuracy",
+    "Per-tensor variant: cosine (mean / worst), probe, speed",
+];
+
+/// One row per cell with embedding metrics, in [`EMBEDDING_HEADER`]'s columns; empty
+/// when no cell has them (models that are not sentence encoders).
+fn embedding_rows(cells: &[&Cell]) -> Vec<[String; 5]> {
+    cells
+        .iter()
+        .filter_map(|c| {
+            let e = c.embedding.as_ref()?;
+            let variant = e.per_tensor.as_ref().map_or("—".into(), |v| {
+                format!(
+                    "{:.4} / {:.4}, {:.2} %, {}",
+                    v.cosine_mean,
+                    v.cosine_worst,
+                    100.0 * v.accuracy,
+                    v.speedup_vs_fp32
+                        .map_or("speed n/a".into(), |x| format!("{x:.2}x"))
+                )
+            });
+            Some([
+                c.method.as_str().to_owned(),
+                e.act_scales.as_deref().unwrap_or("—").to_owned(),
+                format!(
+                    "{:.4} / {:.4} ({} sentences)",
+                    e.cosine_mean, e.cosine_worst, e.samples
+                ),
+                c.accuracy
+                    .as_ref()
+                    .map_or("—".into(), |a| format!("{:.2} %", 100.0 * a.value)),
+                variant,
+            ])
+        })
+        .collect()
 }
 
 /// The markdown report: a header with provenance, then per model × backend × batch the
