@@ -103,6 +103,7 @@ pub fn cmd_bench_minilm(
     quick: bool,
     json: bool,
     int8: Option<&str>,
+    save_onnx: Option<&std::path::Path>,
 ) -> Result<()> {
     ensure!(
         (2..=512).contains(&tokens),
@@ -122,11 +123,16 @@ pub fn cmd_bench_minilm(
     let feed = [batch_in.input_ids, batch_in.attention_mask];
 
     let exec = Executor::new(&graph, Options { threads: 1 })?;
-    let onnx_path = std::env::temp_dir().join(format!("qbench-minilm-{}.onnx", std::process::id()));
+    let onnx_path = match save_onnx {
+        Some(p) => p.to_path_buf(),
+        None => std::env::temp_dir().join(format!("qbench-minilm-{}.onnx", std::process::id())),
+    };
     onnx::save(&graph, &onnx_path)?;
     let shapes: Vec<&[usize]> = feed.iter().map(Tensor::shape).collect();
     let tract = TractPlan::new(&onnx_path, &shapes);
-    let _ = std::fs::remove_file(&onnx_path);
+    if save_onnx.is_none() {
+        let _ = std::fs::remove_file(&onnx_path);
+    }
     let tract = tract?;
 
     let ours = exec.run(&feed)?.remove(0);

@@ -275,6 +275,10 @@ enum Command {
         /// scales) under this scheme: fbgemm or vnni.
         #[arg(long, value_name = "SCHEME")]
         int8: Option<String>,
+        /// Keep the fp32 ONNX file tract runs (the same graph as ours) at this path, for
+        /// timing other runtimes on it (`ci/peers/ort_minilm.py`).
+        #[arg(long, value_name = "FILE.onnx")]
+        save_onnx: Option<std::path::PathBuf>,
     },
     /// Train a zoo model qbench trains itself (mlp-mnist, resnet-fashion); writes model.onnx, manifest.toml, README.md.
     Train {
@@ -639,7 +643,15 @@ fn main() -> Result<()> {
             quick,
             json,
             int8,
-        } => bench_minilm::cmd_bench_minilm(batch, tokens, quick, json, int8.as_deref()),
+            save_onnx,
+        } => bench_minilm::cmd_bench_minilm(
+            batch,
+            tokens,
+            quick,
+            json,
+            int8.as_deref(),
+            save_onnx.as_deref(),
+        ),
         Command::Train {
             model,
             epochs,

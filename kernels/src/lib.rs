@@ -13,6 +13,7 @@ pub mod conv;
 pub mod eltwise;
 mod epilogue;
 pub mod error;
+pub mod fmath;
 pub mod fp32;
 pub mod gemm;
 mod generic;

@@ -42,6 +42,11 @@ pub type Result<T, E = QuantError> = std::result::Result<T, E>;
 
 /// The first non-finite value in `data`, as an error naming `layer`.
 pub fn check_finite(layer: &str, what: &'static str, data: &[f32]) -> Result<()> {
+    // The vectorised scan first: this runs on every activation tensor of a dynamic
+    // model, where a per-element early-exit loop cost 4 % of a transformer's time.
+    if qbench_kernels::fmath::all_finite(data) {
+        return Ok(());
+    }
     match data.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(index) => Err(QuantError::NonFinite {

@@ -594,6 +594,14 @@ fn binary<F: Fn(f32, f32) -> f32 + Copy>(a: Cow<Val>, b: Cow<Val>, f: F) -> Resu
     if !a.nhwc && !b.nhwc && !b.t.is_empty() && a.t.shape().ends_with(b.t.shape()) {
         let mut out = a.into_owned();
         let bv = b.t.f32s()?;
+        // One value (attention's 1/√d scaling, a constant): a plain loop the compiler
+        // vectorises; rows of length 1 would be one scalar operation each.
+        if let [y] = *bv {
+            for x in out.t.f32s_mut()? {
+                *x = f(*x, y);
+            }
+            return Ok(out);
+        }
         for row in out.t.f32s_mut()?.chunks_exact_mut(bv.len()) {
             for (x, &y) in row.iter_mut().zip(bv) {
                 *x = f(*x, y);

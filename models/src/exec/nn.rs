@@ -1,8 +1,9 @@
 //! Op bodies the transformer encoders need, on plain row-major tensors with ONNX
 //! semantics: LayerNormalization, GELU and Erf, ReduceSum/ReduceMean, LpNormalization,
-//! Range and Cast. Like `ops`, they are written for clarity first; the GEMMs dominate a
-//! transformer's time, not these. Nothing here knows about NHWC: the executor hands
-//! these ops NCHW/plain tensors.
+//! Range and Cast, with ONNX's shape rules and errors. The row loops that run on every
+//! token (layer norm, GELU's erf) are `qbench_kernels::fmath`'s vectorised ones: written
+//! as plain scalar loops they cost a transformer more than its int8 GEMMs. Nothing here
+//! knows about NHWC: the executor hands these ops NCHW/plain tensors.
 
 use crate::error::{tensor_err, Result};
 use crate::exec::ops::norm_axis;
@@ -39,52 +40,18 @@ pub fn layer_norm(
         None => vec![0.0; row],
     };
     let mut y = x.f32s()?.to_vec();
-    if row == 0 {
-        return Tensor::new(shape.to_vec(), y);
-    }
-    let inv_n = 1.0 / row as f32;
-    for r in y.chunks_exact_mut(row) {
-        // Two passes (mean, then the squared deviations): the one-pass Σx² − (Σx)² form
-        // cancels catastrophically when the mean is large next to the spread.
-        let mean = r.iter().sum::<f32>() * inv_n;
-        let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() * inv_n;
-        let inv_std = 1.0 / (var + epsilon).sqrt();
-        for ((v, &gi), &bi) in r.iter_mut().zip(&g).zip(&b) {
-            *v = (*v - mean) * inv_std * gi + bi;
-        }
+    if row > 0 {
+        qbench_kernels::fmath::layer_norm_rows(&mut y, &g, &b, epsilon);
     }
     Tensor::new(shape.to_vec(), y)
 }
 
-/// erf(x) in f32 by a rational approximation, `x·P(x²)/Q(x²)` on x clamped to [−4, 4]
-/// (beyond, erf is ±1 in f32). Coefficients of Eigen's and XLA's f32 erf: within 7e-8 of
-/// erf evaluated in f64, 4.5e-7 in this f32 arithmetic (tested against an f64 erf). No branches and no calls, so a loop over it
-/// vectorises: the exact GELU applies it ~1.2 M times per MiniLM sentence of 128 tokens,
-/// where a libm call per element would cost milliseconds.
-#[inline(always)]
-pub fn erf(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = -2.726_142_3e-10_f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 - 2.101_024e-6;
-    p = p * x2 - 5.692_506_4e-5;
-    p = p * x2 - 7.349_906_3e-4;
-    p = p * x2 - 2.954_6e-3;
-    p = p * x2 - 1.609_603_3e-2;
-    let mut q = -1.456_607_2e-5_f32;
-    q = q * x2 - 2.133_740_6e-4;
-    q = q * x2 - 1.682_827e-3;
-    q = q * x2 - 7.373_329e-3;
-    q = q * x2 - 1.426_474e-2;
-    x * p / q
-}
+pub use qbench_kernels::fmath::erf;
 
-/// GELU, exact form (BERT's): `x/2 · (1 + erf(x/√2))`.
+/// GELU, exact form (BERT's): `x/2 · (1 + erf(x/√2))`, vectorised at the widest width
+/// the kernel rung allows (the same bits at every width).
 pub fn gelu_erf(v: &mut [f32]) {
-    for x in v {
-        *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
-    }
+    qbench_kernels::fmath::gelu_erf(v);
 }
 
 /// GELU, tanh approximation: `x/2 · (1 + tanh(√(2/π)·(x + 0.044715·x³)))`.

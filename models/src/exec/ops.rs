@@ -203,35 +203,26 @@ pub fn softmax(t: &Tensor, axis: i64, legacy: bool) -> Result<Tensor> {
         )
     };
     let mut y = vec![0f32; x.len()];
-    // The last axis (attention scores): contiguous rows, loops the compiler vectorises.
-    // The same arithmetic as the strided loop below (max, exp(x − max), sum in order,
-    // divide), so both give the same bits.
-    if inner == 1 && n > 0 {
-        for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-            let m = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for (d, &v) in yr.iter_mut().zip(xr) {
-                *d = (v - m).exp();
-                sum += *d;
-            }
-            for d in yr.iter_mut() {
-                *d /= sum;
-            }
-        }
+    if n == 0 {
         return Tensor::new(shape, y);
     }
+    // The last axis (attention scores): contiguous rows, straight to the vectorised rows.
+    if inner == 1 {
+        qbench_kernels::fmath::softmax_rows(x, &mut y, n);
+        return Tensor::new(shape, y);
+    }
+    // Another axis: each strided row is gathered, normalised by the same row function
+    // (so both layouts give the same bits) and scattered back.
+    let (mut row, mut out) = (vec![0f32; n], vec![0f32; n]);
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| (o * n + j) * inner + i;
-            let m = (0..n).map(|j| x[at(j)]).fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for j in 0..n {
-                let e = (x[at(j)] - m).exp();
-                y[at(j)] = e;
-                sum += e;
+            for (j, r) in row.iter_mut().enumerate() {
+                *r = x[at(j)];
             }
-            for j in 0..n {
-                y[at(j)] /= sum;
+            qbench_kernels::fmath::softmax_rows(&row, &mut out, n);
+            for (j, &v) in out.iter().enumerate() {
+                y[at(j)] = v;
             }
         }
     }
