@@ -11,12 +11,15 @@
 //!   and size are compared.
 //! - **accuracy**: a drop of more than `acc_pp` percentage points of the metric.
 //! - **size**: growth of `size_bytes` by more than `size_pct` percent.
-//! - a cell measured in base that failed in head is a regression; cells present in only
-//!   one file are listed, not judged.
+//! - **lost**: a cell measured in base that is failed, skipped or absent in head, or
+//!   whose accuracy was measured in base and is absent in head, is a regression: a nightly
+//!   that silently stops measuring a cell has lost coverage (a run without the MiniLM
+//!   download skips the baseline's 18 measured MiniLM cells). Cells new in head, and
+//!   cells in base only that were not measured there, are listed, not judged.
 //!
 //! Owns the rules and their rendering; reading is `results`', exit codes `main`'s.
 
-use crate::results::{Cell, CellKey, Results, State};
+use crate::results::{Cell, CellKey, Measure, Results, State};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -53,6 +56,8 @@ impl Default for Rules {
 pub enum Verdict {
     Regression(String),
     Improvement(String),
+    /// Measured in base, no longer measured in head: counted as a regression.
+    Lost(String),
     Unchanged,
     /// Not compared, and why.
     NotCompared(String),
@@ -80,32 +85,54 @@ pub struct CellDelta {
     pub accuracy: Verdict,
     pub size: Verdict,
     pub speed_verdict: Verdict,
-    /// A cell-level regression (measured in base, failed in head).
+    /// The cell's state: `Lost` when measured in base and failed or skipped in head.
     pub state: Verdict,
 }
 
 impl CellDelta {
+    /// Every regression of the cell, lost measurements included.
     pub fn regressions(&self) -> Vec<String> {
         [&self.state, &self.accuracy, &self.size, &self.speed_verdict]
             .into_iter()
             .filter_map(|v| match v {
-                Verdict::Regression(why) => Some(why.clone()),
+                Verdict::Regression(why) | Verdict::Lost(why) => Some(why.clone()),
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether the cell, or its accuracy, was measured in base and is not in head.
+    pub fn is_lost(&self) -> bool {
+        matches!(self.state, Verdict::Lost(_)) || matches!(self.accuracy, Verdict::Lost(_))
     }
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Comparison {
+    /// Cells in both files.
     pub cells: Vec<CellDelta>,
+    /// Every cell in base only (measured there or not).
     pub only_in_base: Vec<CellKey>,
+    /// The cells of `only_in_base` that were measured in base: lost, and regressions.
+    pub absent_in_head: Vec<CellKey>,
+    /// Cells new in head: reported, never a regression.
     pub only_in_head: Vec<CellKey>,
 }
 
 impl Comparison {
+    /// Regressions of the cells in both files, plus one per measured cell absent in head.
     pub fn regression_count(&self) -> usize {
-        self.cells.iter().map(|c| c.regressions().len()).sum()
+        self.cells
+            .iter()
+            .map(|c| c.regressions().len())
+            .sum::<usize>()
+            + self.absent_in_head.len()
+    }
+
+    /// Cells lost from base to head: measured in base and failed, skipped or absent in
+    /// head, or with their accuracy gone.
+    pub fn lost_count(&self) -> usize {
+        self.cells.iter().filter(|c| c.is_lost()).count() + self.absent_in_head.len()
     }
 }
 
@@ -145,12 +172,18 @@ pub fn compare(base: &Results, head: &Results, rules: &Rules) -> Comparison {
             .collect()
     };
     let (bi, hi) = (index(base), index(head));
+    let only_in_base: Vec<CellKey> = bi
+        .keys()
+        .filter(|k| !hi.contains_key(*k))
+        .cloned()
+        .collect();
     let mut out = Comparison {
-        only_in_base: bi
-            .keys()
-            .filter(|k| !hi.contains_key(*k))
+        absent_in_head: only_in_base
+            .iter()
+            .filter(|k| base.cells[bi[*k]].state == State::Measured)
             .cloned()
             .collect(),
+        only_in_base,
         only_in_head: hi
             .keys()
             .filter(|k| !bi.contains_key(*k))
@@ -162,12 +195,19 @@ pub fn compare(base: &Results, head: &Results, rules: &Rules) -> Comparison {
         let Some(&h) = hi.get(key) else { continue };
         let (bc, hc) = (&base.cells[b], &head.cells[h]);
         let state = match (bc.state, hc.state) {
-            (State::Measured, State::Failed) => Verdict::Regression(format!(
+            (State::Measured, State::Failed) => Verdict::Lost(format!(
                 "measured in base, failed in head: {}",
+                hc.reason.as_deref().unwrap_or("")
+            )),
+            (State::Measured, State::Skipped) => Verdict::Lost(format!(
+                "measured in base, skipped in head: {}",
                 hc.reason.as_deref().unwrap_or("")
             )),
             (State::Failed, State::Measured) => {
                 Verdict::Improvement("failed in base, measured in head".into())
+            }
+            (State::Skipped, State::Measured) => {
+                Verdict::Improvement("skipped in base, measured in head".into())
             }
             _ => Verdict::Unchanged,
         };
@@ -177,6 +217,14 @@ pub fn compare(base: &Results, head: &Results, rules: &Rules) -> Comparison {
             _ => None,
         };
         let accuracy = match accuracy_pp {
+            // A cell lost as a whole is counted once, by its state.
+            None if bc.accuracy.is_some() && !matches!(state, Verdict::Lost(_)) => {
+                Verdict::Lost(format!(
+                    "accuracy measured in base, absent in head ({})",
+                    hc.absence(Measure::Accuracy)
+                        .unwrap_or_else(|| "no reason given".into())
+                ))
+            }
             None => Verdict::NotCompared("no accuracy on one side".into()),
             Some(d) if -d > rules.acc_pp + crate::gate::TOLERANCE => Verdict::Regression(format!(
                 "accuracy {:+.2} pp (more than {} pp)",
@@ -254,7 +302,11 @@ pub fn render(cmp: &Comparison, rules: &Rules) -> String {
         };
         let regressions = c.regressions();
         let verdict = if !regressions.is_empty() {
-            format!("REGRESSION: {}", regressions.join("; "))
+            format!(
+                "{}: {}",
+                if c.is_lost() { "LOST" } else { "REGRESSION" },
+                regressions.join("; ")
+            )
         } else {
             let mut notes: Vec<String> = Vec::new();
             for v in [&c.state, &c.accuracy, &c.size, &c.speed_verdict] {
@@ -283,20 +335,30 @@ pub fn render(cmp: &Comparison, rules: &Rules) -> String {
     }
     let mut out = b.build().with(Style::markdown()).to_string();
     out.push('\n');
-    for k in &cmp.only_in_base {
-        out.push_str(&format!("only in base: {k}\n"));
+    for k in &cmp.absent_in_head {
+        out.push_str(&format!("LOST: {k}: measured in base, absent in head\n"));
+    }
+    for k in cmp
+        .only_in_base
+        .iter()
+        .filter(|k| !cmp.absent_in_head.contains(k))
+    {
+        out.push_str(&format!("only in base (not measured there): {k}\n"));
     }
     for k in &cmp.only_in_head {
-        out.push_str(&format!("only in head: {k}\n"));
+        out.push_str(&format!("new in head: {k}\n"));
     }
     out.push_str(&format!(
-        "rules: speed regression beyond max({} %, {} × the larger spread); accuracy drop > {} pp; size growth > {} %\n{} regression(s) in {} compared cell(s)\n",
+        "rules: speed regression beyond max({} %, {} × the larger spread); accuracy drop > {} pp; size growth > {} %; a cell or accuracy measured in base and not in head is lost\n{} regression(s) ({} lost cell(s)) in {} compared cell(s), {} cell(s) in base only, {} new in head\n",
         rules.floor * 100.0,
         rules.k,
         rules.acc_pp,
         rules.size_pct,
         cmp.regression_count(),
-        cmp.cells.len()
+        cmp.lost_count(),
+        cmp.cells.len(),
+        cmp.only_in_base.len(),
+        cmp.only_in_head.len()
     ));
     out
 }

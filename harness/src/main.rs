@@ -226,14 +226,15 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         junit: Option<std::path::PathBuf>,
     },
-    /// Per-cell deltas of accuracy, size and speed between two results files.
-    /// Exit 0; with --fail-on-regression 1 when any cell regressed; 2 on errors.
+    /// Per-cell deltas of accuracy, size and speed between two results files, and cells
+    /// lost (measured in base; failed, skipped, absent or without accuracy in head).
+    /// Exit 0; with --fail-on-regression 1 when any cell regressed or was lost; 2 on errors.
     Compare {
         #[arg(value_name = "BASE.json")]
         base: std::path::PathBuf,
         #[arg(value_name = "HEAD.json")]
         head: std::path::PathBuf,
-        /// Exit 1 when any cell regressed.
+        /// Exit 1 when any cell regressed or was lost.
         #[arg(long)]
         fail_on_regression: bool,
         /// Smallest latency change that can count as a regression, percent.

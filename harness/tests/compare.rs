@@ -1,12 +1,14 @@
 //! `qbench compare`: the speed noise rule on both sides of its threshold, cells from
-//! different machines compared for accuracy and size only, the accuracy threshold, and
-//! exit codes with and without `--fail-on-regression`.
+//! different machines compared for accuracy and size only, the accuracy threshold, lost
+//! cells (measured in base; failed, skipped, absent or without accuracy in head) against
+//! new and never-measured ones, and exit codes with and without `--fail-on-regression`.
 
 mod common;
 
 use common::*;
 use qbench::compare::{self, Rules, Verdict};
-use qbench::results::{Backend, Method, Results};
+use qbench::results::{Backend, Cell, Measure, Method, Results, State};
+use std::path::Path;
 
 fn pair(base_ms: f64, base_spread: f64, head_ms: f64, head_spread: f64) -> (Results, Results) {
     let mut b = measured("digit-cnn", Method::Static, Backend::Fbgemm, 1);
@@ -118,7 +120,11 @@ fn accuracy_threshold_is_configurable_and_exit_codes_follow_the_flag() {
     // Without the flag a regression is reported but the exit code is 0.
     let out = qbench(&["compare", s(&bp), s(&hp)]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout(&out).contains("1 regression(s) in 1 compared cell(s)"));
+    assert!(
+        stdout(&out).contains("1 regression(s) (0 lost cell(s)) in 1 compared cell(s)"),
+        "{}",
+        stdout(&out)
+    );
     // Speed through the CLI, both sides of --floor.
     let (b, h) = pair(10.0, 0.02, 10.8, 0.02);
     let (bp, hp) = (write(&dir, "b2.json", &b), write(&dir, "h2.json", &h));
@@ -154,5 +160,164 @@ fn size_growth_failures_and_missing_cells() {
     failed.cells[0].state = qbench::results::State::Failed;
     failed.cells[0].reason = Some("boom".into());
     let cmp = compare::compare(&b, &failed, &Rules::default());
-    assert!(matches!(&cmp.cells[0].state, Verdict::Regression(w) if w.contains("boom")));
+    assert!(matches!(&cmp.cells[0].state, Verdict::Lost(w) if w.contains("failed in head: boom")));
+    assert_eq!((cmp.regression_count(), cmp.lost_count()), (1, 1));
+}
+
+/// Runs `compare --fail-on-regression` on a written pair; returns (exit code, stdout).
+fn compare_cli(dir: &Path, base: &Results, head: &Results) -> (Option<i32>, String) {
+    let (bp, hp) = (write(dir, "base.json", base), write(dir, "head.json", head));
+    let out = qbench(&["compare", s(&bp), s(&hp), "--fail-on-regression"]);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    (out.status.code(), stdout(&out))
+}
+
+/// `results` with a grid wide enough for MiniLM, QAT and vnni cells.
+fn wide(cells: Vec<Cell>) -> Results {
+    let mut r = results(cells);
+    r.config.models.push("minilm".into());
+    r.config.methods = qbench::results::METHODS.to_vec();
+    r.config.backends = qbench::results::BACKENDS.to_vec();
+    r
+}
+
+fn minilm(backend: Backend) -> Cell {
+    measured("minilm", Method::Dynamic, backend, 1)
+}
+
+#[test]
+fn a_cell_measured_in_base_and_skipped_in_head_is_lost() {
+    // A nightly without the MiniLM download: the same grid, MiniLM's cells skipped.
+    let keep = measured("digit-cnn", Method::Static, Backend::Fbgemm, 1);
+    let base = wide(vec![
+        keep.clone(),
+        minilm(Backend::Fbgemm),
+        minilm(Backend::Vnni),
+    ]);
+    let mut head = base.clone();
+    for c in &mut head.cells[1..] {
+        *c = Cell::new("minilm", Method::Dynamic, c.backend, 1, 1);
+        c.state = State::Skipped;
+        c.reason = Some("minilm is not fetched (`qbench fetch minilm`)".into());
+    }
+    let cmp = compare::compare(&base, &head, &Rules::default());
+    assert_eq!((cmp.regression_count(), cmp.lost_count()), (2, 2));
+    assert!(cmp.cells.iter().filter(|c| c.is_lost()).all(|c| matches!(
+        &c.state,
+        Verdict::Lost(w) if w.contains("measured in base, skipped in head: minilm is not fetched")
+    )));
+    let dir = temp_dir("compare-lost-skipped");
+    let (code, text) = compare_cli(&dir, &base, &head);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("LOST: measured in base, skipped in head: minilm is not fetched"),
+        "{text}"
+    );
+    assert!(text.contains("2 regression(s) (2 lost cell(s))"), "{text}");
+    // Without the flag the loss is reported and the exit code is 0.
+    let (bp, hp) = (dir.join("base.json"), dir.join("head.json"));
+    let out = qbench(&["compare", s(&bp), s(&hp)]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("LOST"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_cell_measured_in_base_and_absent_in_head_is_lost() {
+    let keep = measured("digit-cnn", Method::Static, Backend::Fbgemm, 1);
+    let base = wide(vec![keep.clone(), minilm(Backend::Fbgemm)]);
+    let head = wide(vec![keep]);
+    let cmp = compare::compare(&base, &head, &Rules::default());
+    assert_eq!(cmp.absent_in_head.len(), 1);
+    assert_eq!(cmp.only_in_base, cmp.absent_in_head);
+    assert_eq!((cmp.regression_count(), cmp.lost_count()), (1, 1));
+    let (code, text) = compare_cli(&temp_dir("compare-lost-absent"), &base, &head);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("LOST: minilm/dynamic/fbgemm/b1/t1: measured in base, absent in head"),
+        "{text}"
+    );
+}
+
+#[test]
+fn accuracy_measured_in_base_and_absent_in_head_is_lost() {
+    let base = wide(vec![measured(
+        "digit-cnn",
+        Method::Static,
+        Backend::Fbgemm,
+        1,
+    )]);
+    let mut head = base.clone();
+    let c = &mut head.cells[0];
+    c.accuracy = None;
+    c.agreement = None;
+    for m in [Measure::Accuracy, Measure::Agreement] {
+        c.not_applicable
+            .insert(m, "digit-cnn has no eval set".into());
+    }
+    let cmp = compare::compare(&base, &head, &Rules::default());
+    assert_eq!(cmp.cells[0].state, Verdict::Unchanged);
+    assert!(matches!(
+        &cmp.cells[0].accuracy,
+        Verdict::Lost(w) if w.contains("accuracy measured in base, absent in head (n/a: digit-cnn has no eval set)")
+    ));
+    assert_eq!((cmp.regression_count(), cmp.lost_count()), (1, 1));
+    let (code, text) = compare_cli(&temp_dir("compare-lost-accuracy"), &base, &head);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("LOST: accuracy measured in base, absent in head"),
+        "{text}"
+    );
+    // The other way round (accuracy new in head) is not a regression.
+    let cmp = compare::compare(&head, &base, &Rules::default());
+    assert_eq!(cmp.regression_count(), 0);
+    assert!(matches!(cmp.cells[0].accuracy, Verdict::NotCompared(_)));
+}
+
+#[test]
+fn new_cells_and_cells_never_measured_are_reported_not_failed() {
+    let not_measured = |model: &str, method: Method, state: State, reason: &str| {
+        let mut c = Cell::new(model, method, Backend::Fbgemm, 1, 1);
+        c.state = state;
+        c.reason = Some(reason.into());
+        c
+    };
+    let keep = measured("digit-cnn", Method::Static, Backend::Fbgemm, 1);
+    // Base: a skipped and a failed cell that head drops, and a skipped cell head measures.
+    let base = wide(vec![
+        keep.clone(),
+        not_measured("resnet50", Method::Qat, State::Skipped, "no training split"),
+        not_measured("mlp-mnist", Method::Static, State::Failed, "boom"),
+        not_measured("digit-cnn", Method::Qat, State::Skipped, "not built"),
+    ]);
+    let head = wide(vec![
+        keep,
+        measured("digit-cnn", Method::Qat, Backend::Fbgemm, 1),
+        measured("mlp-mnist", Method::Dynamic, Backend::Fbgemm, 1),
+    ]);
+    let cmp = compare::compare(&base, &head, &Rules::default());
+    assert_eq!(
+        (cmp.regression_count(), cmp.lost_count()),
+        (0, 0),
+        "{cmp:#?}"
+    );
+    assert!(cmp.absent_in_head.is_empty());
+    assert_eq!((cmp.only_in_base.len(), cmp.only_in_head.len()), (2, 1));
+    let qat = cmp
+        .cells
+        .iter()
+        .find(|c| c.key.to_string() == "digit-cnn/qat/fbgemm/b1/t1")
+        .unwrap();
+    assert!(matches!(&qat.state, Verdict::Improvement(w) if w.contains("skipped in base")));
+    let (code, text) = compare_cli(&temp_dir("compare-new"), &base, &head);
+    assert_eq!(code, Some(0), "{text}");
+    for needle in [
+        "new in head: mlp-mnist/dynamic/fbgemm/b1/t1",
+        "only in base (not measured there): resnet50/qat/fbgemm/b1/t1",
+        "only in base (not measured there): mlp-mnist/static/fbgemm/b1/t1",
+        "better: skipped in base, measured in head",
+        "0 regression(s) (0 lost cell(s))",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    assert!(!text.contains("LOST"), "{text}");
 }

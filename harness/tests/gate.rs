@@ -236,6 +236,52 @@ fn exit_codes_and_violation_table() {
 }
 
 #[test]
+fn min_relative_is_violated_where_max_drop_pp_holds() {
+    // A weak fp32 model (50 % top-1) losing 1 point: within a 1.5 pp drop limit, but only
+    // 98 % of fp32, below a 0.99 relative floor. The two rules catch different failures.
+    let mut weak = measured("mlp-mnist", Method::Static, Backend::Fbgemm, 1);
+    set_accuracy(&mut weak, 0.50, 0.49);
+    let dir = temp_dir("gate-relative");
+    let rp = write(&dir, "results.json", &results(vec![weak]));
+    let tp = dir.join("t.toml");
+    std::fs::write(
+        &tp,
+        "[[rule]]\nmethod = \"static\"\nmax_drop_pp = 1.5\nmin_relative = 0.99\n",
+    )
+    .unwrap();
+    let out = qbench(&["gate", s(&rp), "--thresholds", s(&tp)]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    let violated = text
+        .split("VIOLATED\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no violations table:\n{text}"));
+    let rows: Vec<&str> = violated
+        .lines()
+        .filter(|l| l.contains("mlp-mnist/static/fbgemm/b1/t1"))
+        .collect();
+    assert_eq!(rows.len(), 1, "exactly one violation expected:\n{text}");
+    for needle in [
+        "rule[0] (*/static/*)",
+        "min_relative ≥ 0.99",
+        "0.98",
+        "accuracy.relative is 0.98 < 0.99",
+    ] {
+        assert!(rows[0].contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    assert!(
+        text.contains("2 checks: 1 passed, 1 violated"),
+        "the drop limit holds:\n{text}"
+    );
+}
+
+#[test]
 fn a_drop_equal_to_the_limit_passes_despite_rounding() {
     // (0.9906 − 0.9886) × 100 = 0.20000000000000018 in f64.
     let mut c = measured("digit-cnn", Method::Static, Backend::Fbgemm, 1);
