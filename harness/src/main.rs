@@ -124,6 +124,15 @@ enum Command {
         /// Static: calibration images, from the training split.
         #[arg(long, value_name = "N", default_value_t = 1024, value_parser = positive)]
         calib_samples: usize,
+        /// Static, a bare .onnx file: calibrate on this data set's training split (without it, on synthetic noise).
+        #[arg(long, value_enum)]
+        calib_data: Option<DatasetArg>,
+        /// Weights per output channel, whatever the backend's default.
+        #[arg(long, conflicts_with = "per_tensor")]
+        per_channel: bool,
+        /// Weights per tensor, whatever the backend's default.
+        #[arg(long)]
+        per_tensor: bool,
         /// Dynamic: one activation scale per row (token) instead of per tensor.
         #[arg(long)]
         per_row: bool,
@@ -133,7 +142,7 @@ enum Command {
         /// Output file.
         #[arg(short, long, value_name = "FILE.safetensors")]
         out: std::path::PathBuf,
-        /// Static/QAT: also export ONNX in the form `qdq` or `qoperator` to FILE.onnx.
+        /// Also export ONNX to FILE.onnx: `qoperator` (every method) or `qdq` (static and QAT only).
         #[arg(long, num_args = 2, value_names = ["qdq|qoperator", "FILE.onnx"])]
         export_onnx: Vec<String>,
         /// QAT: fine-tuning epochs over the training split [default: 1].
@@ -486,6 +495,9 @@ fn main() -> Result<()> {
             observer,
             skip,
             calib_samples,
+            calib_data,
+            per_channel,
+            per_tensor,
             per_row,
             conv,
             out,
@@ -514,6 +526,17 @@ fn main() -> Result<()> {
             spec.observer = observer;
             spec.skip = skip;
             spec.calib_samples = calib_samples;
+            if calib_data.is_some() && method != Method::Static {
+                anyhow::bail!(
+                    "--calib-data applies to --method static only (this is --method {})",
+                    method.name()
+                );
+            }
+            spec.calib_data = calib_data.map(Into::into);
+            if (per_channel || per_tensor) && method == Method::Fp16 {
+                anyhow::bail!("--per-channel/--per-tensor: fp16 has no int8 weights");
+            }
+            spec.per_channel = (per_channel || per_tensor).then_some(per_channel);
             if per_row {
                 spec.act_scales = ActScales::PerRow;
             }

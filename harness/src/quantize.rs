@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use qbench_models::data::{Dataset, Split, IMAGE_LEN};
+use qbench_models::data::{Dataset, DatasetKind, Split, IMAGE_LEN};
 use qbench_models::ir::Graph;
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::export::{self, Form};
 use qbench_quantizers::fp16::quantize_fp16;
 use qbench_quantizers::observer::ObserverKind;
+use qbench_quantizers::qparams::QSpec;
 use qbench_quantizers::{
     prepare, prepare_qat, quantize_dynamic, save, ActScales, Backend, DynamicOptions, Method,
     QConfig, QConfigMap, QExecutor, QatConfig, QuantizedModel,
@@ -33,6 +34,12 @@ pub struct QuantSpec {
     pub skip: Vec<String>,
     /// Static: calibration images from the training split.
     pub calib_samples: usize,
+    /// Static: the training split to calibrate a bare ONNX file on (`--calib-data`);
+    /// zoo models use their manifest's.
+    pub calib_data: Option<DatasetKind>,
+    /// Weights per output channel (`Some(true)`) or per tensor (`Some(false)`) instead
+    /// of the backend's default (`--per-channel` / `--per-tensor`).
+    pub per_channel: Option<bool>,
     /// Dynamic: per-tensor or per-row activation scales.
     pub act_scales: ActScales,
     /// Dynamic: op types to quantize.
@@ -55,6 +62,8 @@ impl QuantSpec {
             observer: None,
             skip: Vec::new(),
             calib_samples: 1024,
+            calib_data: None,
+            per_channel: None,
             act_scales: ActScales::PerTensor,
             op_types: vec!["Gemm".into(), "MatMul".into()],
             qat: QatConfig::default(),
@@ -64,13 +73,45 @@ impl QuantSpec {
 }
 
 /// Calibration batches of 64 images from the first `n` images of the model's training
-/// split, preprocessed as its manifest says. A model without an eval set (a speed-only
-/// model such as resnet50) is calibrated on seeded uniform noise of its input shape:
-/// good enough to time it, meaningless for accuracy, and said so on stderr.
-pub fn calibration_batches(target: &Target, graph: &Graph, n: usize) -> Result<Vec<Tensor>> {
-    let Some(mut spec) = eval::eval_spec(target, None, false)? else {
+/// split, preprocessed as its manifest says, or, for a bare ONNX file, of `calib_data`'s
+/// training split (the dataset's own normalisation). A model with neither (a speed-only
+/// zoo model such as resnet50, or a file without `--calib-data`) is calibrated on seeded
+/// uniform noise of its input shape: good enough to time it, meaningless for accuracy,
+/// and said so on stderr.
+pub fn calibration_batches(
+    target: &Target,
+    graph: &Graph,
+    n: usize,
+    calib_data: Option<DatasetKind>,
+) -> Result<Vec<Tensor>> {
+    let own = eval::eval_spec(target, None, false)?;
+    let spec = match (own, calib_data) {
+        (Some(spec), Some(d)) if spec.dataset != d => bail!(
+            "--calib-data {}: {} is a zoo model calibrated on its own training split ({}); drop the flag",
+            d.name(),
+            target.name,
+            spec.dataset.name()
+        ),
+        (Some(spec), _) => Some(spec),
+        (None, Some(d)) if target.entry.is_some() => bail!(
+            "--calib-data {}: {} is a speed-only zoo model whose input is not a 28x28 image; drop the flag",
+            d.name(),
+            target.name
+        ),
+        (None, Some(d)) => eval::eval_spec(target, Some(d), false)?,
+        (None, None) => None,
+    };
+    let Some(mut spec) = spec else {
+        let (why, hint) = if target.entry.is_none() {
+            (
+                "is not a zoo model and --calib-data was not given",
+                "; give --calib-data mnist|fashion-mnist to calibrate on real images",
+            )
+        } else {
+            ("has no eval set", "")
+        };
         eprintln!(
-            "note: {} has no eval set; calibrating on synthetic inputs (for speed only)",
+            "note: {} {why}: calibrating on synthetic noise, so the quantized model's accuracy means nothing (fine for timing){hint}",
             target.name
         );
         let batches = n.div_ceil(64).min(4);
@@ -121,8 +162,9 @@ pub fn build(
             opts.act_scales = spec.act_scales;
             opts.skip = spec.skip.clone();
             opts.op_types = spec.op_types.clone();
-            opts.per_channel =
-                spec.backend.per_channel_weights() && spec.backend != Backend::Fbgemm;
+            opts.per_channel = spec
+                .per_channel
+                .unwrap_or_else(|| dynamic_per_channel(spec.backend));
             quantize_dynamic(graph, &opts)?
         }
         Method::Fp16 => quantize_fp16(graph)?,
@@ -131,11 +173,14 @@ pub fn build(
             if let Some(obs) = spec.observer {
                 config = config.with_activation_observer(obs);
             }
+            if let Some(pc) = spec.per_channel {
+                config.weight.spec = QSpec::weight_qint8(pc.then_some(0));
+            }
             let mut map = QConfigMap::global(config);
             for s in &spec.skip {
                 map = map.set_layer(s, None);
             }
-            let batches = calibration_batches(target, graph, spec.calib_samples)?;
+            let batches = calibration_batches(target, graph, spec.calib_samples, spec.calib_data)?;
             let mut prepared = prepare(graph, spec.backend, map)?;
             prepared.calibrate(batches.iter(), |done, total| {
                 if done == total || done % 8 == 0 {
@@ -148,6 +193,9 @@ pub fn build(
             let mut config = QConfig::qat_preset(spec.backend);
             if let Some(obs) = spec.observer {
                 config = config.with_activation_observer(obs);
+            }
+            if let Some(pc) = spec.per_channel {
+                config.weight.spec = QSpec::weight_qint8(pc.then_some(0));
             }
             let mut map = QConfigMap::global(config);
             for s in &spec.skip {
@@ -202,6 +250,14 @@ pub fn build(
     };
     model.recipe.source = target.name.clone();
     Ok((model, start.elapsed()))
+}
+
+/// Dynamic quantization's default weight granularity per backend: per channel under
+/// vnni, per tensor under fbgemm (PyTorch's `default_dynamic_qconfig`) and qnnpack (its
+/// kernels' per-tensor weights). Static and QAT follow the preset
+/// ([`Backend::per_channel_weights`]: per channel under fbgemm and vnni).
+pub fn dynamic_per_channel(backend: Backend) -> bool {
+    backend.per_channel_weights() && backend != Backend::Fbgemm
 }
 
 /// `qbench quantize`'s QAT flags as given (`None`: not given).

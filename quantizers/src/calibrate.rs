@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use qbench_models::ir::{Graph, Op};
 use qbench_models::tensor::Tensor;
 
-use crate::error::{QuantError, Result};
+use crate::error::{check_finite, QuantError, Result};
 use crate::fuse::fold_batch_norms;
 use crate::layers::{float_layer, quantize_layer, sole_relu_reader, FloatLayer};
 use crate::model::{ActScales, Method, QuantizedModel, Recipe};
@@ -37,6 +37,9 @@ pub struct Prepared {
     fused: Vec<(String, String)>,
     layers: Vec<Planned>,
     observers: BTreeMap<String, Box<dyn Observer>>,
+    /// The observed tensors in graph order (the order `prepare` met them), so that a NaN
+    /// or Inf, which propagates downstream, is reported at the first layer that sees it.
+    order: Vec<String>,
     probe: Probe,
     samples: usize,
     method: Method,
@@ -55,10 +58,12 @@ pub fn prepare(graph: &Graph, backend: Backend, qconfig: QConfigMap) -> Result<P
     let (g, fused) = fold_batch_norms(&crate::fuse::fold_constants(graph)?)?;
     let mut layers = Vec::new();
     let mut observers: BTreeMap<String, Box<dyn Observer>> = BTreeMap::new();
+    let mut order = Vec::new();
     let mut observe = |t: &str, cfg: &QConfig, layer: &str| -> Result<()> {
         if !observers.contains_key(t) {
             let obs = cfg.activation.observer.build(cfg.activation.spec, layer)?;
             observers.insert(t.to_string(), obs);
+            order.push(t.to_string());
         }
         Ok(())
     };
@@ -67,6 +72,12 @@ pub fn prepare(graph: &Graph, backend: Backend, qconfig: QConfigMap) -> Result<P
             continue;
         };
         if let Some(fl) = float_layer(&g, node) {
+            // Bad weights are named now, as weights, not later as the NaN activations
+            // they would cause downstream during calibration.
+            check_finite(&fl.node, "weights", &fl.weight)?;
+            if let Some(b) = &fl.bias {
+                check_finite(&fl.node, "bias", b)?;
+            }
             let relu = sole_relu_reader(&g, &fl.output)
                 .filter(|r| qconfig.config_for(&r.name, "Relu").is_some());
             let out = relu.map_or(fl.output.clone(), |r| r.outputs[0].clone());
@@ -95,6 +106,7 @@ pub fn prepare(graph: &Graph, backend: Backend, qconfig: QConfigMap) -> Result<P
         fused: fused.into_iter().map(|f| (f.conv, f.batch_norm)).collect(),
         layers,
         observers,
+        order,
         probe,
         samples: 0,
         method: Method::Static,
@@ -128,11 +140,15 @@ impl Prepared {
             .unwrap_or_default();
         for (i, batch) in batches.enumerate() {
             let all = self.probe.run(&[(input.clone(), batch.clone())])?;
-            for (t, obs) in self.observers.iter_mut() {
+            for t in &self.order {
                 let v = all.get(t).ok_or_else(|| QuantError::Config {
                     key: t.clone(),
                     msg: "observed tensor was not computed".into(),
                 })?;
+                let obs = self
+                    .observers
+                    .get_mut(t)
+                    .expect("every ordered tensor is observed");
                 obs.observe(v.shape(), v.f32s()?)?;
             }
             self.samples += batch.shape().first().copied().unwrap_or(0);

@@ -8,7 +8,10 @@
 //! - affine: `scale = (max − min) / (qmax − qmin)`, `zp = qmin − round(min / scale)`,
 //!   clamped to the grid;
 //! - symmetric: `scale = max(|min|, max) / ((qmax − qmin) / 2)`, `zp = 0` for signed
-//!   grids and the grid's midpoint `(qmin + qmax) / 2` (floor) for unsigned ones;
+//!   grids; for unsigned ones 128 on the full 0..=255 grid and the rounded-down midpoint
+//!   `(qmin + qmax) / 2` on any narrower grid (PyTorch: 128 unless the observer was given
+//!   a customized `quant_min`/`quant_max`; it refuses reduce_range for symmetric quint8,
+//!   which here is just a narrower grid);
 //! - scales below f32 epsilon are raised to it, so a constant (zero-range) tensor still
 //!   gets a valid, finite scale.
 //!
@@ -146,6 +149,9 @@ impl QSpec {
                 let scale = (amax / ((qmax - qmin) / 2.0)).max(MIN_SCALE);
                 let zp = match self.dtype {
                     QDType::QInt8 => 0,
+                    // PyTorch's `_calculate_qparams`: 128 on the default quint8 range,
+                    // (quant_min + quant_max) // 2 on a customized one.
+                    QDType::QUInt8 if (self.qmin, self.qmax) == self.dtype.full_range() => 128,
                     QDType::QUInt8 => (self.qmin + self.qmax).div_euclid(2),
                 };
                 (scale, zp)
@@ -342,7 +348,17 @@ mod tests {
             symmetry: Symmetry::Symmetric,
             ..unsigned
         };
-        assert_eq!(sym_u8.qparams_for_range(-1.0, 1.0).1, 127);
+        // PyTorch (`MinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_symmetric)`)
+        // puts the zero point at 128, not the floor midpoint 127, on the full range ...
+        let (scale, zp) = sym_u8.qparams_for_range(-1.0, 1.0);
+        assert_eq!((scale, zp), (1.0 / 127.5, 128));
+        // ... so 0 is 128 and ±0.5 are 128 ± 64 (0.5 · 127.5 = 63.75).
+        assert_eq!(quantize(0.0, scale, zp, 0, 255), 128);
+        assert_eq!(quantize(0.5, scale, zp, 0, 255), 192);
+        assert_eq!(quantize(-0.5, scale, zp, 0, 255), 64);
+        // and at (quant_min + quant_max) // 2 on a customized range (here 4 bits: 0..=15).
+        let sym_u4 = sym_u8.with_bits(4).unwrap();
+        assert_eq!(sym_u4.qparams_for_range(-1.0, 1.0), (1.0 / 7.5, 7));
     }
 
     #[test]

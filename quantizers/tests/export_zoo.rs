@@ -1,5 +1,5 @@
 //! Every zoo model under every scheme, exported as ONNX and run in tract-onnx, against
-//! our executor on the same inputs: static (QOperator form) and dynamic
+//! our executor on the same inputs: static (both forms, QOperator and QDQ) and dynamic
 //! (DynamicQuantizeLinear or its 7-bit spelling + MatMulInteger) under fbgemm, vnni and
 //! qnnpack, and fp16 (FLOAT16 weights). The tolerance is the policy of
 //! `qbench_quantizers::export::tract_check` (`TractCheck::passes`); each test prints the
@@ -70,19 +70,25 @@ fn ops(model: &QuantizedModel) -> Vec<String> {
         .collect()
 }
 
-/// Runs the check and asserts the policy; returns the figures for further assertions.
-fn agree(what: &str, model: &QuantizedModel, x: &Tensor) -> tract_check::TractCheck {
-    let r = tract_check::check(model, Form::QOperator, std::slice::from_ref(x))
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+/// Runs the check of `form` and asserts the policy; returns the figures for further
+/// assertions.
+fn agree_in(form: Form, what: &str, model: &QuantizedModel, x: &Tensor) -> tract_check::TractCheck {
+    let r = tract_check::check(model, form, std::slice::from_ref(x))
+        .unwrap_or_else(|e| panic!("{what} ({form:?}): {e}"));
     eprintln!(
-        "{what}: max {:.3} LSB, {:.2} % of elements differ, argmax {:.1} % of {} rows",
+        "{what} ({form:?}): max {:.3} LSB, {:.2} % of elements differ, argmax {:.1} % of {} rows",
         r.max_lsb,
         100.0 * r.diff_fraction,
         100.0 * r.argmax_agreement,
         r.rows
     );
-    assert!(r.passes(), "{what}: {r:?}");
+    assert!(r.passes(), "{what} ({form:?}): {r:?}");
     r
+}
+
+/// The QOperator check (the only form dynamic and fp16 models have).
+fn agree(what: &str, model: &QuantizedModel, x: &Tensor) -> tract_check::TractCheck {
+    agree_in(Form::QOperator, what, model, x)
 }
 
 /// Every scheme of one model: static and dynamic under the three backends, and fp16.
@@ -96,6 +102,14 @@ fn every_scheme(name: &str, g: &Graph, calib: &[Tensor], x: &Tensor) {
             "{name} static: no int8 op in {o:?}"
         );
         agree(&format!("{name} static/{}", backend.name()), &m, x);
+        // The QDQ form of the same model, held to the QDQ bound of the policy.
+        let r = agree_in(
+            Form::Qdq,
+            &format!("{name} static/{}", backend.name()),
+            &m,
+            x,
+        );
+        assert_eq!(r.form, Form::Qdq);
 
         let d = quantize_dynamic(g, &DynamicOptions::new(backend)).unwrap();
         let o = ops(&d);

@@ -1,12 +1,14 @@
-//! Observers against independent computations on known distributions: PyTorch's own
-//! numbers for Histogram, sorting for Percentile, a literal KL search for Entropy, a
-//! brute-force search on the raw values for MSE, and the common contract (no data, NaN/Inf,
-//! constant tensors, batching) for every kind.
+//! Observers against independent computations on known distributions: sorting for MinMax
+//! and PerChannelMinMax (per channel from the values as generated), an f64 moving average
+//! of sorted batch extremes for MovingAverageMinMax, PyTorch's own numbers for Histogram,
+//! sorting for Percentile, a literal KL search for Entropy, a brute-force search on the
+//! raw values for MSE, and the common contract (no data, NaN/Inf, constant tensors,
+//! batching) for every kind.
 
 use qbench_quantizers::observer::{
     Entropy, Histogram, Mse, Observer, ObserverKind, Percentile, ENTROPY_LEVELS, MSE_STEPS,
 };
-use qbench_quantizers::qparams::{QParams, QSpec};
+use qbench_quantizers::qparams::{Granularity, QDType, QParams, QSpec};
 use qbench_quantizers::QuantError;
 
 /// splitmix64; uniform in [0, 1) from the top 53 bits. The PyTorch fixture below was made
@@ -593,5 +595,167 @@ fn entropy_and_mse_stay_close_to_the_single_batch_answer_when_the_range_grows() 
                 covered(&one)
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------- the min/max family
+
+/// Min and max of `values` by sorting (independent of the observers' running fold).
+fn sorted_extremes(values: &[f32]) -> (f32, f32) {
+    let mut v = values.to_vec();
+    v.sort_by(f32::total_cmp);
+    (v[0], v[v.len() - 1])
+}
+
+/// Ten batches of 5,000 values whose distribution drifts: uniform, then normal with a
+/// growing spread and a moving centre, so running, averaged and last-batch ranges differ.
+fn drifting_batches() -> Vec<Vec<f32>> {
+    (0..10u64)
+        .map(|i| {
+            if i % 2 == 0 {
+                uniform(100 + i, 5_000, -1.0 - 0.3 * i as f64, 2.0 + 0.1 * i as f64)
+            } else {
+                let shift = 0.25 * i as f32;
+                gauss(100 + i, 5_000, 0.5 + 0.1 * i as f64)
+                    .into_iter()
+                    .map(|x| x + shift)
+                    .collect()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn minmax_keeps_the_running_extremes_of_seeded_uniform_and_normal_batches() {
+    let batches = drifting_batches();
+    let all: Vec<f32> = batches.concat();
+    let (lo, hi) = sorted_extremes(&all);
+    // The data really spans several batches' extremes (not all from one batch).
+    let argmin = batches.iter().position(|b| b.contains(&lo)).unwrap();
+    let argmax = batches.iter().position(|b| b.contains(&hi)).unwrap();
+    assert_ne!(argmin, argmax);
+    let refs: Vec<&[f32]> = batches.iter().map(Vec::as_slice).collect();
+    for spec in specs() {
+        let qp = observe_all(ObserverKind::MinMax, spec, &refs);
+        assert_eq!(qp, spec.qparams(&[lo], &[hi]), "{spec:?}");
+    }
+    // Symmetric qint8, PyTorch's formula written out: scale = max(|min|, max) / 127.5.
+    let qp = observe_all(ObserverKind::MinMax, QSpec::weight_qint8(None), &refs);
+    assert_eq!(qp.scales, vec![lo.abs().max(hi) / 127.5]);
+    assert_eq!(qp.zero_points, vec![0]);
+}
+
+#[test]
+fn moving_average_minmax_follows_the_ema_of_each_batchs_extremes() {
+    let batches = drifting_batches();
+    let refs: Vec<&[f32]> = batches.iter().map(Vec::as_slice).collect();
+    let spec = QSpec::activation_quint8(false);
+    for c in [0.01f32, 0.3, 1.0] {
+        // PyTorch: the first batch sets the range, then x ← x + c·(batch − x); in f64 here.
+        let mut ema: Option<(f64, f64)> = None;
+        for b in &batches {
+            let (lo, hi) = sorted_extremes(b);
+            let (lo, hi) = (f64::from(lo), f64::from(hi));
+            let c = f64::from(c);
+            ema = Some(match ema {
+                None => (lo, hi),
+                Some((a, z)) => (a + c * (lo - a), z + c * (hi - z)),
+            });
+        }
+        let (lo, hi) = ema.unwrap();
+        let want = spec.qparams(&[lo as f32], &[hi as f32]);
+        let kind = ObserverKind::MovingAverageMinMax {
+            averaging_constant: c,
+        };
+        let got = observe_all(kind, spec, &refs);
+        let rel = (got.scales[0] / want.scales[0] - 1.0).abs();
+        assert!(
+            rel < 1e-5,
+            "c = {c}: scale {} vs {}",
+            got.scales[0],
+            want.scales[0]
+        );
+        assert!(
+            (got.zero_points[0] - want.zero_points[0]).abs() <= 1,
+            "c = {c}: zp {} vs {}",
+            got.zero_points[0],
+            want.zero_points[0]
+        );
+        if c == 1.0 {
+            // c = 1 is the last batch's range alone (PyTorch's dynamic-quantization use).
+            let (lo, hi) = sorted_extremes(batches.last().unwrap());
+            assert_eq!(got, spec.qparams(&[lo], &[hi]));
+        } else {
+            // The average lags the running extremes on drifting data.
+            let minmax = observe_all(ObserverKind::MinMax, spec, &refs);
+            assert!(got.scales[0] < minmax.scales[0], "c = {c}");
+        }
+    }
+}
+
+#[test]
+fn per_channel_minmax_matches_each_channels_extremes_along_the_axis() {
+    // Activations [N, C, H, W] per channel on axis 1 and weights [C, K] on axis 0, each
+    // channel from its own distribution, over three batches. The expected extremes are
+    // taken from the values as generated per channel, before they were laid out in the
+    // tensor, so the observer's indexing is checked too.
+    let mut rng_seed = 300;
+    let mut channel_values = |c: usize, n: usize| -> Vec<f32> {
+        rng_seed += 1;
+        match c % 3 {
+            0 => uniform(rng_seed, n, -0.1 * (c + 1) as f64, 0.5 * (c + 1) as f64),
+            1 => gauss(rng_seed, n, 0.2 * (c + 1) as f64),
+            // ReLU-like: non-negative only, so the range's min is clamped to 0.
+            _ => gauss(rng_seed, n, 1.0)
+                .into_iter()
+                .map(|x| x.max(0.0))
+                .collect(),
+        }
+    };
+    for (shape, axis) in [(vec![4usize, 5, 3, 3], 1usize), (vec![6, 40], 0)] {
+        let channels = shape[axis];
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product();
+        let mut per_channel: Vec<Vec<f32>> = vec![Vec::new(); channels];
+        let mut batches = Vec::new();
+        for _ in 0..3 {
+            let fresh: Vec<Vec<f32>> = (0..channels)
+                .map(|c| channel_values(c, outer * inner))
+                .collect();
+            let mut data = vec![0f32; outer * channels * inner];
+            for (c, vals) in fresh.iter().enumerate() {
+                for o in 0..outer {
+                    for i in 0..inner {
+                        data[(o * channels + c) * inner + i] = vals[o * inner + i];
+                    }
+                }
+                per_channel[c].extend(vals);
+            }
+            batches.push(data);
+        }
+        let (mins, maxs): (Vec<f32>, Vec<f32>) =
+            per_channel.iter().map(|v| sorted_extremes(v)).unzip();
+        for base in [QSpec::activation_quint8(false), QSpec::weight_qint8(None)] {
+            let spec = QSpec {
+                granularity: Granularity::PerChannel { axis },
+                ..base
+            };
+            let mut obs = ObserverKind::MinMax.build(spec, "conv").unwrap();
+            for b in &batches {
+                obs.observe(&shape, b).unwrap();
+            }
+            let qp = obs.qparams().unwrap();
+            assert_eq!(qp, spec.qparams(&mins, &maxs), "{shape:?} {spec:?}");
+            if base.dtype == QDType::QInt8 {
+                let want: Vec<f32> = mins
+                    .iter()
+                    .zip(&maxs)
+                    .map(|(lo, hi)| lo.abs().max(*hi) / 127.5)
+                    .collect();
+                assert_eq!(qp.scales, want, "{shape:?}");
+            }
+        }
+        // The channels really differ, so a per-tensor answer would not pass.
+        assert!(maxs.iter().any(|m| *m != maxs[0]));
     }
 }

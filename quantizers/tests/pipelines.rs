@@ -380,20 +380,45 @@ fn bad_inputs_are_clear_errors() {
     let prepared = prepare(&g, Backend::Fbgemm, minmax_config(Backend::Fbgemm)).unwrap();
     let err = prepared.convert().unwrap_err().to_string();
     assert!(err.contains("calibration set is empty"), "{err}");
-    let mut prepared = prepare(&g, Backend::Fbgemm, minmax_config(Backend::Fbgemm)).unwrap();
-    let mut bad = batches(1, 2, 1);
-    bad[0].f32s_mut().unwrap()[3] = f32::NAN;
-    let err = prepared.calibrate(bad.iter(), |_, _| {}).unwrap_err();
-    assert!(
-        matches!(err, QuantError::NonFinite { .. } | QuantError::Model(_)),
-        "{err}"
-    );
-    let mut g2 = g.clone();
-    g2.initializers.get_mut("w2").unwrap().f32s_mut().unwrap()[0] = f32::INFINITY;
-    let err = quantize_dynamic(&g2, &DynamicOptions::new(Backend::Fbgemm))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("\"fc\"") && err.contains("inf"), "{err}");
+    // NaN or Inf in the calibration data: named at the first layer that reads it ("conv"),
+    // although it propagates to every later observed tensor (and "f", read by "fc", sorts
+    // before "x" by name).
+    for (bad_value, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf")] {
+        let mut prepared = prepare(&g, Backend::Fbgemm, minmax_config(Backend::Fbgemm)).unwrap();
+        let mut bad = batches(2, 2, 1);
+        bad[1].f32s_mut().unwrap()[3] = bad_value;
+        let err = prepared.calibrate(bad.iter(), |_, _| {}).unwrap_err();
+        assert!(
+            matches!(&err, QuantError::NonFinite { layer, index: 3, .. } if layer == "conv"),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("layer \"conv\"") && msg.contains(shown),
+            "{msg}"
+        );
+    }
+    // NaN or Inf in a weight: named at its layer, as weights, by `prepare` (before any
+    // calibration) and by the dynamic pipeline.
+    for (w, layer) in [("w1", "conv"), ("w2", "fc")] {
+        for (bad_value, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf")] {
+            let mut g2 = g.clone();
+            g2.initializers.get_mut(w).unwrap().f32s_mut().unwrap()[1] = bad_value;
+            let err = prepare(&g2, Backend::Fbgemm, minmax_config(Backend::Fbgemm))
+                .err()
+                .unwrap();
+            assert!(
+                matches!(&err, QuantError::NonFinite { layer: l, what: "weights", index: 1, .. } if l == layer),
+                "static, {w} = {bad_value}: {err:?}"
+            );
+            assert!(err.to_string().contains(shown), "{err}");
+            if w == "w2" {
+                let opts = DynamicOptions::new(Backend::Fbgemm);
+                let err = quantize_dynamic(&g2, &opts).unwrap_err().to_string();
+                assert!(err.contains("\"fc\"") && err.contains(shown), "{err}");
+            }
+        }
+    }
     let map = minmax_config(Backend::Fbgemm).set_layer("nope", None);
     let err = prepare(&g, Backend::Fbgemm, map).err().unwrap().to_string();
     assert!(err.contains("nope"), "{err}");
