@@ -388,6 +388,14 @@ fn activations_match_their_formulas() {
         for (&a, &v) in y.f32s().unwrap().iter().zip(&xs) {
             assert!((a - f(v)).abs() < 1e-6, "{op:?} at {v}");
         }
+        // NaN stays NaN through every activation (ONNX and PyTorch semantics): a NaN
+        // turned into 0 would hide bad input from the checks downstream.
+        let y = run(&g, Tensor::new(vec![1, 7], vec![f32::NAN; 7]).unwrap());
+        assert!(
+            y.f32s().unwrap().iter().all(|v| v.is_nan()),
+            "{op:?} swallowed NaN: {:?}",
+            y.f32s().unwrap()
+        );
     }
     // Clip with bounds as inputs (opset ≥ 11).
     let g = graph(

@@ -1127,7 +1127,8 @@ fn run_step(kind: &Kind, args: &[&QVal]) -> Result<Vec<QVal>> {
             let mut out = vec![0f32; rows * b.n()];
             qbench_kernels::gemm::gemm_dequant(&a, b, &p, &mut out, b.n())?;
             if *relu {
-                out.iter_mut().for_each(|v| *v = v.max(0.0));
+                out.iter_mut()
+                    .for_each(|v| *v = qbench_models::exec::relu(*v));
             }
             let mut shape = x.shape.clone();
             *shape.last_mut().unwrap_or(&mut 0) = b.n();
@@ -1154,7 +1155,8 @@ fn run_step(kind: &Kind, args: &[&QVal]) -> Result<Vec<QVal>> {
             };
             conv_dequant(&x.data, shape, z, conv, &p, &mut out)?;
             if *relu {
-                out.iter_mut().for_each(|v| *v = v.max(0.0));
+                out.iter_mut()
+                    .for_each(|v| *v = qbench_models::exec::relu(*v));
             }
             let nhwc = Tensor::new(vec![os.n, os.h, os.w, os.c], out)?;
             vec![QVal::F32(nhwc.transposed(&[0, 3, 1, 2])?)]

@@ -566,6 +566,29 @@ fn scalar_arg(args: &mut [Option<Cow<Val>>], i: usize) -> Result<Option<f32>> {
     }
 }
 
+/// `max(x, 0)` that keeps NaN (as PyTorch and ONNX do): `f32::max` would turn a NaN into
+/// 0 and hide bad input from every check downstream.
+#[inline(always)]
+pub fn relu(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// Clip to `[lo, hi]`, keeping NaN (as ONNX Clip does), for the same reason as [`relu`].
+#[inline(always)]
+fn clip(x: f32, lo: f32, hi: f32) -> f32 {
+    if x < lo {
+        lo
+    } else if x > hi {
+        hi
+    } else {
+        x
+    }
+}
+
 fn map_in_place(v: Cow<Val>, f: impl Fn(f32) -> f32) -> Result<Val> {
     let mut v = v.into_owned();
     for x in v.t.f32s_mut()? {
@@ -672,7 +695,7 @@ fn eval(
             let mut out = vec![0f32; os.len()];
             packed.run(x.f32s()?, shape, &mut out, threads)?;
             if *relu {
-                out.iter_mut().for_each(|v| *v = v.max(0.0));
+                out.iter_mut().for_each(|v| *v = self::relu(*v));
             }
             one(Val {
                 t: Tensor::new(vec![os.n, os.h, os.w, os.c], out)?,
@@ -767,7 +790,7 @@ fn eval(
             ops::channel_affine(v.t.f32s_mut()?, &shape, v.nhwc, &s, &b);
             one(v)
         }
-        Op::Relu => one(map_in_place(arg(a, 0)?, |x| x.max(0.0))?),
+        Op::Relu => one(map_in_place(arg(a, 0)?, relu)?),
         Op::Clip { min, max } => {
             let x = arg(a, 0)?;
             let lo = match min {
@@ -778,7 +801,7 @@ fn eval(
                 Some(m) => *m,
                 None => scalar_arg(a, 2)?.unwrap_or(f32::INFINITY),
             };
-            one(map_in_place(x, move |v| v.max(lo).min(hi))?)
+            one(map_in_place(x, move |v| clip(v, lo, hi))?)
         }
         Op::Sigmoid => one(map_in_place(arg(a, 0)?, |x| 1.0 / (1.0 + (-x).exp()))?),
         Op::HardSigmoid { alpha, beta } => {
