@@ -147,8 +147,7 @@ fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_re
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("| Method | Size | Speed | Accuracy |"), "{md}");
-    assert!(md.contains("| fp32 | 1.00x"), "{md}");
+    check_report_rows(&r, &md_rows(&md), "report.md");
 
     // A second sweep into the same directory refuses rather than overwriting.
     let mut again: Vec<&str> = QUICK.to_vec();
@@ -251,17 +250,10 @@ fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_re
     ] {
         assert!(html.contains(&format!("aria-label=\"{title}\"")), "{title}");
     }
-    assert!(report("md").contains("## digit-cnn — fbgemm, batch 1"));
-    let table = report("table");
-    assert!(
-        table.contains("digit-cnn — fbgemm, batch 1, 1 thread"),
-        "{table}"
-    );
-    // One tabled row per cell, its method in the first column.
-    for c in &back.cells {
-        let row = format!("│ {:<8}│", c.method.as_str());
-        assert!(table.contains(&row), "{row:?} in {table}");
-    }
+    // The markdown and terminal tables, parsed back into rows and columns, say what the
+    // results file says.
+    check_report_rows(&back, &md_rows(&report("md")), "md");
+    check_report_rows(&back, &table_rows(&report("table")), "table");
 
     let o = qbench(&["report", path.to_str().unwrap(), "--format", "pdf"]);
     assert!(!o.status.success());
@@ -420,5 +412,267 @@ fn minilm_without_its_weights_is_skipped_with_the_fetch_message_not_a_failed_pla
             line.contains("skip:") && line.contains("qbench fetch minilm"),
             "{line}"
         );
+    }
+}
+
+/// A report's rows parsed back: (section heading, method) → column name → text. A
+/// section's tables are joined: each names its method in the first column.
+type Rows =
+    std::collections::BTreeMap<(String, String), std::collections::BTreeMap<String, String>>;
+
+/// The rows of every table in a markdown report, under the `## ` heading they follow.
+fn md_rows(md: &str) -> Rows {
+    let split = |line: &str| -> Vec<String> {
+        let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
+        inner.split('|').map(|c| c.trim().to_owned()).collect()
+    };
+    let mut rows = Rows::new();
+    let mut section = String::new();
+    let mut table: Vec<Vec<String>> = Vec::new();
+    for line in md.lines().chain([""]) {
+        if let Some(h) = line.strip_prefix("## ") {
+            section = h.to_owned();
+        } else if line.starts_with('|') {
+            table.push(split(line));
+        } else if !table.is_empty() {
+            let (header, sep) = (&table[0], &table[1]);
+            assert!(sep.iter().all(|c| c == "---"), "not a table: {table:?}");
+            for row in &table[2..] {
+                assert_eq!(row.len(), header.len(), "{section}: {row:?}");
+                let cols = rows.entry((section.clone(), row[0].clone())).or_default();
+                for (h, v) in header.iter().zip(row) {
+                    cols.insert(h.clone(), v.clone());
+                }
+            }
+            table.clear();
+        }
+    }
+    rows
+}
+
+/// The rows of the terminal report (tabled, rounded style) under the section line before
+/// each table.
+fn table_rows(text: &str) -> Rows {
+    let mut rows = Rows::new();
+    let mut section = String::new();
+    let mut header: Option<Vec<String>> = None;
+    for line in text.lines() {
+        if line.starts_with('│') {
+            let cells: Vec<String> = line
+                .trim_matches('│')
+                .split('│')
+                .map(|c| c.trim().to_owned())
+                .collect();
+            match &header {
+                None => header = Some(cells),
+                Some(h) => {
+                    assert_eq!(cells.len(), h.len(), "{section}: {line}");
+                    let cols = rows.entry((section.clone(), cells[0].clone())).or_default();
+                    for (h, v) in h.iter().zip(&cells) {
+                        cols.insert(h.clone(), v.clone());
+                    }
+                }
+            }
+        } else if line.starts_with('╰') {
+            header = None;
+        } else if !line.starts_with(['╭', '├'])
+            && !line.trim().is_empty()
+            && !line.starts_with("  - ")
+        {
+            section = line.trim().to_owned();
+        }
+    }
+    rows
+}
+
+/// `text` as a number, or a panic naming what was parsed.
+fn num(text: &str, what: &str) -> f64 {
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{what}: {text:?} is not a number: {e}"))
+}
+
+/// `printed` (a value printed with `decimals` decimals) is `value`.
+fn close(printed: f64, value: f64, decimals: i32, what: &str) {
+    let tol = 0.5 * 10f64.powi(-decimals) + 1e-9;
+    assert!(
+        (printed - value).abs() <= tol,
+        "{what}: the report says {printed}, results.json {value}"
+    );
+}
+
+/// Every cell of `r` has its row in `rows` (one row per cell, no others), and each
+/// column holds the cell's value as results.json has it.
+fn check_report_rows(r: &Results, rows: &Rows, format: &str) {
+    use qbench::results::Measure;
+    assert_eq!(
+        rows.len(),
+        r.cells.len(),
+        "{format}: one row per cell: {rows:?}"
+    );
+    for c in &r.cells {
+        let section = format!(
+            "{} — {}, batch {}, {} thread{}",
+            c.model,
+            c.backend.as_str(),
+            c.batch,
+            c.threads,
+            if c.threads == 1 { "" } else { "s" }
+        );
+        let row = rows
+            .get(&(section.clone(), c.method.as_str().to_owned()))
+            .unwrap_or_else(|| panic!("{format}: no row {section} / {:?}", c.method));
+        let what = |col: &str| format!("{format} {section} {} {col}", c.method.as_str());
+        let absent = |m: Measure| match c.state {
+            State::Skipped => "skipped",
+            State::Failed => "failed",
+            State::Measured if c.not_applicable.contains_key(&m) => "n/a",
+            State::Measured => "—",
+        };
+        for (col, text) in row {
+            let w = what(col);
+            match col.as_str() {
+                "Method" => {}
+                "Size" => match (c.size_ratio, c.size_bytes) {
+                    (Some(ratio), Some(bytes)) => {
+                        let (x, rest) = text.split_once("x (").expect(&w);
+                        close(num(x, &w), ratio, 2, &w);
+                        let (v, unit) = rest.trim_end_matches(')').split_once(' ').expect(&w);
+                        let scale = match unit {
+                            "KiB" => 1024.0,
+                            "MiB" => 1024.0 * 1024.0,
+                            other => panic!("{w}: unit {other}"),
+                        };
+                        close(num(v, &w), bytes as f64 / scale, 1, &w);
+                    }
+                    _ => assert_eq!(text, absent(Measure::Size), "{w}"),
+                },
+                "Speed" => match (c.speedup_vs_fp32, &c.latency_ms) {
+                    (Some(s), Some(l)) => {
+                        let (x, rest) = text.split_once("x (").expect(&w);
+                        close(num(x, &w), s, 2, &w);
+                        let (ms, band) = rest.split_once(" ms ±").expect(&w);
+                        close(num(ms, &w), l.median, 3, &w);
+                        close(
+                            num(band.trim_end_matches(" %)"), &w),
+                            50.0 * l.spread,
+                            0,
+                            &w,
+                        );
+                    }
+                    _ => assert_eq!(text, absent(Measure::Speed), "{w}"),
+                },
+                "Accuracy" => match &c.accuracy {
+                    Some(a) => {
+                        let (rel, rest) = text.split_once(" % (").expect(&w);
+                        close(num(rel, &w), 100.0 * a.relative, 2, &w);
+                        let (v, metric) = rest.split_once(" % ").expect(&w);
+                        close(num(v, &w), 100.0 * a.value, 2, &w);
+                        assert_eq!(metric.trim_end_matches(')'), a.metric, "{w}");
+                    }
+                    None => assert_eq!(text, absent(Measure::Accuracy), "{w}"),
+                },
+                "Kernel" => assert_eq!(
+                    Some(text.as_str()),
+                    c.kernel.as_deref().or(Some("—")),
+                    "{w}"
+                ),
+                "Drop (pp)" => match &c.accuracy {
+                    Some(a) => close(num(text, &w), a.drop_pp, 2, &w),
+                    None => assert_eq!(text, "—", "{w}"),
+                },
+                "Agreement" => match c.agreement {
+                    Some(a) => close(num(text.trim_end_matches(" %"), &w), 100.0 * a, 2, &w),
+                    None => assert_eq!(text, "—", "{w}"),
+                },
+                "Worst layer SQNR" => match &c.sqnr {
+                    Some(q) => {
+                        let (db, layer) = text.split_once(" dB (").expect(&w);
+                        close(num(db, &w), q.worst_db, 1, &w);
+                        assert_eq!(layer.trim_end_matches(')'), q.worst_layer, "{w}");
+                    }
+                    None => assert_eq!(text, "—", "{w}"),
+                },
+                "Quantize (s)" => match c.quantize_s {
+                    Some(q) => close(num(text, &w), q, 2, &w),
+                    None => assert_eq!(text, "—", "{w}"),
+                },
+                "tract (ms)" => match &c.tract {
+                    Some(t) => {
+                        let (times, ours) = match text.split_once(" (ours ") {
+                            Some((a, b)) => (a, Some(b.trim_end_matches(')'))),
+                            None => (text.as_str(), None),
+                        };
+                        match (ours, t.ours_ms) {
+                            (Some(o), Some(v)) => close(num(o, &w), v, 3, &w),
+                            (None, None) => {}
+                            other => panic!("{w}: ours {other:?}"),
+                        }
+                        let parts: Vec<&str> = times.split(", ").collect();
+                        let ms = |p: &str, name: &str, v: Option<f64>| {
+                            let value = p.strip_prefix(&format!("{name} ")).expect(&w);
+                            match v {
+                                Some(v) => close(num(value, &w), v, 3, &w),
+                                None => assert_eq!(value, "—", "{w}"),
+                            }
+                        };
+                        ms(parts[0], "fp32", t.fp32_ms);
+                        if c.method == Method::Fp32 {
+                            assert_eq!(parts.len(), 1, "{w}");
+                        } else {
+                            ms(parts[1], c.method.as_str(), t.int8_ms);
+                        }
+                    }
+                    None => assert_eq!(text, absent(Measure::Tract), "{w}"),
+                },
+                "tract agreement" => {
+                    match c.tract.as_ref().map(|t| (t.agreement, t.agreement_fp32)) {
+                        Some((Some(a), f)) => {
+                            let (own, vs) = match text.split_once(" (vs fp32 ") {
+                                Some((a, b)) => (a, Some(b.trim_end_matches(" %)"))),
+                                None => (text.as_str(), None),
+                            };
+                            close(num(own.trim_end_matches(" %"), &w), 100.0 * a, 2, &w);
+                            match (vs, f) {
+                                (Some(v), Some(f)) => close(num(v, &w), 100.0 * f, 2, &w),
+                                (None, None) => {}
+                                other => panic!("{w}: vs fp32 {other:?}"),
+                            }
+                        }
+                        Some((None, _)) => assert_eq!(text, "—", "{w}"),
+                        None => assert_eq!(text, absent(Measure::Tract), "{w}"),
+                    }
+                }
+                other => panic!("{w}: a column the test does not know: {other}"),
+            }
+        }
+        // Both tables (markdown) or the one (terminal) gave every column.
+        let wanted: &[&str] = if format.contains("table") {
+            &[
+                "Size",
+                "Speed",
+                "Accuracy",
+                "Agreement",
+                "Worst layer SQNR",
+                "tract (ms)",
+                "tract agreement",
+            ]
+        } else {
+            &[
+                "Size",
+                "Speed",
+                "Accuracy",
+                "Kernel",
+                "Drop (pp)",
+                "Agreement",
+                "Worst layer SQNR",
+                "Quantize (s)",
+                "tract (ms)",
+                "tract agreement",
+            ]
+        };
+        for col in wanted {
+            assert!(row.contains_key(*col), "{}: column missing", what(col));
+        }
     }
 }
