@@ -11,12 +11,14 @@ mod embed_metrics;
 mod eval;
 mod fetch;
 mod inspect;
+mod isolate;
 mod measure;
 mod progress;
 mod quantize;
 mod stats;
 mod sweep;
 mod sweep_minilm;
+mod sweep_store;
 mod sweep_tract;
 mod train;
 

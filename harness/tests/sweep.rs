@@ -102,13 +102,14 @@ fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_re
     let dir = temp_dir("sweep-quick");
     let out = dir.join("run");
     let o = sweep(&out, &[]);
-    // Not on a terminal, progress is plain lines: the group, then each step.
+    // Not on a terminal, progress is plain lines: the group, then each step with the
+    // cells it works on (model / method / backend / batch).
     let log = stderr(&o);
     for line in [
         "digit-cnn / fbgemm: 3 cells",
-        "  quantizing: static",
-        "  timing batch 1",
-        "  tract",
+        "  digit-cnn / static / fbgemm / b1: quantizing",
+        "  digit-cnn / fp32,dynamic,static / fbgemm / b1: timing",
+        "  digit-cnn / fp32,dynamic,static / fbgemm / b1: tract",
     ] {
         assert!(log.contains(line), "{line:?} in {log}");
     }
@@ -324,9 +325,10 @@ fn shards_split_by_model_and_backend_and_merge_into_the_whole_grid() {
 }
 
 #[test]
-fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
+fn a_killed_sweep_keeps_every_recorded_cell_and_resume_completes_the_rest() {
     let dir = temp_dir("sweep-kill");
     let out = dir.join("run");
+    // Two (model, backend) groups of two batch sizes: 4 cells a group, 2 a batch.
     let grid = [
         "sweep",
         "--quick",
@@ -335,9 +337,9 @@ fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
         "--methods",
         "fp32,static",
         "--backends",
-        "fbgemm,vnni,qnnpack",
+        "fbgemm,vnni",
         "--batch",
-        "1",
+        "1,2",
     ];
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qbench"))
         .args(grid)
@@ -348,7 +350,7 @@ fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
         .spawn()
         .unwrap();
     let path = out.join("results.json");
-    // Kill as soon as the first (model, backend) group is on disk.
+    // Kill as soon as the first cells are on disk.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let first = loop {
         if let Ok(r) = Results::read(&path) {
@@ -361,18 +363,50 @@ fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
     };
     child.kill().unwrap();
     child.wait().unwrap();
+    // Cells are written as they become final, not per group: the first write holds the
+    // first batch of the first group (both methods, timed in one interleaved run), while
+    // batch 2 of that group is still to be timed (at least 140 ms of warm-up and budget).
+    let firsts: Vec<String> = first.cells.iter().map(|c| c.key().to_string()).collect();
+    assert_eq!(
+        firsts,
+        [
+            "digit-cnn/fp32/fbgemm/b1/t1",
+            "digit-cnn/static/fbgemm/b1/t1"
+        ],
+        "the first write"
+    );
     let killed = Results::read(&path).expect("the file a killed sweep leaves validates");
     assert!(
         killed.runs[0].finished_at.is_none(),
         "killed before finishing"
     );
-    assert!(killed.cells.len() < 6, "{} cells", killed.cells.len());
-    assert!(first.cells.len() <= killed.cells.len());
+    assert!(killed.cells.len() < 8, "{} cells", killed.cells.len());
+    for c in &first.cells {
+        assert_eq!(
+            killed.cells.iter().find(|k| k.key() == c.key()),
+            Some(c),
+            "a recorded cell survives the kill"
+        );
+    }
 
     let o = qbench(&[&grid[..], &["--resume", out.to_str().unwrap()]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(
+        log.contains(&format!(
+            "8 cells planned, {} already done, {} to run",
+            killed.cells.len(),
+            8 - killed.cells.len()
+        )),
+        "{log}"
+    );
+    // Only the open cells ran: the first group's batch 1 is not timed again.
+    assert!(
+        !log.contains("digit-cnn / fp32,static / fbgemm / b1: timing"),
+        "{log}"
+    );
     let done = Results::read(&path).unwrap();
-    assert_eq!(done.cells.len(), 6);
+    assert_eq!(done.cells.len(), 8);
     assert_eq!(done.runs.len(), 2);
     assert!(done.runs[1].finished_at.is_some());
     for c in &killed.cells {
@@ -382,7 +416,75 @@ fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
             "kept as measured"
         );
     }
-    assert!(done.cells.iter().filter(|c| c.run == 1).count() >= 2);
+    assert_eq!(
+        done.cells.iter().filter(|c| c.run == 1).count(),
+        8 - killed.cells.len()
+    );
+    assert!(done.cells.iter().all(|c| c.state == State::Measured));
+}
+
+/// A model that cannot load (an op the importer refuses) fails its own cells, with the
+/// error, and the sweep measures the others and succeeds.
+#[test]
+fn a_failing_model_fails_only_its_cells_and_the_sweep_goes_on() {
+    let dir = temp_dir("sweep-isolated");
+    // mlp-mnist with its first Relu turned into Selu, a real ONNX op qbench does not import.
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo/mlp-mnist/model.onnx");
+    let graph = qbench_models::onnx::load(&zoo).unwrap();
+    let mut proto = qbench_models::onnx::to_model_proto(&graph);
+    let node = proto
+        .graph
+        .as_mut()
+        .unwrap()
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "Relu")
+        .expect("mlp-mnist has a Relu");
+    node.op_type = "Selu".into();
+    let relu = node.name.clone();
+    let bad = dir.join("selu.onnx");
+    std::fs::write(&bad, prost::Message::encode_to_vec(&proto)).unwrap();
+    let out = dir.join("run");
+    let o = qbench(&[
+        "sweep",
+        "--quick",
+        "--models",
+        &format!("mlp-mnist,{}", bad.display()),
+        "--methods",
+        "fp32,static",
+        "--backends",
+        "fbgemm",
+        "--batch",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "the sweep goes on: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 cell(s) failed"),
+        "the failure is shown: {}",
+        stderr(&o)
+    );
+    let r = Results::read(&out.join("results.json")).unwrap();
+    assert_eq!(r.cells.len(), 4);
+    for c in &r.cells {
+        if c.model == "mlp-mnist" {
+            assert_eq!(c.state, State::Measured, "{}: {:?}", c.key(), c.reason);
+            assert!(c.accuracy.is_some());
+        } else {
+            assert_eq!(c.model, bad.display().to_string());
+            assert_eq!(c.state, State::Failed, "{}", c.key());
+            let why = c.reason.as_deref().unwrap();
+            assert!(
+                why.contains("selu.onnx") && why.contains(&relu) && why.contains("Selu"),
+                "the error names the file, the node and the op: {why}"
+            );
+        }
+    }
+    // The reports carry the failure too.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("static failed: "), "{md}");
+    check_report_rows(&r, &md_rows(&md), "report.md");
 }
 
 /// MiniLM is built from fetched weights: the default sweep must plan it whether or not
