@@ -312,16 +312,49 @@ fn shards_split_by_model_and_backend_and_merge_into_the_whole_grid() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let all = Results::read(&merged).unwrap();
-    let mut keys: Vec<String> = all.cells.iter().map(|c| c.key().to_string()).collect();
-    keys.sort();
-    let o = qbench(&[&grid[..], &["--dry-run"]].concat());
-    let mut planned: Vec<String> = stdout(&o)
-        .lines()
-        .filter(|l| l.starts_with("  "))
-        .map(|l| l.trim().to_owned())
-        .collect();
-    planned.sort();
-    assert_eq!(keys, planned, "the shards together are the unsharded grid");
+    // Two shards of one machine: the merged file names it.
+    assert_eq!(all.machine.as_ref(), Some(&a.runs[0].machine));
+
+    // The same grid unsharded: the same cells, and every deterministic field equal
+    // (latencies and quantization times are measurements of the moment and may differ).
+    let whole = dir.join("whole");
+    let o = qbench(&[&grid[..], &["--out", whole.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let one = Results::read(&whole.join("results.json")).unwrap();
+    let by_key = |r: &Results| {
+        r.cells
+            .iter()
+            .map(|c| (c.key(), c.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (all_cells, one_cells) = (by_key(&all), by_key(&one));
+    assert_eq!(
+        all_cells.keys().collect::<Vec<_>>(),
+        one_cells.keys().collect::<Vec<_>>(),
+        "the shards together are the unsharded grid"
+    );
+    assert_eq!(all_cells.len(), 4);
+    for ((key, m), u) in all_cells.iter().zip(one_cells.values()) {
+        assert_eq!(m.state, u.state, "{key}");
+        assert_eq!(m.reason, u.reason, "{key}: skip reason or error");
+        assert_eq!(m.kernel, u.kernel, "{key}");
+        assert_eq!(m.size_bytes, u.size_bytes, "{key}");
+        assert_eq!(m.size_ratio, u.size_ratio, "{key}");
+        assert_eq!(m.accuracy, u.accuracy, "{key}");
+        assert_eq!(m.agreement, u.agreement, "{key}");
+        assert_eq!(m.sqnr, u.sqnr, "{key}: SQNR summary and per layer");
+        assert_eq!(m.not_applicable, u.not_applicable, "{key}: n/a reasons");
+        assert_eq!(
+            m.tract
+                .as_ref()
+                .map(|t| (t.agreement, t.agreement_fp32, t.samples)),
+            u.tract
+                .as_ref()
+                .map(|t| (t.agreement, t.agreement_fp32, t.samples)),
+            "{key}: tract's argmax agreement"
+        );
+        assert_eq!(m.state, State::Measured, "{key}: {:?}", m.reason);
+    }
 }
 
 #[test]
