@@ -320,7 +320,7 @@ enum Command {
         /// Latency batch sizes, comma separated.
         #[arg(long, value_delimiter = ',')]
         batch: Option<Vec<u32>>,
-        /// Latency thread counts, comma separated (only 1 for now).
+        /// Latency thread counts, comma separated (only 1: the int8 executor runs on one thread).
         #[arg(long, value_delimiter = ',')]
         threads: Option<Vec<u32>>,
         /// A slice of the eval set and short time budgets (smoke tests; says so in the report).

@@ -183,10 +183,15 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("sweep config: {e}"))?;
-    // The int8 runtime runs on one thread; timing fp32 on more would make the speedup a
-    // comparison of thread counts, not of kernels.
+    // Only the fp32 executor takes a thread count (`exec::Options::threads`). The int8
+    // runtime cannot honour one: `QExecutor` has no thread option, its int8 GEMM and conv
+    // kernels run on the calling thread, and its fp32 sub-graphs are built with one
+    // thread. A cell recorded as N threads would then time int8 on one thread against fp32
+    // on N: a comparison of thread counts, not kernels.
     if let Some(t) = config.threads.iter().find(|&&t| t != 1) {
-        bail!("threads {t}: only 1 is supported (the int8 runtime is single-threaded, and a speedup against multi-threaded fp32 would compare thread counts)");
+        bail!(
+            "threads {t}: only 1 is supported: the int8 executor (qbench-quantizers' QExecutor) has no thread option and its int8 GEMM and conv kernels run on the calling thread, so {t}-thread latencies could not use {t} threads; only fp32 could, and a speedup of 1-thread int8 against {t}-thread fp32 would compare thread counts, not kernels"
+        );
     }
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
 

@@ -57,7 +57,7 @@ fn dry_run_prints_the_plan_with_skips_and_does_no_work() {
 
 #[test]
 fn bad_plans_fail_at_once_naming_the_flag_and_the_valid_names() {
-    let cases: [(&[&str], &[&str]); 5] = [
+    let cases: [(&[&str], &[&str]); 6] = [
         (
             &["--methods", "fp32,int4"],
             &["--methods", "\"int4\"", "fp32, fp16, dynamic, static, qat"],
@@ -72,6 +72,11 @@ fn bad_plans_fail_at_once_naming_the_flag_and_the_valid_names() {
         ),
         (&["--shard", "4/4"], &["--shard", "0-based"]),
         (&["--batch", "0"], &["batch", "0"]),
+        // The int8 executor cannot run on more threads; the message says so.
+        (
+            &["--threads", "1,2"],
+            &["threads 2", "QExecutor", "calling thread"],
+        ),
     ];
     for (flags, wanted) in cases {
         let o = qbench(&[&["sweep", "--dry-run"], flags].concat());
