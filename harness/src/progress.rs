@@ -71,9 +71,9 @@ impl Progress {
     /// names and `step`, a log gets a line.
     pub fn cells(&self, cells: &[&CellKey], step: &str) {
         let name = cell_names(cells);
-        self.line(&format!("  {name}: {step}"));
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("{name}: {step}"));
+        match &self.bar {
+            Some(bar) => bar.set_message(format!("{name}: {step}")),
+            None => self.line(&format!("  {name}: {step}")),
         }
         *self.group.lock().unwrap_or_else(|e| e.into_inner()) = name;
     }
