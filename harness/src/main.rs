@@ -11,12 +11,14 @@ mod embed_metrics;
 mod eval;
 mod fetch;
 mod inspect;
+mod isolate;
 mod measure;
 mod progress;
 mod quantize;
 mod stats;
 mod sweep;
 mod sweep_minilm;
+mod sweep_store;
 mod sweep_tract;
 mod train;
 
@@ -332,7 +334,7 @@ enum Command {
         /// Latency batch sizes, comma separated.
         #[arg(long, value_delimiter = ',')]
         batch: Option<Vec<u32>>,
-        /// Latency thread counts, comma separated (only 1 for now).
+        /// Latency thread counts, comma separated (only 1: the int8 executor runs on one thread).
         #[arg(long, value_delimiter = ',')]
         threads: Option<Vec<u32>>,
         /// A slice of the eval set and short time budgets (smoke tests; says so in the report).

@@ -2,8 +2,9 @@
 //! sweep into one. The inputs must come from the same build (qbench version and git
 //! commit), the same resolved config and seeds, and hold disjoint cells; anything else
 //! is refused with the files and the key or cell at fault. Runs are concatenated (a cell
-//! keeps pointing at the run, and so the machine, that measured it). The output is
-//! validated and written atomically. Owns nothing else.
+//! keeps pointing at the run, and so the machine, that measured it), and the top-level
+//! `machine` is the shards' common fingerprint, or null when they ran on different
+//! machines. The output is validated and written atomically. Owns nothing else.
 
 use crate::results::{CellKey, Results};
 use anyhow::{bail, Result};
@@ -71,6 +72,9 @@ pub fn merge(inputs: Vec<(PathBuf, Results)>) -> Result<Results> {
             merged.cells.push(cell);
         }
     }
+    // One machine when every shard ran on the same one; null when they differ (each
+    // cell's machine is then its run's).
+    merged.machine = merged.common_machine();
     merged
         .validate()
         .map_err(|e| anyhow::anyhow!("the merged results are invalid: {e}"))?;

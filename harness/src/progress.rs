@@ -1,18 +1,21 @@
-//! Progress on stderr, for the sweep and for `qbench quantize`. On a terminal: an indicatif bar of cells done out of
-//! cells to run, with elapsed time, ETA and what runs now (model / backend: step). Not on
-//! a terminal (CI logs, tests, `2> file`): one plain line per group and step, each with
-//! the seconds since the start, since a redrawn bar is noise in a log.
+//! Progress on stderr, for the sweep and for `qbench quantize`. On a terminal: an
+//! indicatif bar of cells done out of cells to run, advanced as each cell is recorded, with
+//! elapsed time, ETA and the cells running now and their step
+//! (`digit-cnn / static / fbgemm / b1,b32: quantizing`). Not on a terminal (CI logs, tests,
+//! `2> file`): one plain line per group and step, each with the seconds since the start,
+//! since a redrawn bar is noise in a log.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qbench::results::CellKey;
 
 pub struct Progress {
     bar: Option<ProgressBar>,
     start: Instant,
-    /// The running group, "model / backend", prefixed to each step.
+    /// What runs now ("model / backend", or the cells' names), prefixed to each step.
     group: Mutex<String>,
 }
 
@@ -64,6 +67,17 @@ impl Progress {
         *self.group.lock().unwrap_or_else(|e| e.into_inner()) = name;
     }
 
+    /// Work on `cells` starts (building a method, timing a batch): the bar shows their
+    /// names and `step`, a log gets a line.
+    pub fn cells(&self, cells: &[&CellKey], step: &str) {
+        let name = cell_names(cells);
+        match &self.bar {
+            Some(bar) => bar.set_message(format!("{name}: {step}")),
+            None => self.line(&format!("  {name}: {step}")),
+        }
+        *self.group.lock().unwrap_or_else(|e| e.into_inner()) = name;
+    }
+
     /// The running group moves to `step` ("quantizing static", "timing batch 32", ...).
     pub fn step(&self, step: &str) {
         let group = self.group.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -91,5 +105,76 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// Cells as "model / method / backend / batch", several methods or batches joined by
+/// commas (one interleaved timing run covers every method of a batch; one build serves
+/// every batch of a method); threads are named only when not 1.
+pub fn cell_names(cells: &[&CellKey]) -> String {
+    /// The distinct values of one key part, in first-seen order, joined by commas.
+    fn list(cells: &[&CellKey], part: impl Fn(&CellKey) -> String) -> String {
+        let mut out: Vec<String> = Vec::new();
+        for c in cells {
+            let v = part(c);
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+        out.join(",")
+    }
+    if cells.is_empty() {
+        return String::new();
+    }
+    let mut name = format!(
+        "{} / {} / {} / {}",
+        list(cells, |c| c.model.clone()),
+        list(cells, |c| c.method.as_str().to_owned()),
+        list(cells, |c| c.backend.as_str().to_owned()),
+        list(cells, |c| format!("b{}", c.batch)),
+    );
+    if cells.iter().any(|c| c.threads != 1) {
+        name.push_str(&format!(
+            " / {}",
+            list(cells, |c| format!("t{}", c.threads))
+        ));
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qbench::results::{Backend, Method};
+
+    fn key(method: Method, batch: u32, threads: u32) -> CellKey {
+        CellKey {
+            model: "digit-cnn".into(),
+            method,
+            backend: Backend::Fbgemm,
+            batch,
+            threads,
+        }
+    }
+
+    #[test]
+    fn cell_names_say_model_method_backend_batch() {
+        let (a, b, c) = (
+            key(Method::Static, 1, 1),
+            key(Method::Static, 32, 1),
+            key(Method::Fp32, 1, 1),
+        );
+        assert_eq!(cell_names(&[&a]), "digit-cnn / static / fbgemm / b1");
+        assert_eq!(
+            cell_names(&[&a, &b]),
+            "digit-cnn / static / fbgemm / b1,b32"
+        );
+        assert_eq!(
+            cell_names(&[&c, &a]),
+            "digit-cnn / fp32,static / fbgemm / b1"
+        );
+        let t2 = key(Method::Static, 1, 2);
+        assert_eq!(cell_names(&[&t2]), "digit-cnn / static / fbgemm / b1 / t2");
+        assert_eq!(cell_names(&[]), "");
     }
 }

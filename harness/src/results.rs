@@ -39,6 +39,12 @@ pub struct Results {
     pub qbench_version: String,
     /// The git commit qbench was built from (`-dirty` when the tree had changes).
     pub git_commit: String,
+    /// The machine fingerprint of every run, when they all agree; `None` (JSON `null`)
+    /// when merged shards ran on different machines, where each cell's machine is its
+    /// run's. Derived from `runs` ([`Results::common_machine`]) and checked against them;
+    /// files written before this key existed lack it and get it from their runs on read.
+    #[serde(default)]
+    pub machine: Option<Machine>,
     /// The resolved configuration: the config file and flags after defaults applied.
     pub config: SweepConfig,
     /// Every seed the sweep derived from `config.seed`, by purpose (e.g. `calibration`).
@@ -775,15 +781,36 @@ impl Cell {
 impl Results {
     /// An empty results file for this build and `config`, with one run: this process.
     pub fn new(config: SweepConfig, shard: Option<Shard>) -> Results {
-        Results {
+        let mut r = Results {
             schema: SCHEMA.to_owned(),
             qbench_version: env!("CARGO_PKG_VERSION").to_owned(),
             git_commit: env!("QBENCH_GIT_COMMIT").to_owned(),
+            machine: None,
             config,
             seeds: BTreeMap::new(),
-            runs: vec![Run::detect(shard)],
+            runs: Vec::new(),
             cells: Vec::new(),
-        }
+        };
+        r.add_run(Run::detect(shard));
+        r
+    }
+
+    /// Appends `run` (a resuming or merged process), keeps `machine` in step with the
+    /// runs, and returns the run's index for its cells.
+    pub fn add_run(&mut self, run: Run) -> usize {
+        self.runs.push(run);
+        self.machine = self.common_machine();
+        self.runs.len() - 1
+    }
+
+    /// The fingerprint shared by every run, or `None` when the runs differ (or there are
+    /// none): what the top-level `machine` must hold.
+    pub fn common_machine(&self) -> Option<Machine> {
+        let first = &self.runs.first()?.machine;
+        self.runs
+            .iter()
+            .all(|r| r.machine == *first)
+            .then(|| first.clone())
     }
 
     /// Reads and validates a results file. Every error names the file, and the key path
@@ -808,8 +835,14 @@ impl Results {
             ),
             None => bail!("{file}: key `schema` is missing: not a qbench results file ({SCHEMA})"),
         }
-        let results: Results = serde_path_to_error::deserialize(value)
+        // Written before the top-level `machine` existed (reports/baseline.json): it is
+        // derived from the runs, so take it from them rather than refuse the file.
+        let derive_machine = value.get("machine").is_none();
+        let mut results: Results = serde_path_to_error::deserialize(value)
             .map_err(|e| anyhow::anyhow!("{file}: key `{}`: {}", e.path(), e.inner()))?;
+        if derive_machine {
+            results.machine = results.common_machine();
+        }
         results
             .validate()
             .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
@@ -830,6 +863,19 @@ impl Results {
             .map_err(|e| format!("key `config`: {e}"))?;
         if self.runs.is_empty() && !self.cells.is_empty() {
             return Err("key `runs` is empty but there are cells".into());
+        }
+        // `machine` is derived from the runs; a mismatch is a writer bug or a hand edit.
+        let common = self.common_machine();
+        if self.machine != common {
+            let stated = self
+                .machine
+                .as_ref()
+                .map_or("null".to_string(), |m| m.to_string());
+            let runs = common.map_or(
+                "the runs in `runs` do not share one machine, so it must be null".to_string(),
+                |c| format!("every run in `runs` has {c}"),
+            );
+            return Err(format!("key `machine` is {stated} but {runs}"));
         }
         for (i, run) in self.runs.iter().enumerate() {
             if let Some(s) = run.shard {

@@ -8,17 +8,22 @@
 //!    quantized model once, evaluates it once (accuracy does not depend on the latency
 //!    batch), then per (batch, threads) times fp32 and every method interleaved in one
 //!    run, so each speedup is against an fp32 baseline measured alongside it.
-//! 3. Each finished group rewrites `results.json` atomically, so an interrupted sweep
-//!    keeps what it finished and `--resume DIR` completes only the rest.
+//! 3. Cells are recorded as soon as they are final (`sweep_store`: an atomic rewrite of
+//!    `results.json`): skipped ones before any work, a failed build's at once, measured
+//!    ones per (batch, threads) after that batch's interleaved run (ours and tract's). An
+//!    interrupted sweep keeps every recorded cell and `--resume DIR` completes the rest.
+//! 4. Each unit of work (a group, a method's build, a batch's timing) runs isolated
+//!    (`isolate`): an error or a panic fails the cells it was to fill, with its message,
+//!    and the sweep goes on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use qbench::results::{
-    self, Accuracy, Backend, Cell, CellKey, Latency, LayerSqnr, Measure, Method, Results, Shard,
-    Sqnr, State, SweepConfig,
+    self, Accuracy, Backend, Cell, CellKey, Latency, LayerSqnr, Measure, Method, Shard, Sqnr,
+    State, SweepConfig,
 };
 use qbench_models::data::IMAGE_LEN;
 use qbench_models::exec::Executor;
@@ -29,10 +34,12 @@ use qbench_quantizers::{save, sqnr, QExecutor};
 use rayon::prelude::*;
 
 use crate::eval::{self, Target};
+use crate::isolate;
 use crate::measure::{self, Budget, Candidate};
-use crate::progress::Progress;
+use crate::progress::{cell_names, Progress};
 use crate::quantize::{self, QuantSpec};
 use crate::sweep_minilm;
+use crate::sweep_store::Store;
 
 /// The embedded default: every zoo model present, the whole method and backend grid.
 /// `models = []` here means "the zoo as found at run time".
@@ -176,10 +183,15 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("sweep config: {e}"))?;
-    // The int8 runtime runs on one thread; timing fp32 on more would make the speedup a
-    // comparison of thread counts, not of kernels.
+    // Only the fp32 executor takes a thread count (`exec::Options::threads`). The int8
+    // runtime cannot honour one: `QExecutor` has no thread option, its int8 GEMM and conv
+    // kernels run on the calling thread, and its fp32 sub-graphs are built with one
+    // thread. A cell recorded as N threads would then time int8 on one thread against fp32
+    // on N: a comparison of thread counts, not kernels.
     if let Some(t) = config.threads.iter().find(|&&t| t != 1) {
-        bail!("threads {t}: only 1 is supported (the int8 runtime is single-threaded, and a speedup against multi-threaded fp32 would compare thread counts)");
+        bail!(
+            "threads {t}: only 1 is supported: the int8 executor (qbench-quantizers' QExecutor) has no thread option and its int8 GEMM and conv kernels run on the calling thread, so {t}-thread latencies could not use {t} threads; only fp32 could, and a speedup of 1-thread int8 against {t}-thread fp32 would compare thread counts, not kernels"
+        );
     }
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
 
@@ -389,49 +401,16 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
         print_plan(&plan);
         return Ok(());
     }
-    let path = plan.out.join("results.json");
-    let mut results = if args.resume.is_some() {
-        let mut r =
-            Results::read(&path).with_context(|| format!("--resume {}", plan.out.display()))?;
-        ensure!(
-            r.config == plan.config,
-            "--resume {}: its config differs from this sweep's (give the same --config and flags; recorded: {})",
-            plan.out.display(),
-            serde_json::to_string(&r.config)?
-        );
-        // Failed cells are tried again; measured and skipped ones are kept.
-        r.cells.retain(|c| c.state != State::Failed);
-        r.runs.push(results::Run::detect(plan.shard));
-        r
-    } else {
-        ensure!(
-            !path.exists(),
-            "{} exists; use --resume {} to complete it, or another --out",
-            path.display(),
-            plan.out.display()
-        );
-        let mut r = Results::new(plan.config.clone(), plan.shard);
-        for (purpose, offset) in [
-            ("calibration", 1u64),
-            ("random_inputs", 2),
-            ("qat_shuffle", 3),
-        ] {
-            r.seeds
-                .insert(purpose.into(), plan.config.seed.wrapping_add(offset));
-        }
-        r
-    };
-    let run = results.runs.len() - 1;
-    let done: std::collections::BTreeSet<CellKey> = results.cells.iter().map(Cell::key).collect();
+    let mut store = Store::open(&plan, args.resume.is_some())?;
+    let done = store.final_keys();
     let todo: Vec<&CellKey> = plan.cells.iter().filter(|k| !done.contains(k)).collect();
     eprintln!(
         "sweep: {} cells planned, {} already done, {} to run → {}",
         plan.cells.len(),
         plan.cells.len() - todo.len(),
         todo.len(),
-        path.display()
+        store.path().display()
     );
-    results.write(&path)?;
     let start = Instant::now();
     let progress = Progress::new(todo.len());
     for (model, backend) in groups(&plan.config) {
@@ -444,28 +423,11 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
             continue;
         }
         progress.group(&model, backend.as_str(), keys.len());
-        let weights_model = sweep_minilm::weights_model(&model)?.is_some();
-        let result = if weights_model {
-            sweep_minilm::run_group(&plan, &model, backend, &keys, &progress)
-        } else {
-            run_group(&plan, &model, backend, &keys, &progress)
-        };
-        let mut cells = match result {
-            Ok(cells) => cells,
-            // A model that cannot even load fails its cells; the sweep goes on.
-            Err(e) => keys.iter().map(|k| failed(k, &format!("{e:#}"))).collect(),
-        };
-        for c in &mut cells {
-            c.run = run;
-        }
-        progress.done(cells.len());
-        results.cells.extend(cells);
-        results.cells.sort_by_key(Cell::key);
-        results.write(&path)?;
+        isolated_group(&plan, &model, backend, &keys, &progress, &mut store)?;
     }
     progress.finish();
-    results.runs[run].finished_at = Some(results::rfc3339_utc(std::time::SystemTime::now()));
-    results.write(&path)?;
+    let path = store.path().to_owned();
+    let results = store.finish()?;
     qbench::report::write_all(&results, &plan.out)?;
     println!("{}", qbench::report::terminal(&results));
     eprintln!(
@@ -476,14 +438,79 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
     Ok(())
 }
 
-fn failed(key: &CellKey, reason: &str) -> Cell {
+/// Cells as a group runner hands them over, each batch as soon as it is final.
+pub(crate) type Emit<'a> = dyn FnMut(Vec<Cell>) -> Result<()> + 'a;
+
+/// Runs one (model, backend) group with its cells recorded as they become final. An error
+/// or a panic that escapes the group (a model that does not load, a bug) fails only the
+/// group's cells not yet recorded, with its message, and the sweep goes on; only a failure
+/// to write `results.json` ends the sweep.
+fn isolated_group(
+    plan: &Plan,
+    model: &str,
+    backend: Backend,
+    keys: &[CellKey],
+    progress: &Progress,
+    store: &mut Store,
+) -> Result<()> {
+    let mut open: BTreeSet<CellKey> = keys.iter().cloned().collect();
+    let mut write_error: Option<anyhow::Error> = None;
+    let outcome = {
+        let mut emit = |cells: Vec<Cell>| -> Result<()> {
+            let n = cells.len();
+            for c in &cells {
+                open.remove(&c.key());
+            }
+            if let Err(e) = store.record(cells) {
+                let text = format!("{e:#}");
+                write_error = Some(e);
+                bail!("{text}");
+            }
+            progress.done(n);
+            Ok(())
+        };
+        isolate::run(|| {
+            if sweep_minilm::weights_model(model)?.is_some() {
+                sweep_minilm::run_group(plan, model, backend, keys, progress, &mut emit)
+            } else {
+                run_group(plan, model, backend, keys, progress, &mut emit)
+            }
+        })
+    };
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    let reason = match outcome {
+        Err(e) => e,
+        // Every cell is handed over by a group that returns; a cell left over would
+        // otherwise vanish from the results, so it is recorded as failed.
+        Ok(()) if !open.is_empty() => "the group ended without measuring this cell".to_owned(),
+        Ok(()) => return Ok(()),
+    };
+    let rest: Vec<Cell> = keys
+        .iter()
+        .filter(|k| open.contains(k))
+        .map(|k| failed(k, &reason))
+        .collect();
+    progress.note(&format!(
+        "{model} / {}: {} cell(s) failed: {reason}",
+        backend.as_str(),
+        rest.len()
+    ));
+    let n = rest.len();
+    store.record(rest)?;
+    progress.done(n);
+    Ok(())
+}
+
+pub(crate) fn failed(key: &CellKey, reason: &str) -> Cell {
     let mut c = Cell::new(&key.model, key.method, key.backend, key.batch, key.threads);
     c.state = State::Failed;
     c.reason = Some(reason.to_owned());
     c
 }
 
-fn skipped(key: &CellKey, reason: &str) -> Cell {
+pub(crate) fn skipped(key: &CellKey, reason: &str) -> Cell {
     let mut c = failed(key, reason);
     c.state = State::Skipped;
     c
@@ -527,15 +554,26 @@ fn top1(pred: &[usize], labels: &[usize]) -> f64 {
     pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len().max(1) as f64
 }
 
-/// One (model, backend) group: build, evaluate, and time every method it has.
+/// One (model, backend) group: build and evaluate each method once, then per batch time
+/// fp32 and every method interleaved and hand that batch's cells to `emit`, final (tract's
+/// columns included). Skipped cells are handed over before any work, and the cells of a
+/// method that fails to build as soon as it fails.
 fn run_group(
     plan: &Plan,
     model: &str,
     backend: Backend,
     keys: &[CellKey],
     progress: &Progress,
-) -> Result<Vec<Cell>> {
+    emit: &mut Emit,
+) -> Result<()> {
     let config = &plan.config;
+    let (skip, work): (Vec<&CellKey>, Vec<&CellKey>) =
+        keys.iter().partition(|k| plan.skips.contains_key(*k));
+    emit(skip.iter().map(|k| skipped(k, &plan.skips[*k])).collect())?;
+    if work.is_empty() {
+        return Ok(());
+    }
+    progress.cells(&work, "loading the model, fp32 eval");
     let target = eval::resolve(model)?;
     let graph = eval::load_graph(&target.path)?;
     let fp32 = eval::executor(&graph, &target.path)?;
@@ -564,155 +602,54 @@ fn run_group(
     let sqnr_batch = fixed_batch(&target).unwrap_or(32);
     let sqnr_input = crate::bench_model::input_batch(&target, &graph, sqnr_batch)?;
 
-    let methods: Vec<Method> = {
-        let mut m: Vec<Method> = keys.iter().map(|k| k.method).collect();
-        m.dedup();
-        m.sort();
-        m.dedup();
-        m
-    };
+    let mut methods: Vec<Method> = work
+        .iter()
+        .map(|k| k.method)
+        .filter(|&m| m != Method::Fp32)
+        .collect();
+    methods.sort();
+    methods.dedup();
+    // Built once per method, for all its batch sizes.
     let mut built: BTreeMap<Method, std::result::Result<Built, String>> = BTreeMap::new();
-    for &method in &methods {
-        // Built once per method when any of its cells (batch sizes) is to be measured.
-        if method == Method::Fp32
-            || keys
-                .iter()
-                .filter(|k| k.method == method)
-                .all(|k| plan.skips.contains_key(k))
-        {
-            continue;
-        }
-        progress.step(&format!("quantizing: {}", method.as_str()));
-        let b = build_method(
-            config,
-            &target,
-            &graph,
-            backend,
-            method,
-            data.as_ref(),
-            fp32_pred.as_deref(),
-            &sqnr_input,
-            progress,
-        )
-        .map_err(|e| format!("{e:#}"));
+    for method in methods {
+        let mine: Vec<&CellKey> = work
+            .iter()
+            .copied()
+            .filter(|k| k.method == method)
+            .collect();
+        progress.cells(&mine, "quantizing");
+        let b = isolate::run(|| {
+            build_method(
+                config,
+                &target,
+                &graph,
+                backend,
+                method,
+                data.as_ref(),
+                fp32_pred.as_deref(),
+                &sqnr_input,
+                progress,
+            )
+        });
         if let Err(e) = &b {
-            progress.note(&format!("{} failed: {e}", method.as_str()));
+            progress.note(&format!("{} failed: {e}", cell_names(&mine)));
+            emit(mine.iter().map(|k| failed(k, e)).collect())?;
         }
         built.insert(method, b);
     }
 
     let rung = qbench_kernels::isa::active().name();
     let no_speed = speed_absent(backend, rung);
-    let mut cells = Vec::new();
-    for &batch in &config.batch {
-        for &threads in &config.threads {
-            let group: Vec<&CellKey> = keys
-                .iter()
-                .filter(|k| k.batch == batch && k.threads == threads)
-                .collect();
-            if group.is_empty() {
-                continue;
-            }
-            progress.step(&format!("timing batch {batch}"));
-            let timed = time_batch(
-                config,
-                &target,
-                &graph,
-                &fp32,
-                &built,
-                batch as usize,
-                no_speed.is_some(),
-            )
-            .map_err(|e| format!("{e:#}"));
-            for key in group {
-                if let Some(r) = plan.skips.get(key) {
-                    cells.push(skipped(key, r));
-                    continue;
-                }
-                let mut c = Cell::new(model, key.method, backend, batch, threads);
-                // Speed: measured, or why not.
-                let speed = match &timed {
-                    Ok(t) => t.get(&key.method).cloned(),
-                    Err(e) => {
-                        cells.push(failed(key, &format!("timing batch {batch}: {e}")));
-                        continue;
-                    }
-                };
-                match (speed, key.method) {
-                    (Some((lat, speedup)), _) => {
-                        c.latency_ms = Some(lat);
-                        c.speedup_vs_fp32 = Some(speedup);
-                    }
-                    (None, _) => {
-                        c.not_applicable.insert(
-                            Measure::Speed,
-                            no_speed.clone().unwrap_or_else(|| "not timed".into()),
-                        );
-                    }
-                }
-                if key.method == Method::Fp32 {
-                    c.kernel = Some("fp32".into());
-                    c.size_bytes = Some(fp32_size);
-                    c.size_ratio = Some(1.0);
-                    c.not_applicable
-                        .insert(Measure::Sqnr, "fp32 is the reference".into());
-                    c.not_applicable
-                        .insert(Measure::Quantize, "fp32 is not quantized".into());
-                    match (fp32_acc, &data) {
-                        (Some(a), Some(d)) => {
-                            c.accuracy = Some(accuracy(a, a, d.labels.len()));
-                            c.agreement = Some(1.0);
-                        }
-                        _ => na_accuracy(&mut c, model),
-                    }
-                    cells.push(c);
-                    continue;
-                }
-                let b = match built.get(&key.method) {
-                    Some(Ok(b)) => b,
-                    Some(Err(e)) => {
-                        cells.push(failed(key, e));
-                        continue;
-                    }
-                    None => {
-                        cells.push(failed(key, "not built"));
-                        continue;
-                    }
-                };
-                // fp16 stores weights as f16 and computes in f32: no int8 rung runs.
-                c.kernel = Some(if key.method == Method::Fp16 {
-                    "fp32 (f16 weights)".to_owned()
-                } else {
-                    b.exec.rung().name().to_owned()
-                });
-                c.size_bytes = Some(b.size);
-                c.size_ratio = Some(b.size as f64 / fp32_size as f64);
-                c.quantize_s = Some(b.quantize_s);
-                match &b.sqnr {
-                    Some(s) => c.sqnr = Some(s.clone()),
-                    None => {
-                        c.not_applicable.insert(
-                            Measure::Sqnr,
-                            b.sqnr_note
-                                .clone()
-                                .unwrap_or_else(|| "no int8 layer".into()),
-                        );
-                    }
-                }
-                match (&b.accuracy, fp32_acc, &data) {
-                    (Some((v, pred)), Some(f), Some(d)) => {
-                        c.accuracy = Some(accuracy(*v, f, d.labels.len()));
-                        let same = fp32_pred
-                            .as_ref()
-                            .map_or(0, |fp| fp.iter().zip(pred).filter(|(a, b)| a == b).count());
-                        c.agreement = Some(same as f64 / d.labels.len() as f64);
-                    }
-                    _ => na_accuracy(&mut c, model),
-                }
-                cells.push(c);
-            }
-        }
-    }
+    let facts = Facts {
+        model,
+        backend,
+        fp32_size,
+        fp32_acc,
+        fp32_pred: fp32_pred.as_deref(),
+        data: data.as_ref(),
+        no_speed: no_speed.as_deref(),
+    };
+    let input = |b: usize| crate::bench_model::input_batch(&target, &graph, b);
     let tract_built = built.iter().filter_map(|(&method, b)| {
         let b = b.as_ref().ok()?;
         let pred = b.accuracy.as_ref().map(|a| a.1.as_slice());
@@ -725,21 +662,160 @@ fn run_group(
             untimed,
         })
     });
-    progress.step("tract");
-    crate::sweep_tract::fill(
-        &mut cells,
-        &crate::sweep_tract::Group {
-            config,
-            onnx: &target.path,
-            fp32: &fp32,
-            built: tract_built.collect(),
-            eval_images: data.as_ref().map(|d| d.images.as_slice()),
-            fp32_pred: fp32_pred.as_deref(),
-            input: &|b: usize| crate::bench_model::input_batch(&target, &graph, b),
-            budget: budget(config),
-        },
+    let tract_group = crate::sweep_tract::Group {
+        config,
+        onnx: &target.path,
+        fp32: &fp32,
+        built: tract_built.collect(),
+        eval_images: data.as_ref().map(|d| d.images.as_slice()),
+        fp32_pred: fp32_pred.as_deref(),
+        input: &input,
+        budget: budget(config),
+    };
+    let open = |k: &&CellKey| !matches!(built.get(&k.method), Some(Err(_)));
+    progress.cells(
+        &work.iter().copied().filter(open).collect::<Vec<_>>(),
+        "tract: exports and argmax agreement",
     );
-    Ok(cells)
+    let mut tract = isolate::run(|| Ok(crate::sweep_tract::TractRun::prepare(tract_group)));
+
+    for &batch in &config.batch {
+        for &threads in &config.threads {
+            let group: Vec<&CellKey> = work
+                .iter()
+                .copied()
+                .filter(|k| k.batch == batch && k.threads == threads)
+                .filter(open)
+                .collect();
+            if group.is_empty() {
+                continue;
+            }
+            progress.cells(&group, "timing");
+            let timed = isolate::run(|| {
+                time_batch(
+                    config,
+                    &target,
+                    &graph,
+                    &fp32,
+                    &built,
+                    batch as usize,
+                    no_speed.is_some(),
+                )
+            });
+            let mut cells: Vec<Cell> = group
+                .iter()
+                .map(|key| match &timed {
+                    Ok(t) => measured_cell(key, &facts, t, built.get(&key.method)),
+                    Err(e) => failed(key, &format!("timing batch {batch}: {e}")),
+                })
+                .collect();
+            progress.cells(&group, "tract");
+            // tract never fails a cell (see sweep_tract); not even by panicking.
+            let tract_ran = match &mut tract {
+                Ok(t) => isolate::run(|| {
+                    t.fill(batch, &mut cells);
+                    Ok(())
+                }),
+                Err(e) => Err(e.clone()),
+            };
+            if let Err(e) = tract_ran {
+                for c in cells.iter_mut().filter(|c| c.state == State::Measured) {
+                    if c.tract.is_none() {
+                        c.not_applicable
+                            .insert(Measure::Tract, format!("tract failed: {e}"));
+                    }
+                }
+            }
+            emit(cells)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a group knows before timing: fp32's results and why speed may be absent.
+struct Facts<'a> {
+    model: &'a str,
+    backend: Backend,
+    fp32_size: u64,
+    fp32_acc: Option<f64>,
+    fp32_pred: Option<&'a [usize]>,
+    data: Option<&'a EvalData>,
+    /// Why this machine cannot time the backend's int8 kernels, if it cannot.
+    no_speed: Option<&'a str>,
+}
+
+/// The cell of `key` from its group's facts, its batch's timings and its built method.
+fn measured_cell(
+    key: &CellKey,
+    f: &Facts,
+    timed: &BTreeMap<Method, (Latency, f64)>,
+    built: Option<&std::result::Result<Built, String>>,
+) -> Cell {
+    let mut c = Cell::new(f.model, key.method, f.backend, key.batch, key.threads);
+    // Speed: measured, or why not.
+    match timed.get(&key.method) {
+        Some((lat, speedup)) => {
+            c.latency_ms = Some(lat.clone());
+            c.speedup_vs_fp32 = Some(*speedup);
+        }
+        None => {
+            c.not_applicable
+                .insert(Measure::Speed, f.no_speed.unwrap_or("not timed").to_owned());
+        }
+    }
+    if key.method == Method::Fp32 {
+        c.kernel = Some("fp32".into());
+        c.size_bytes = Some(f.fp32_size);
+        c.size_ratio = Some(1.0);
+        c.not_applicable
+            .insert(Measure::Sqnr, "fp32 is the reference".into());
+        c.not_applicable
+            .insert(Measure::Quantize, "fp32 is not quantized".into());
+        match (f.fp32_acc, f.data) {
+            (Some(a), Some(d)) => {
+                c.accuracy = Some(accuracy(a, a, d.labels.len()));
+                c.agreement = Some(1.0);
+            }
+            _ => na_accuracy(&mut c, f.model),
+        }
+        return c;
+    }
+    let b = match built {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => return failed(key, e),
+        None => return failed(key, "not built"),
+    };
+    // fp16 stores weights as f16 and computes in f32: no int8 rung runs.
+    c.kernel = Some(if key.method == Method::Fp16 {
+        "fp32 (f16 weights)".to_owned()
+    } else {
+        b.exec.rung().name().to_owned()
+    });
+    c.size_bytes = Some(b.size);
+    c.size_ratio = Some(b.size as f64 / f.fp32_size as f64);
+    c.quantize_s = Some(b.quantize_s);
+    match &b.sqnr {
+        Some(s) => c.sqnr = Some(s.clone()),
+        None => {
+            c.not_applicable.insert(
+                Measure::Sqnr,
+                b.sqnr_note
+                    .clone()
+                    .unwrap_or_else(|| "no int8 layer".into()),
+            );
+        }
+    }
+    match (&b.accuracy, f.fp32_acc, f.data) {
+        (Some((v, pred)), Some(fp32), Some(d)) => {
+            c.accuracy = Some(accuracy(*v, fp32, d.labels.len()));
+            let same = f
+                .fp32_pred
+                .map_or(0, |fp| fp.iter().zip(pred).filter(|(a, b)| a == b).count());
+            c.agreement = Some(same as f64 / d.labels.len() as f64);
+        }
+        _ => na_accuracy(&mut c, f.model),
+    }
+    c
 }
 
 fn na_accuracy(c: &mut Cell, model: &str) {

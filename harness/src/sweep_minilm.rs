@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use qbench::results::{
-    Accuracy, Backend, Cell, CellKey, Embedding, Latency, Measure, Method, State, SweepConfig,
-    Variant,
+    Accuracy, Backend, Cell, CellKey, Embedding, Latency, Measure, Method, SweepConfig, Variant,
 };
 use qbench_models::bert::{self, tokenize};
 use qbench_models::exec::{Executor, Options};
@@ -41,9 +40,10 @@ use qbench_quantizers::{
 use rayon::prelude::*;
 
 use crate::embed_metrics::{agreement, cosine_stats, CosineStats, Probe};
+use crate::isolate;
 use crate::measure::{self, Candidate};
-use crate::progress::Progress;
-use crate::sweep::Plan;
+use crate::progress::{cell_names, Progress};
+use crate::sweep::{failed, skipped, Emit, Plan};
 
 /// The zoo entry of `name` when it is a model built from weights, else `None` (a file
 /// path, an ONNX zoo model, or an unknown name: the generic path reports those).
@@ -304,77 +304,79 @@ fn latency_input(s: &Shared, batch: usize) -> Result<[Tensor; 2]> {
 
 /// The cells of one (model, backend) group of a weights model: build fp16 and dynamic
 /// (per-token, with per-tensor beside it), score every method on the probe split, then
-/// per batch time fp32 and every method interleaved in one run.
+/// per batch time fp32 and every method interleaved in one run and hand that batch's
+/// cells to `emit`. Skipped cells are handed over first, a failed build's cells at once.
 pub fn run_group(
     plan: &Plan,
     model: &str,
     backend: Backend,
     keys: &[CellKey],
     progress: &Progress,
-) -> Result<Vec<Cell>> {
+    emit: &mut Emit,
+) -> Result<()> {
     let config = &plan.config;
-    let entry = weights_model(model)?.context("not a model built from weights")?;
-    let wanted = |m: Method| {
-        keys.iter()
-            .any(|k| k.method == m && !plan.skips.contains_key(k))
-    };
-    if keys.iter().all(|k| plan.skips.contains_key(k)) {
-        return Ok(keys.iter().map(|k| skipped(k, &plan.skips[k])).collect());
+    let (skip, work): (Vec<&CellKey>, Vec<&CellKey>) =
+        keys.iter().partition(|k| plan.skips.contains_key(*k));
+    emit(skip.iter().map(|k| skipped(k, &plan.skips[*k])).collect())?;
+    if work.is_empty() {
+        return Ok(());
     }
-    progress.step("fp32 embeddings of the probe split");
+    let entry = weights_model(model)?.context("not a model built from weights")?;
+    let of =
+        |m: Method| -> Vec<&CellKey> { work.iter().copied().filter(|k| k.method == m).collect() };
+    progress.cells(&work, "fp32 embeddings of the probe split");
     let s = shared(&entry, config)?;
     let fp32_acc = agreement(&s.fp32_pred, &s.test_labels);
     let mut built: BTreeMap<Method, std::result::Result<Built, String>> = BTreeMap::new();
     let mut per_tensor: Option<std::result::Result<Built, String>> = None;
-    if wanted(Method::Fp16) {
-        progress.step("quantizing: fp16");
+    if !of(Method::Fp16).is_empty() {
+        progress.cells(&of(Method::Fp16), "quantizing");
         let start = Instant::now();
-        let b = quantize_fp16(&s.graph)
-            .map_err(anyhow::Error::from)
-            .and_then(|m| build(&s, m, start.elapsed()));
-        built.insert(Method::Fp16, b.map_err(|e| format!("{e:#}")));
+        let b = isolate::run(|| build(&s, quantize_fp16(&s.graph)?, start.elapsed()));
+        built.insert(Method::Fp16, b);
     }
-    if wanted(Method::Dynamic) {
-        progress.step("quantizing: dynamic, per-token and per-tensor");
+    if !of(Method::Dynamic).is_empty() {
+        progress.cells(&of(Method::Dynamic), "quantizing, per-token and per-tensor");
         built.insert(
             Method::Dynamic,
-            dynamic(&s, backend, ActScales::PerRow).map_err(|e| format!("{e:#}")),
+            isolate::run(|| dynamic(&s, backend, ActScales::PerRow)),
         );
-        per_tensor = Some(dynamic(&s, backend, ActScales::PerTensor).map_err(|e| format!("{e:#}")));
+        per_tensor = Some(isolate::run(|| dynamic(&s, backend, ActScales::PerTensor)));
     }
-    for (m, b) in &built {
+    for (&m, b) in &built {
         if let Err(e) = b {
-            progress.note(&format!("{} failed: {e}", m.as_str()));
+            let mine = of(m);
+            progress.note(&format!("{} failed: {e}", cell_names(&mine)));
+            emit(mine.iter().map(|k| failed(k, e)).collect())?;
         }
     }
 
     let rung = qbench_kernels::isa::active().name();
     let no_speed = crate::sweep::speed_absent(backend, rung);
-    let mut cells = Vec::new();
     for &batch in &config.batch {
         for &threads in &config.threads {
-            let group: Vec<&CellKey> = keys
+            let group: Vec<&CellKey> = work
                 .iter()
+                .copied()
                 .filter(|k| k.batch == batch && k.threads == threads)
+                .filter(|k| !matches!(built.get(&k.method), Some(Err(_))))
                 .collect();
             if group.is_empty() {
                 continue;
             }
-            progress.step(&format!("timing batch {batch}"));
-            let timed = time_batch(
-                config,
-                &s,
-                &built,
-                per_tensor.as_ref().and_then(|b| b.as_ref().ok()),
-                batch as usize,
-                no_speed.is_some(),
-            )
-            .map_err(|e| format!("{e:#}"));
+            progress.cells(&group, "timing");
+            let timed = isolate::run(|| {
+                time_batch(
+                    config,
+                    &s,
+                    &built,
+                    per_tensor.as_ref().and_then(|b| b.as_ref().ok()),
+                    batch as usize,
+                    no_speed.is_some(),
+                )
+            });
+            let mut cells = Vec::new();
             for key in group {
-                if let Some(r) = plan.skips.get(key) {
-                    cells.push(skipped(key, r));
-                    continue;
-                }
                 let times = match &timed {
                     Ok(t) => t,
                     Err(e) => {
@@ -461,22 +463,10 @@ pub fn run_group(
                 });
                 cells.push(c);
             }
+            emit(cells)?;
         }
     }
-    Ok(cells)
-}
-
-fn skipped(key: &CellKey, reason: &str) -> Cell {
-    let mut c = Cell::new(&key.model, key.method, key.backend, key.batch, key.threads);
-    c.state = State::Skipped;
-    c.reason = Some(reason.to_owned());
-    c
-}
-
-fn failed(key: &CellKey, reason: &str) -> Cell {
-    let mut c = skipped(key, reason);
-    c.state = State::Failed;
-    c
+    Ok(())
 }
 
 /// What one interleaved run times.

@@ -16,8 +16,13 @@
 //! - **Cost in `--quick`**: a 256-input slice (one eval batch) and the first batch size
 //!   only (other batch sizes say so in `note`), so the tests' quick sweeps stay quick.
 //!
+//! - **Order**: [`TractRun::prepare`] makes the exports and the agreement slice once per
+//!   group; [`TractRun::fill`] times one batch size and fills that batch's cells, so the
+//!   sweep can record them as soon as they are final.
+//!
 //! tract failing on a model (an op it lacks, a shape it cannot infer) never fails a cell:
-//! the error goes into `tract.note` and the measured parts stay.
+//! the error goes into `tract.note` and the measured parts stay (a panic, caught by the
+//! sweep, goes into `not_applicable.tract`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -101,67 +106,102 @@ struct Measured {
     notes: Vec<String>,
 }
 
-/// Fills `tract` (or `not_applicable.tract`) of every measured cell of the group.
-pub fn fill(cells: &mut [Cell], g: &Group) {
-    let mut sources = vec![Source::Fp32(g.onnx)];
-    let mut measured: BTreeMap<Method, Measured> = BTreeMap::new();
-    for b in &g.built {
-        match export::to_model_proto(b.model, Form::QOperator) {
-            Ok(p) => sources.push(Source::Export(b.method, Box::new(p))),
-            Err(e) => {
-                measured
-                    .entry(b.method)
-                    .or_default()
-                    .notes
-                    .push(one_line(&format!("no ONNX export for tract: {e}")));
+/// tract's side of a group: its sources, what they gave so far, and the batch sizes it
+/// is timed at. Prepared once per group, then filled in per batch, so each batch's cells
+/// are final (and written) as soon as that batch is timed.
+pub struct TractRun<'a> {
+    g: Group<'a>,
+    sources: Vec<Source<'a>>,
+    measured: BTreeMap<Method, Measured>,
+    /// Batch sizes tract is timed at (`--quick`: the first only).
+    timed: Vec<u32>,
+    /// Those already timed.
+    done: Vec<u32>,
+}
+
+impl<'a> TractRun<'a> {
+    /// Exports each built method and runs tract's argmax over the eval slice: the
+    /// batch-independent part.
+    pub fn prepare(g: Group<'a>) -> TractRun<'a> {
+        let mut sources = vec![Source::Fp32(g.onnx)];
+        let mut measured: BTreeMap<Method, Measured> = BTreeMap::new();
+        for b in &g.built {
+            match export::to_model_proto(b.model, Form::QOperator) {
+                Ok(p) => sources.push(Source::Export(b.method, Box::new(p))),
+                Err(e) => {
+                    measured
+                        .entry(b.method)
+                        .or_default()
+                        .notes
+                        .push(one_line(&format!("no ONNX export for tract: {e}")));
+                }
             }
         }
-    }
-    let quick = g.config.quick;
-    if let Some(images) = g.eval_images {
-        let limit = if quick { QUICK_EVAL_SLICE } else { EVAL_SLICE };
-        let n = (images.len() / IMAGE_LEN).min(limit);
-        for s in &sources {
-            let m = measured.entry(s.method()).or_default();
-            match predict(s, &images[..n * IMAGE_LEN]) {
-                Ok(p) => m.pred = Some(p),
-                Err(e) => m
-                    .notes
-                    .push(one_line(&format!("tract cannot run it: {e:#}"))),
-            }
-        }
-    }
-    let batches: Vec<u32> = if quick {
-        g.config.batch.iter().copied().take(1).collect()
-    } else {
-        g.config.batch.clone()
-    };
-    for &batch in &batches {
-        if let Err(e) = time_batch(g, &sources, batch, &mut measured) {
+        let quick = g.config.quick;
+        if let Some(images) = g.eval_images {
+            let limit = if quick { QUICK_EVAL_SLICE } else { EVAL_SLICE };
+            let n = (images.len() / IMAGE_LEN).min(limit);
             for s in &sources {
-                measured
-                    .entry(s.method())
-                    .or_default()
-                    .notes
-                    .push(one_line(&format!(
-                        "batch {batch} not timed in tract: {e:#}"
-                    )));
+                let m = measured.entry(s.method()).or_default();
+                match predict(s, &images[..n * IMAGE_LEN]) {
+                    Ok(p) => m.pred = Some(p),
+                    Err(e) => m
+                        .notes
+                        .push(one_line(&format!("tract cannot run it: {e:#}"))),
+                }
             }
         }
-    }
-    for c in cells.iter_mut() {
-        if c.state != State::Measured {
-            continue;
-        }
-        c.not_applicable.remove(&Measure::Tract);
-        let Some(m) = measured.get(&c.method) else {
-            c.not_applicable.insert(
-                Measure::Tract,
-                "tract did not run this method (not built)".into(),
-            );
-            continue;
+        let timed: Vec<u32> = if quick {
+            g.config.batch.iter().copied().take(1).collect()
+        } else {
+            g.config.batch.clone()
         };
-        c.tract = Some(tract_of(c, m, measured.get(&Method::Fp32), g, &batches));
+        TractRun {
+            g,
+            sources,
+            measured,
+            timed,
+            done: Vec::new(),
+        }
+    }
+
+    /// Times tract at `batch` (if it is timed there and was not yet), then fills `tract`
+    /// (or `not_applicable.tract`) of every measured cell in `cells`, all of that batch.
+    pub fn fill(&mut self, batch: u32, cells: &mut [Cell]) {
+        if self.timed.contains(&batch) && !self.done.contains(&batch) {
+            self.done.push(batch);
+            if let Err(e) = time_batch(&self.g, &self.sources, batch, &mut self.measured) {
+                for s in &self.sources {
+                    self.measured
+                        .entry(s.method())
+                        .or_default()
+                        .notes
+                        .push(one_line(&format!(
+                            "batch {batch} not timed in tract: {e:#}"
+                        )));
+                }
+            }
+        }
+        for c in cells.iter_mut() {
+            if c.state != State::Measured {
+                continue;
+            }
+            c.not_applicable.remove(&Measure::Tract);
+            let Some(m) = self.measured.get(&c.method) else {
+                c.not_applicable.insert(
+                    Measure::Tract,
+                    "tract did not run this method (not built)".into(),
+                );
+                continue;
+            };
+            c.tract = Some(tract_of(
+                c,
+                m,
+                self.measured.get(&Method::Fp32),
+                &self.g,
+                &self.timed,
+            ));
+        }
     }
 }
 

@@ -64,6 +64,7 @@ fn speed_counts_only_beyond_max_of_floor_and_k_spread() {
 fn different_machines_compare_accuracy_and_size_only() {
     let (b, mut h) = pair(10.0, 0.02, 30.0, 0.02); // 3x slower: would be a regression
     h.runs[0].machine = machine("Intel Xeon");
+    h.machine = h.common_machine();
     let cmp = compare::compare(&b, &h, &Rules::default());
     let c = &cmp.cells[0];
     assert!(c.speed.is_none());

@@ -137,6 +137,72 @@ fn the_shipped_sweep_config_parses_and_bad_keys_are_named() {
     assert!(e.contains("`batch` lists 1 twice"), "{e}");
 }
 
+#[test]
+fn the_top_level_machine_is_the_runs_fingerprint_and_older_files_get_it_from_their_runs() {
+    let r = results(vec![measured(
+        "digit-cnn",
+        Method::Static,
+        Backend::Fbgemm,
+        1,
+    )]);
+    let mut v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["machine"]["cpu_model"], "AMD EPYC");
+    // A file written before the key existed reads, with the machine of its runs.
+    v.as_object_mut().unwrap().remove("machine");
+    let old = Results::parse(&v.to_string(), Path::new("old.json")).unwrap();
+    assert_eq!(old.machine, Some(machine("AMD EPYC")));
+    assert_eq!(old, r);
+    // A `machine` the runs contradict is refused, naming the key and both machines.
+    let mut wrong = r.clone();
+    wrong.machine = Some(machine("Intel Xeon"));
+    let e = err_of(&wrong);
+    assert!(
+        e.contains("runs/x/results.json")
+            && e.contains("key `machine`")
+            && e.contains("Intel Xeon")
+            && e.contains("AMD EPYC"),
+        "{e}"
+    );
+    let mut null = r.clone();
+    null.machine = None;
+    assert!(
+        err_of(&null).contains("key `machine` is null"),
+        "{}",
+        err_of(&null)
+    );
+    // Runs on two machines: only null is right.
+    let mut two = r.clone();
+    two.runs.push(run("Ampere Altra", None));
+    two.machine = Some(machine("AMD EPYC"));
+    assert!(err_of(&two).contains("must be null"), "{}", err_of(&two));
+    two.machine = two.common_machine();
+    assert_eq!(two.machine, None);
+    Results::parse(&serde_json::to_string(&two).unwrap(), Path::new("two.json")).unwrap();
+
+    // The committed baseline predates the key: every reader still takes it.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let baseline = root.join("reports/baseline.json");
+    let b = Results::read(&baseline).unwrap();
+    assert!(b.runs.len() == 1 && b.machine.as_ref() == Some(&b.runs[0].machine));
+    let out = qbench(&["compare", s(&baseline), s(&baseline)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let thresholds = root.join("ci/thresholds.toml");
+    let out = qbench(&["gate", s(&baseline), "--thresholds", s(&thresholds)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = qbench(&["report", s(&baseline), "--format", "md"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dir = temp_dir("schema-machine-merge");
+    let merged = dir.join("m.json");
+    let out = qbench(&["merge", s(&baseline), "-o", s(&merged)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();
+    assert_eq!(
+        v["machine"]["cpu_model"], "AMD EPYC",
+        "written out by merge"
+    );
+}
+
 /// Two shards on two machines: digit-cnn/fbgemm and digit-cnn/qnnpack.
 fn shards() -> (Results, Results) {
     let mut a = results(vec![
@@ -144,11 +210,13 @@ fn shards() -> (Results, Results) {
         measured("digit-cnn", Method::Static, Backend::Fbgemm, 1),
     ]);
     a.runs = vec![run("AMD EPYC", Some((0, 2)))];
+    a.machine = a.common_machine();
     let mut b = results(vec![
         measured("digit-cnn", Method::Fp32, Backend::Qnnpack, 1),
         measured("digit-cnn", Method::Static, Backend::Qnnpack, 1),
     ]);
     b.runs = vec![run("Ampere Altra", Some((1, 2)))];
+    b.machine = b.common_machine();
     (a, b)
 }
 
@@ -169,10 +237,19 @@ fn merge_joins_disjoint_shards_keeping_each_cells_machine() {
         .unwrap();
     assert_eq!(m.machine_of(qnn).cpu_model, "Ampere Altra");
     assert_eq!(m.machine_of(&m.cells[0]).cpu_model, "AMD EPYC");
+    // Two machines: no common fingerprint, so the top-level `machine` is null.
+    assert_eq!(m.machine, None);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert_eq!(v["machine"], serde_json::Value::Null);
     assert!(!stderr(&out).contains("missing"), "{}", stderr(&out));
     // One shard of two: merged, with a warning naming the missing shard.
-    let out = qbench(&["merge", s(&pa), "-o", s(&dir.join("half.json"))]);
+    let half = dir.join("half.json");
+    let out = qbench(&["merge", s(&pa), "-o", s(&half)]);
     assert_eq!(out.status.code(), Some(0));
+    // One machine: it is the top-level `machine`.
+    let h = Results::read(&half).unwrap();
+    assert_eq!(h.machine.map(|m| m.cpu_model).as_deref(), Some("AMD EPYC"));
     assert!(
         stderr(&out).contains("shard(s) 1 of 2 are missing"),
         "{}",

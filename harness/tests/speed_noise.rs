@@ -37,6 +37,7 @@ fn measure_once() -> Results {
     let mut r = results(vec![cell(Method::Fp32, fp32), cell(Method::Static, int8)]);
     r.config.models.push("gemm".into());
     r.runs = vec![Run::detect(None)];
+    r.machine = r.common_machine();
     r
 }
 

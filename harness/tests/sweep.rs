@@ -57,7 +57,7 @@ fn dry_run_prints_the_plan_with_skips_and_does_no_work() {
 
 #[test]
 fn bad_plans_fail_at_once_naming_the_flag_and_the_valid_names() {
-    let cases: [(&[&str], &[&str]); 5] = [
+    let cases: [(&[&str], &[&str]); 6] = [
         (
             &["--methods", "fp32,int4"],
             &["--methods", "\"int4\"", "fp32, fp16, dynamic, static, qat"],
@@ -72,6 +72,11 @@ fn bad_plans_fail_at_once_naming_the_flag_and_the_valid_names() {
         ),
         (&["--shard", "4/4"], &["--shard", "0-based"]),
         (&["--batch", "0"], &["batch", "0"]),
+        // The int8 executor cannot run on more threads; the message says so.
+        (
+            &["--threads", "1,2"],
+            &["threads 2", "QExecutor", "calling thread"],
+        ),
     ];
     for (flags, wanted) in cases {
         let o = qbench(&[&["sweep", "--dry-run"], flags].concat());
@@ -102,13 +107,14 @@ fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_re
     let dir = temp_dir("sweep-quick");
     let out = dir.join("run");
     let o = sweep(&out, &[]);
-    // Not on a terminal, progress is plain lines: the group, then each step.
+    // Not on a terminal, progress is plain lines: the group, then each step with the
+    // cells it works on (model / method / backend / batch).
     let log = stderr(&o);
     for line in [
         "digit-cnn / fbgemm: 3 cells",
-        "  quantizing: static",
-        "  timing batch 1",
-        "  tract",
+        "  digit-cnn / static / fbgemm / b1: quantizing",
+        "  digit-cnn / fp32,dynamic,static / fbgemm / b1: timing",
+        "  digit-cnn / fp32,dynamic,static / fbgemm / b1: tract",
     ] {
         assert!(log.contains(line), "{line:?} in {log}");
     }
@@ -147,8 +153,7 @@ fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_re
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("| Method | Size | Speed | Accuracy |"), "{md}");
-    assert!(md.contains("| fp32 | 1.00x"), "{md}");
+    check_report_rows(&r, &md_rows(&md), "report.md");
 
     // A second sweep into the same directory refuses rather than overwriting.
     let mut again: Vec<&str> = QUICK.to_vec();
@@ -251,17 +256,10 @@ fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_re
     ] {
         assert!(html.contains(&format!("aria-label=\"{title}\"")), "{title}");
     }
-    assert!(report("md").contains("## digit-cnn — fbgemm, batch 1"));
-    let table = report("table");
-    assert!(
-        table.contains("digit-cnn — fbgemm, batch 1, 1 thread"),
-        "{table}"
-    );
-    // One tabled row per cell, its method in the first column.
-    for c in &back.cells {
-        let row = format!("│ {:<8}│", c.method.as_str());
-        assert!(table.contains(&row), "{row:?} in {table}");
-    }
+    // The markdown and terminal tables, parsed back into rows and columns, say what the
+    // results file says.
+    check_report_rows(&back, &md_rows(&report("md")), "md");
+    check_report_rows(&back, &table_rows(&report("table")), "table");
 
     let o = qbench(&["report", path.to_str().unwrap(), "--format", "pdf"]);
     assert!(!o.status.success());
@@ -319,22 +317,56 @@ fn shards_split_by_model_and_backend_and_merge_into_the_whole_grid() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let all = Results::read(&merged).unwrap();
-    let mut keys: Vec<String> = all.cells.iter().map(|c| c.key().to_string()).collect();
-    keys.sort();
-    let o = qbench(&[&grid[..], &["--dry-run"]].concat());
-    let mut planned: Vec<String> = stdout(&o)
-        .lines()
-        .filter(|l| l.starts_with("  "))
-        .map(|l| l.trim().to_owned())
-        .collect();
-    planned.sort();
-    assert_eq!(keys, planned, "the shards together are the unsharded grid");
+    // Two shards of one machine: the merged file names it.
+    assert_eq!(all.machine.as_ref(), Some(&a.runs[0].machine));
+
+    // The same grid unsharded: the same cells, and every deterministic field equal
+    // (latencies and quantization times are measurements of the moment and may differ).
+    let whole = dir.join("whole");
+    let o = qbench(&[&grid[..], &["--out", whole.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let one = Results::read(&whole.join("results.json")).unwrap();
+    let by_key = |r: &Results| {
+        r.cells
+            .iter()
+            .map(|c| (c.key(), c.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (all_cells, one_cells) = (by_key(&all), by_key(&one));
+    assert_eq!(
+        all_cells.keys().collect::<Vec<_>>(),
+        one_cells.keys().collect::<Vec<_>>(),
+        "the shards together are the unsharded grid"
+    );
+    assert_eq!(all_cells.len(), 4);
+    for ((key, m), u) in all_cells.iter().zip(one_cells.values()) {
+        assert_eq!(m.state, u.state, "{key}");
+        assert_eq!(m.reason, u.reason, "{key}: skip reason or error");
+        assert_eq!(m.kernel, u.kernel, "{key}");
+        assert_eq!(m.size_bytes, u.size_bytes, "{key}");
+        assert_eq!(m.size_ratio, u.size_ratio, "{key}");
+        assert_eq!(m.accuracy, u.accuracy, "{key}");
+        assert_eq!(m.agreement, u.agreement, "{key}");
+        assert_eq!(m.sqnr, u.sqnr, "{key}: SQNR summary and per layer");
+        assert_eq!(m.not_applicable, u.not_applicable, "{key}: n/a reasons");
+        assert_eq!(
+            m.tract
+                .as_ref()
+                .map(|t| (t.agreement, t.agreement_fp32, t.samples)),
+            u.tract
+                .as_ref()
+                .map(|t| (t.agreement, t.agreement_fp32, t.samples)),
+            "{key}: tract's argmax agreement"
+        );
+        assert_eq!(m.state, State::Measured, "{key}: {:?}", m.reason);
+    }
 }
 
 #[test]
-fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
+fn a_killed_sweep_keeps_every_recorded_cell_and_resume_completes_the_rest() {
     let dir = temp_dir("sweep-kill");
     let out = dir.join("run");
+    // Two (model, backend) groups of two batch sizes: 4 cells a group, 2 a batch.
     let grid = [
         "sweep",
         "--quick",
@@ -343,9 +375,9 @@ fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
         "--methods",
         "fp32,static",
         "--backends",
-        "fbgemm,vnni,qnnpack",
+        "fbgemm,vnni",
         "--batch",
-        "1",
+        "1,2",
     ];
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qbench"))
         .args(grid)
@@ -356,7 +388,7 @@ fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
         .spawn()
         .unwrap();
     let path = out.join("results.json");
-    // Kill as soon as the first (model, backend) group is on disk.
+    // Kill as soon as the first cells are on disk.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let first = loop {
         if let Ok(r) = Results::read(&path) {
@@ -369,18 +401,50 @@ fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
     };
     child.kill().unwrap();
     child.wait().unwrap();
+    // Cells are written as they become final, not per group: the first write holds the
+    // first batch of the first group (both methods, timed in one interleaved run), while
+    // batch 2 of that group is still to be timed (at least 140 ms of warm-up and budget).
+    let firsts: Vec<String> = first.cells.iter().map(|c| c.key().to_string()).collect();
+    assert_eq!(
+        firsts,
+        [
+            "digit-cnn/fp32/fbgemm/b1/t1",
+            "digit-cnn/static/fbgemm/b1/t1"
+        ],
+        "the first write"
+    );
     let killed = Results::read(&path).expect("the file a killed sweep leaves validates");
     assert!(
         killed.runs[0].finished_at.is_none(),
         "killed before finishing"
     );
-    assert!(killed.cells.len() < 6, "{} cells", killed.cells.len());
-    assert!(first.cells.len() <= killed.cells.len());
+    assert!(killed.cells.len() < 8, "{} cells", killed.cells.len());
+    for c in &first.cells {
+        assert_eq!(
+            killed.cells.iter().find(|k| k.key() == c.key()),
+            Some(c),
+            "a recorded cell survives the kill"
+        );
+    }
 
     let o = qbench(&[&grid[..], &["--resume", out.to_str().unwrap()]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(
+        log.contains(&format!(
+            "8 cells planned, {} already done, {} to run",
+            killed.cells.len(),
+            8 - killed.cells.len()
+        )),
+        "{log}"
+    );
+    // Only the open cells ran: the first group's batch 1 is not timed again.
+    assert!(
+        !log.contains("digit-cnn / fp32,static / fbgemm / b1: timing"),
+        "{log}"
+    );
     let done = Results::read(&path).unwrap();
-    assert_eq!(done.cells.len(), 6);
+    assert_eq!(done.cells.len(), 8);
     assert_eq!(done.runs.len(), 2);
     assert!(done.runs[1].finished_at.is_some());
     for c in &killed.cells {
@@ -390,7 +454,75 @@ fn a_killed_sweep_keeps_its_finished_groups_and_resume_completes_the_rest() {
             "kept as measured"
         );
     }
-    assert!(done.cells.iter().filter(|c| c.run == 1).count() >= 2);
+    assert_eq!(
+        done.cells.iter().filter(|c| c.run == 1).count(),
+        8 - killed.cells.len()
+    );
+    assert!(done.cells.iter().all(|c| c.state == State::Measured));
+}
+
+/// A model that cannot load (an op the importer refuses) fails its own cells, with the
+/// error, and the sweep measures the others and succeeds.
+#[test]
+fn a_failing_model_fails_only_its_cells_and_the_sweep_goes_on() {
+    let dir = temp_dir("sweep-isolated");
+    // mlp-mnist with its first Relu turned into Selu, a real ONNX op qbench does not import.
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo/mlp-mnist/model.onnx");
+    let graph = qbench_models::onnx::load(&zoo).unwrap();
+    let mut proto = qbench_models::onnx::to_model_proto(&graph);
+    let node = proto
+        .graph
+        .as_mut()
+        .unwrap()
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "Relu")
+        .expect("mlp-mnist has a Relu");
+    node.op_type = "Selu".into();
+    let relu = node.name.clone();
+    let bad = dir.join("selu.onnx");
+    std::fs::write(&bad, prost::Message::encode_to_vec(&proto)).unwrap();
+    let out = dir.join("run");
+    let o = qbench(&[
+        "sweep",
+        "--quick",
+        "--models",
+        &format!("mlp-mnist,{}", bad.display()),
+        "--methods",
+        "fp32,static",
+        "--backends",
+        "fbgemm",
+        "--batch",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "the sweep goes on: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 cell(s) failed"),
+        "the failure is shown: {}",
+        stderr(&o)
+    );
+    let r = Results::read(&out.join("results.json")).unwrap();
+    assert_eq!(r.cells.len(), 4);
+    for c in &r.cells {
+        if c.model == "mlp-mnist" {
+            assert_eq!(c.state, State::Measured, "{}: {:?}", c.key(), c.reason);
+            assert!(c.accuracy.is_some());
+        } else {
+            assert_eq!(c.model, bad.display().to_string());
+            assert_eq!(c.state, State::Failed, "{}", c.key());
+            let why = c.reason.as_deref().unwrap();
+            assert!(
+                why.contains("selu.onnx") && why.contains(&relu) && why.contains("Selu"),
+                "the error names the file, the node and the op: {why}"
+            );
+        }
+    }
+    // The reports carry the failure too.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("static failed: "), "{md}");
+    check_report_rows(&r, &md_rows(&md), "report.md");
 }
 
 /// MiniLM is built from fetched weights: the default sweep must plan it whether or not
@@ -420,5 +552,267 @@ fn minilm_without_its_weights_is_skipped_with_the_fetch_message_not_a_failed_pla
             line.contains("skip:") && line.contains("qbench fetch minilm"),
             "{line}"
         );
+    }
+}
+
+/// A report's rows parsed back: (section heading, method) → column name → text. A
+/// section's tables are joined: each names its method in the first column.
+type Rows =
+    std::collections::BTreeMap<(String, String), std::collections::BTreeMap<String, String>>;
+
+/// The rows of every table in a markdown report, under the `## ` heading they follow.
+fn md_rows(md: &str) -> Rows {
+    let split = |line: &str| -> Vec<String> {
+        let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
+        inner.split('|').map(|c| c.trim().to_owned()).collect()
+    };
+    let mut rows = Rows::new();
+    let mut section = String::new();
+    let mut table: Vec<Vec<String>> = Vec::new();
+    for line in md.lines().chain([""]) {
+        if let Some(h) = line.strip_prefix("## ") {
+            section = h.to_owned();
+        } else if line.starts_with('|') {
+            table.push(split(line));
+        } else if !table.is_empty() {
+            let (header, sep) = (&table[0], &table[1]);
+            assert!(sep.iter().all(|c| c == "---"), "not a table: {table:?}");
+            for row in &table[2..] {
+                assert_eq!(row.len(), header.len(), "{section}: {row:?}");
+                let cols = rows.entry((section.clone(), row[0].clone())).or_default();
+                for (h, v) in header.iter().zip(row) {
+                    cols.insert(h.clone(), v.clone());
+                }
+            }
+            table.clear();
+        }
+    }
+    rows
+}
+
+/// The rows of the terminal report (tabled, rounded style) under the section line before
+/// each table.
+fn table_rows(text: &str) -> Rows {
+    let mut rows = Rows::new();
+    let mut section = String::new();
+    let mut header: Option<Vec<String>> = None;
+    for line in text.lines() {
+        if line.starts_with('│') {
+            let cells: Vec<String> = line
+                .trim_matches('│')
+                .split('│')
+                .map(|c| c.trim().to_owned())
+                .collect();
+            match &header {
+                None => header = Some(cells),
+                Some(h) => {
+                    assert_eq!(cells.len(), h.len(), "{section}: {line}");
+                    let cols = rows.entry((section.clone(), cells[0].clone())).or_default();
+                    for (h, v) in h.iter().zip(&cells) {
+                        cols.insert(h.clone(), v.clone());
+                    }
+                }
+            }
+        } else if line.starts_with('╰') {
+            header = None;
+        } else if !line.starts_with(['╭', '├'])
+            && !line.trim().is_empty()
+            && !line.starts_with("  - ")
+        {
+            section = line.trim().to_owned();
+        }
+    }
+    rows
+}
+
+/// `text` as a number, or a panic naming what was parsed.
+fn num(text: &str, what: &str) -> f64 {
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{what}: {text:?} is not a number: {e}"))
+}
+
+/// `printed` (a value printed with `decimals` decimals) is `value`.
+fn close(printed: f64, value: f64, decimals: i32, what: &str) {
+    let tol = 0.5 * 10f64.powi(-decimals) + 1e-9;
+    assert!(
+        (printed - value).abs() <= tol,
+        "{what}: the report says {printed}, results.json {value}"
+    );
+}
+
+/// Every cell of `r` has its row in `rows` (one row per cell, no others), and each
+/// column holds the cell's value as results.json has it.
+fn check_report_rows(r: &Results, rows: &Rows, format: &str) {
+    use qbench::results::Measure;
+    assert_eq!(
+        rows.len(),
+        r.cells.len(),
+        "{format}: one row per cell: {rows:?}"
+    );
+    for c in &r.cells {
+        let section = format!(
+            "{} — {}, batch {}, {} thread{}",
+            c.model,
+            c.backend.as_str(),
+            c.batch,
+            c.threads,
+            if c.threads == 1 { "" } else { "s" }
+        );
+        let row = rows
+            .get(&(section.clone(), c.method.as_str().to_owned()))
+            .unwrap_or_else(|| panic!("{format}: no row {section} / {:?}", c.method));
+        let what = |col: &str| format!("{format} {section} {} {col}", c.method.as_str());
+        let absent = |m: Measure| match c.state {
+            State::Skipped => "skipped",
+            State::Failed => "failed",
+            State::Measured if c.not_applicable.contains_key(&m) => "n/a",
+            State::Measured => "—",
+        };
+        for (col, text) in row {
+            let w = what(col);
+            match col.as_str() {
+                "Method" => {}
+                "Size" => match (c.size_ratio, c.size_bytes) {
+                    (Some(ratio), Some(bytes)) => {
+                        let (x, rest) = text.split_once("x (").expect(&w);
+                        close(num(x, &w), ratio, 2, &w);
+                        let (v, unit) = rest.trim_end_matches(')').split_once(' ').expect(&w);
+                        let scale = match unit {
+                            "KiB" => 1024.0,
+                            "MiB" => 1024.0 * 1024.0,
+                            other => panic!("{w}: unit {other}"),
+                        };
+                        close(num(v, &w), bytes as f64 / scale, 1, &w);
+                    }
+                    _ => assert_eq!(text, absent(Measure::Size), "{w}"),
+                },
+                "Speed" => match (c.speedup_vs_fp32, &c.latency_ms) {
+                    (Some(s), Some(l)) => {
+                        let (x, rest) = text.split_once("x (").expect(&w);
+                        close(num(x, &w), s, 2, &w);
+                        let (ms, band) = rest.split_once(" ms ±").expect(&w);
+                        close(num(ms, &w), l.median, 3, &w);
+                        close(
+                            num(band.trim_end_matches(" %)"), &w),
+                            50.0 * l.spread,
+                            0,
+                            &w,
+                        );
+                    }
+                    _ => assert_eq!(text, absent(Measure::Speed), "{w}"),
+                },
+                "Accuracy" => match &c.accuracy {
+                    Some(a) => {
+                        let (rel, rest) = text.split_once(" % (").expect(&w);
+                        close(num(rel, &w), 100.0 * a.relative, 2, &w);
+                        let (v, metric) = rest.split_once(" % ").expect(&w);
+                        close(num(v, &w), 100.0 * a.value, 2, &w);
+                        assert_eq!(metric.trim_end_matches(')'), a.metric, "{w}");
+                    }
+                    None => assert_eq!(text, absent(Measure::Accuracy), "{w}"),
+                },
+                "Kernel" => assert_eq!(
+                    Some(text.as_str()),
+                    c.kernel.as_deref().or(Some("—")),
+                    "{w}"
+                ),
+                "Drop (pp)" => match &c.accuracy {
+                    Some(a) => close(num(text, &w), a.drop_pp, 2, &w),
+                    None => assert_eq!(text, "—", "{w}"),
+                },
+                "Agreement" => match c.agreement {
+                    Some(a) => close(num(text.trim_end_matches(" %"), &w), 100.0 * a, 2, &w),
+                    None => assert_eq!(text, "—", "{w}"),
+                },
+                "Worst layer SQNR" => match &c.sqnr {
+                    Some(q) => {
+                        let (db, layer) = text.split_once(" dB (").expect(&w);
+                        close(num(db, &w), q.worst_db, 1, &w);
+                        assert_eq!(layer.trim_end_matches(')'), q.worst_layer, "{w}");
+                    }
+                    None => assert_eq!(text, "—", "{w}"),
+                },
+                "Quantize (s)" => match c.quantize_s {
+                    Some(q) => close(num(text, &w), q, 2, &w),
+                    None => assert_eq!(text, "—", "{w}"),
+                },
+                "tract (ms)" => match &c.tract {
+                    Some(t) => {
+                        let (times, ours) = match text.split_once(" (ours ") {
+                            Some((a, b)) => (a, Some(b.trim_end_matches(')'))),
+                            None => (text.as_str(), None),
+                        };
+                        match (ours, t.ours_ms) {
+                            (Some(o), Some(v)) => close(num(o, &w), v, 3, &w),
+                            (None, None) => {}
+                            other => panic!("{w}: ours {other:?}"),
+                        }
+                        let parts: Vec<&str> = times.split(", ").collect();
+                        let ms = |p: &str, name: &str, v: Option<f64>| {
+                            let value = p.strip_prefix(&format!("{name} ")).expect(&w);
+                            match v {
+                                Some(v) => close(num(value, &w), v, 3, &w),
+                                None => assert_eq!(value, "—", "{w}"),
+                            }
+                        };
+                        ms(parts[0], "fp32", t.fp32_ms);
+                        if c.method == Method::Fp32 {
+                            assert_eq!(parts.len(), 1, "{w}");
+                        } else {
+                            ms(parts[1], c.method.as_str(), t.int8_ms);
+                        }
+                    }
+                    None => assert_eq!(text, absent(Measure::Tract), "{w}"),
+                },
+                "tract agreement" => {
+                    match c.tract.as_ref().map(|t| (t.agreement, t.agreement_fp32)) {
+                        Some((Some(a), f)) => {
+                            let (own, vs) = match text.split_once(" (vs fp32 ") {
+                                Some((a, b)) => (a, Some(b.trim_end_matches(" %)"))),
+                                None => (text.as_str(), None),
+                            };
+                            close(num(own.trim_end_matches(" %"), &w), 100.0 * a, 2, &w);
+                            match (vs, f) {
+                                (Some(v), Some(f)) => close(num(v, &w), 100.0 * f, 2, &w),
+                                (None, None) => {}
+                                other => panic!("{w}: vs fp32 {other:?}"),
+                            }
+                        }
+                        Some((None, _)) => assert_eq!(text, "—", "{w}"),
+                        None => assert_eq!(text, absent(Measure::Tract), "{w}"),
+                    }
+                }
+                other => panic!("{w}: a column the test does not know: {other}"),
+            }
+        }
+        // Both tables (markdown) or the one (terminal) gave every column.
+        let wanted: &[&str] = if format.contains("table") {
+            &[
+                "Size",
+                "Speed",
+                "Accuracy",
+                "Agreement",
+                "Worst layer SQNR",
+                "tract (ms)",
+                "tract agreement",
+            ]
+        } else {
+            &[
+                "Size",
+                "Speed",
+                "Accuracy",
+                "Kernel",
+                "Drop (pp)",
+                "Agreement",
+                "Worst layer SQNR",
+                "Quantize (s)",
+                "tract (ms)",
+                "tract agreement",
+            ]
+        };
+        for col in wanted {
+            assert!(row.contains_key(*col), "{}: column missing", what(col));
+        }
     }
 }

@@ -100,6 +100,7 @@ pub fn results(cells: Vec<Cell>) -> Results {
         schema: SCHEMA.into(),
         qbench_version: "0.1.0".into(),
         git_commit: "abc123def456".into(),
+        machine: Some(machine("AMD EPYC")),
         config: config(),
         seeds: BTreeMap::from([("calibration".to_owned(), 7)]),
         runs: vec![run("AMD EPYC", None)],
