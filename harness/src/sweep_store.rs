@@ -19,6 +19,18 @@ pub struct Store {
     results: Results,
     /// This process's index in `runs`, stamped on every cell it records.
     run: usize,
+    /// Calls of `record` that wrote cells, for [`ABORT_AFTER_RECORDS_ENV`].
+    records: usize,
+}
+
+/// Test hook: `QBENCH_ABORT_AFTER_RECORDS=N` aborts the process right after the N-th
+/// write of recorded cells, as a `kill -9` at that moment would. The kill/resume test
+/// uses it to stop a sweep exactly between two writes; a test that polled the file and
+/// killed the process would depend on winning a race against the sweep.
+pub const ABORT_AFTER_RECORDS_ENV: &str = "QBENCH_ABORT_AFTER_RECORDS";
+
+fn abort_after_records() -> Option<usize> {
+    std::env::var(ABORT_AFTER_RECORDS_ENV).ok()?.parse().ok()
 }
 
 impl Store {
@@ -61,7 +73,12 @@ impl Store {
         };
         let run = results.runs.len() - 1;
         results.write(&path)?;
-        Ok(Store { path, results, run })
+        Ok(Store {
+            path,
+            results,
+            run,
+            records: 0,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -83,7 +100,13 @@ impl Store {
             self.results.cells.push(c);
         }
         self.results.cells.sort_by_key(Cell::key);
-        self.results.write(&self.path)
+        self.results.write(&self.path)?;
+        self.records += 1;
+        if abort_after_records() == Some(self.records) {
+            // The test hook below: die as a kill would, with no cleanup.
+            std::process::abort();
+        }
+        Ok(())
     }
 
     /// Stamps the run's finish time, writes the file and hands back the results.
