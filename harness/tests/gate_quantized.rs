@@ -140,6 +140,7 @@ fn results_file(cell: Cell) -> Results {
     run.finished_at = Some(run.started_at.clone());
     Results {
         schema: SCHEMA.into(),
+        machine: Some(run.machine.clone()),
         qbench_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: "test".into(),
         config: SweepConfig {
