@@ -107,6 +107,126 @@ fn inspect_lists_conv_nodes_shapes_and_parameters() {
     assert!(text.contains("390,410"), "{text}");
 }
 
+/// `x → Relu → Einsum → com.example.Fancy → Relu(frobnicate = 1) → Relu → y`: three nodes
+/// the importer refuses for three different reasons, around two it takes.
+fn onnx_with_unsupported_nodes() -> Vec<u8> {
+    use prost::Message;
+    use tract_onnx::pb;
+    let vi = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: None,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let node = |name: &str, domain: &str, op: &str, i: &str, o: &str| pb::NodeProto {
+        name: name.into(),
+        domain: domain.into(),
+        op_type: op.into(),
+        input: vec![i.into()],
+        output: vec![o.into()],
+        ..Default::default()
+    };
+    let mut odd_attr = node("relu_with_odd_attr", "", "Relu", "c", "d");
+    odd_attr.attribute.push(pb::AttributeProto {
+        name: "frobnicate".into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: 1,
+        ..Default::default()
+    });
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            node: vec![
+                node("first_relu", "", "Relu", "x", "a"),
+                node("the_einsum", "", "Einsum", "a", "b"),
+                node("custom_op", "com.example", "Fancy", "b", "c"),
+                odd_attr,
+                node("last_relu", "", "Relu", "d", "y"),
+            ],
+            input: vec![vi("x")],
+            output: vec![vi("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn inspect_lists_every_node_of_a_file_with_unsupported_ops_and_fails() {
+    let path = temp_path("unsupported.onnx");
+    std::fs::write(&path, onnx_with_unsupported_nodes()).unwrap();
+    let p = path.to_str().unwrap();
+
+    let out = qbench(&["inspect", p, "--json"]);
+    assert_clean_error(&out, &[p, "3 of 5 nodes are not supported"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    let verdicts: Vec<(&str, &str, bool)> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap(),
+                n["op"].as_str().unwrap(),
+                n["supported"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("first_relu", "Relu", true),
+            ("the_einsum", "Einsum", false),
+            ("custom_op", "com.example.Fancy", false),
+            ("relu_with_odd_attr", "Relu", false),
+            ("last_relu", "Relu", true),
+        ],
+        "{v}"
+    );
+    let reason = |i: usize| nodes[i]["error"].as_str().unwrap_or_default().to_string();
+    assert!(reason(1).contains("unsupported op \"Einsum\""), "{v}");
+    assert!(
+        reason(2).contains("unsupported domain \"com.example\""),
+        "{v}"
+    );
+    assert!(reason(3).contains("frobnicate"), "{v}");
+    assert_eq!(v["all_supported"], false);
+    assert_eq!(v["graph_inputs"][0]["name"], "x");
+
+    // The table shows every node and each reason.
+    let out = qbench(&["inspect", p]);
+    assert_clean_error(&out, &[p, "the_einsum", "custom_op", "relu_with_odd_attr"]);
+    let text = stdout(&out);
+    for name in [
+        "first_relu",
+        "the_einsum",
+        "custom_op",
+        "relu_with_odd_attr",
+        "last_relu",
+    ] {
+        assert!(text.contains(name), "{name}: {text}");
+    }
+    assert!(text.contains("no: unsupported op \"Einsum\""), "{text}");
+    assert!(
+        text.contains("no: unsupported attribute \"frobnicate\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("5 nodes; some nodes are NOT supported"),
+        "{text}"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
 #[test]
 fn crosscheck_digit_cnn_passes() {
     let out = qbench(&["crosscheck", "digit-cnn", "--samples", "200"]);
