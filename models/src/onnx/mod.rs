@@ -6,11 +6,13 @@
 //! [`ModelError::Node`] naming the file, the node and its op. Truncated or corrupted bytes
 //! are a [`ModelError::Decode`]; nothing panics on bad input. [`check_nodes`] applies the
 //! same per-node checks without stopping at the first refusal (what `qbench inspect`
-//! lists for a file the importer refuses). Export lives in [`export`],
-//! the cross-check against tract in [`crosscheck`].
+//! lists for a file the importer refuses). Export lives in [`export`], the cross-check
+//! against tract in [`crosscheck`], seeded random weights for constant-weight files in
+//! [`random_weights`].
 
 pub mod crosscheck;
 pub mod export;
+pub mod random_weights;
 
 use std::collections::HashSet;
 use std::path::Path;
