@@ -1,4 +1,5 @@
-//! `qbench eval`: a model's eval set through qbench's own fp32 executor, scored top-1.
+//! `qbench eval`: a model's eval set through qbench's own fp32 executor (or, for a
+//! quantized `.safetensors` file, the quantized executor), scored top-1.
 //!
 //! Also owns what `inspect` and `crosscheck` share with it: resolving a `<model|file.onnx>`
 //! argument ([`resolve`]) to a zoo entry or a bare file, and working out which data a
@@ -371,8 +372,14 @@ pub fn cmd_eval(args: &EvalArgs) -> Result<()> {
         };
         println!("manifest fp32 value {:.2} % ({scope})", fp32.value);
     }
+    // Which executor ran: a quantized file runs on the quantized one (int8 layers on the
+    // kernels; fp16 weights in f32), never on the fp32 executor.
+    let engine = match &quantized {
+        Some(m) => format!("qbench quantized executor ({})", m.recipe.method.name()),
+        None => "qbench fp32 executor".to_string(),
+    };
     println!(
-        "qbench fp32 executor, batch {}, {} rayon threads across batches; {:.2} s (load + run)",
+        "{engine}, batch {}, {} rayon threads across batches; {:.2} s (load + run)",
         args.batch,
         rayon::current_num_threads(),
         elapsed.as_secs_f64()

@@ -1,9 +1,11 @@
 //! `qbench inspect`: what a model is made of, as qbench's importer sees it.
 //!
 //! Lists every node (name, op, inputs, outputs), the shapes of their tensors, the
-//! parameter count and whether qbench supports each op. The importer refuses a model
-//! with an unsupported op, attribute or dtype; that error (which names the node and the
-//! op) is the answer for such a file, reported as an error rather than a half table.
+//! parameter count and whether qbench supports each op, and exits non-zero when any node
+//! is not supported. The importer stops at the first node it refuses; for such a file the
+//! nodes are listed from the raw protobuf instead, each checked on its own
+//! (`onnx::check_nodes`, the importer's own per-node checks), with the reason for every
+//! refusal and without shapes or a parameter count (those need the imported graph).
 //!
 //! Shapes come from a dry run at batch 1: the graph is rebuilt with every node output
 //! declared a graph output and run once on zeros, so the executor itself reports every
@@ -16,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use qbench_models::error::ModelError;
 use qbench_models::exec::{Executor, Options};
 use qbench_models::ir::{Dim, Graph, ValueInfo};
@@ -36,7 +38,7 @@ struct TensorInfo {
 #[derive(Serialize)]
 struct NodeInfo {
     name: String,
-    op: &'static str,
+    op: String,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     supported: bool,
@@ -52,15 +54,15 @@ struct Report {
     graph_inputs: Vec<TensorInfo>,
     graph_outputs: Vec<TensorInfo>,
     /// Elements of every f32 constant read by a non-constant node: initializers and
-    /// tensors built from constants at load time.
-    parameters: usize,
+    /// tensors built from constants at load time. `None` when the import failed.
+    parameters: Option<usize>,
     /// Where the shapes came from.
     shapes_from: String,
     /// The dry run's error, if it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     dry_run_error: Option<String>,
     /// Node count per op type.
-    ops: BTreeMap<&'static str, usize>,
+    ops: BTreeMap<String, usize>,
     all_supported: bool,
     nodes: Vec<NodeInfo>,
 }
@@ -68,10 +70,97 @@ struct Report {
 /// `qbench inspect`.
 pub fn cmd_inspect(model: &str, json: bool) -> Result<()> {
     let target = eval::resolve(model)?;
-    // An unsupported op stops the import with an error naming the node and the op.
-    let graph = eval::load_graph(&target.path)?;
+    let report = match qbench_models::onnx::load(&target.path) {
+        Ok(graph) => imported_report(&target, &graph),
+        // A node the importer refuses: list them all as written, each with its verdict.
+        Err(e @ ModelError::Node { .. }) => match raw_report(&target)? {
+            Some(r) => r,
+            // Every node passes on its own: the refusal is about the graph (a tensor read
+            // before it is defined), and the importer's error says it best.
+            None => return Err(e).with_context(|| format!("importing {}", target.path.display())),
+        },
+        Err(e) => return Err(e).with_context(|| format!("importing {}", target.path.display())),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        // The table is long: write it in one go and treat a closed pipe (`| head`) as
+        // done rather than letting println! panic on EPIPE.
+        let text = render_text(&report);
+        let mut out = std::io::stdout().lock();
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            r => r.context("writing to stdout")?,
+        }
+    }
+    let refused: Vec<String> = report
+        .nodes
+        .iter()
+        .filter(|n| !n.supported)
+        .map(|n| format!("{:?} ({})", n.name, n.op))
+        .collect();
+    if !refused.is_empty() {
+        bail!(
+            "{}: {} of {} nodes are not supported: {}",
+            report.file,
+            refused.len(),
+            report.nodes.len(),
+            refused.join(", ")
+        );
+    }
+    Ok(())
+}
 
-    let (values, dry_run_error) = match dry_run(&graph) {
+/// The listing of a file the importer refused, from its raw protobuf; `None` when every
+/// node passes its own checks.
+fn raw_report(target: &eval::Target) -> Result<Option<Report>> {
+    let raw = qbench_models::onnx::check_file(&target.path)?;
+    if raw.nodes.iter().all(|n| n.error.is_none()) {
+        return Ok(None);
+    }
+    let names = |names: &[String]| {
+        names
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| TensorInfo {
+                name: s.clone(),
+                shape: None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut ops: BTreeMap<String, usize> = BTreeMap::new();
+    let nodes: Vec<NodeInfo> = raw
+        .nodes
+        .iter()
+        .map(|n| {
+            *ops.entry(n.op.clone()).or_default() += 1;
+            NodeInfo {
+                name: n.name.clone(),
+                op: n.op.clone(),
+                inputs: names(&n.inputs),
+                outputs: names(&n.outputs),
+                supported: n.error.is_none(),
+                error: n.error.clone(),
+            }
+        })
+        .collect();
+    Ok(Some(Report {
+        model: target.name.clone(),
+        file: target.path.display().to_string(),
+        graph_inputs: names(&raw.inputs),
+        graph_outputs: names(&raw.outputs),
+        parameters: None,
+        shapes_from: "none: the importer refused the file, nodes listed as written".into(),
+        dry_run_error: None,
+        all_supported: false,
+        ops,
+        nodes,
+    }))
+}
+
+/// The listing of an imported graph, with shapes from a dry run.
+fn imported_report(target: &eval::Target, graph: &Graph) -> Report {
+    let (values, dry_run_error) = match dry_run(graph) {
         Ok(v) => (v, None),
         Err(e) => (HashMap::new(), Some(e)),
     };
@@ -96,12 +185,12 @@ pub fn cmd_inspect(model: &str, json: bool) -> Result<()> {
         _ => None,
     };
 
-    let mut ops: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut ops: BTreeMap<String, usize> = BTreeMap::new();
     let nodes: Vec<NodeInfo> = graph
         .nodes
         .iter()
         .map(|n| {
-            *ops.entry(n.op.onnx_name()).or_default() += 1;
+            *ops.entry(n.op.onnx_name().to_string()).or_default() += 1;
             let info = |names: &[String]| {
                 names
                     .iter()
@@ -115,7 +204,7 @@ pub fn cmd_inspect(model: &str, json: bool) -> Result<()> {
             let failed = failed_node.as_deref() == Some(n.name.as_str());
             NodeInfo {
                 name: n.name.clone(),
-                op: n.op.onnx_name(),
+                op: n.op.onnx_name().to_string(),
                 inputs: info(&n.inputs),
                 outputs: info(&n.outputs),
                 supported: !failed,
@@ -128,7 +217,7 @@ pub fn cmd_inspect(model: &str, json: bool) -> Result<()> {
         })
         .collect();
 
-    let report = Report {
+    Report {
         model: target.name.clone(),
         file: target.path.display().to_string(),
         graph_inputs: graph
@@ -147,7 +236,7 @@ pub fn cmd_inspect(model: &str, json: bool) -> Result<()> {
                 shape: shape_of(&vi.name),
             })
             .collect(),
-        parameters: parameter_count(&graph, &values),
+        parameters: Some(parameter_count(graph, &values)),
         shapes_from: if dry_run_error.is_none() {
             "dry run at batch 1".into()
         } else {
@@ -157,19 +246,6 @@ pub fn cmd_inspect(model: &str, json: bool) -> Result<()> {
         all_supported: nodes.iter().all(|n| n.supported),
         ops,
         nodes,
-    };
-
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    // The table is long: write it in one go and treat a closed pipe (`| head`) as done
-    // rather than letting println! panic on EPIPE.
-    let text = render_text(&report);
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("writing to stdout"),
     }
 }
 
@@ -184,11 +260,15 @@ fn render_text(r: &Report) -> String {
     let _ = writeln!(s, "model       {} ({})", r.model, r.file);
     let _ = writeln!(s, "inputs      {}", list(&r.graph_inputs));
     let _ = writeln!(s, "outputs     {}", list(&r.graph_outputs));
-    let _ = writeln!(
-        s,
-        "parameters  {} (f32 constants read by compute nodes)",
-        thousands(r.parameters)
-    );
+    match r.parameters {
+        Some(p) => writeln!(
+            s,
+            "parameters  {} (f32 constants read by compute nodes)",
+            thousands(p)
+        ),
+        None => writeln!(s, "parameters  unknown (the file did not import)"),
+    }
+    .ok();
     let _ = writeln!(s, "shapes      {}", r.shapes_from);
     if let Some(e) = &r.dry_run_error {
         let _ = writeln!(s, "dry run     FAILED: {e}");

@@ -55,6 +55,12 @@ fn qat_on_a_slice_writes_a_model_that_eval_and_the_onnx_export_take() {
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
     assert!(out.contains("(qat / qnnpack)"), "{out}");
+    // The quantized file ran on the quantized executor, and the output says so.
+    assert!(
+        out.contains("qbench quantized executor (qat), batch"),
+        "{out}"
+    );
+    assert!(!out.contains("fp32 executor"), "{out}");
     assert!(top1(&out) > 85.0, "{out}");
 }
 

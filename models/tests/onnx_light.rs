@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use qbench_models::exec::{Executor, Options};
+use qbench_models::onnx::random_weights;
 use qbench_models::onnx::{self, crosscheck, CROSSCHECK_REL_TOL};
 use qbench_models::tensor::Tensor;
 
@@ -27,21 +28,8 @@ fn path(name: &str) -> PathBuf {
         .join(format!("{name}.onnx"))
 }
 
-/// Uniform values in [-1, 1) from a fixed LCG, so runs are reproducible.
 fn random_input(shape: &[usize], seed: u64) -> Tensor {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let n: usize = shape.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::new(shape.to_vec(), v).unwrap()
+    random_weights::uniform(shape, seed).unwrap()
 }
 
 #[test]
@@ -66,9 +54,9 @@ fn light_models_import_and_match_tract() {
 
 /// The light models' weights are constants, so every class gets the same logit and the
 /// softmax is flat: a weak check. Here each `ConstantOfShape` weight is replaced by seeded
-/// random values (He-scaled for ≥ 2-D weights, in [0.5, 1.5] for 1-D ones so BatchNorm
-/// variances stay positive), the graph is exported with our exporter, and that file is
-/// cross-checked: real per-class differences, and tract reading our export.
+/// random values (`onnx::random_weights`, what `qbench crosscheck` does too), the graph is
+/// exported with our exporter, and that file is cross-checked: real per-class
+/// differences, and tract reading our export.
 ///
 /// Tolerance: 1e-3 of the output's max magnitude, looser than `CROSSCHECK_REL_TOL`,
 /// because random weights without trained normalisation give large logits, and the final
@@ -84,34 +72,14 @@ fn light_models_with_random_weights_match_tract() {
     let mut failures = Vec::new();
     for (i, name) in MODELS.iter().enumerate() {
         let mut g = onnx::load(path(name)).unwrap();
-        let mut seed = 1000 * i as u64;
-        let nodes = std::mem::take(&mut g.nodes);
-        for n in nodes {
-            let shape = match (&n.op, g.initializers.get(&n.inputs[0])) {
-                (qbench_models::ir::Op::ConstantOfShape { value }, Some(s)) if value.is_f32() => s
-                    .i64s()
-                    .unwrap()
-                    .iter()
-                    .map(|&d| d as usize)
-                    .collect::<Vec<_>>(),
-                _ => {
-                    g.nodes.push(n);
-                    continue;
-                }
-            };
-            seed += 1;
-            let r = random_input(&shape, seed);
-            let t = if shape.len() >= 2 {
-                let fan_in: usize = shape[1..].iter().product();
-                let a = (6.0 / fan_in as f32).sqrt();
-                let v = r.f32s().unwrap().iter().map(|x| x * a).collect();
-                Tensor::new(shape, v).unwrap()
-            } else {
-                let v = r.f32s().unwrap().iter().map(|x| 1.0 + 0.5 * x).collect();
-                Tensor::new(shape, v).unwrap()
-            };
-            g.initializers.insert(n.outputs[0].clone(), t);
-        }
+        let replaced = random_weights::randomize_constant_weights(&mut g, 1000 * i as u64).unwrap();
+        assert!(replaced > 0, "{name}: no ConstantOfShape weights");
+        assert!(
+            !g.nodes
+                .iter()
+                .any(|n| matches!(n.op, qbench_models::ir::Op::ConstantOfShape { .. })),
+            "{name}: a ConstantOfShape weight is left"
+        );
         let file = dir.join(format!("{name}_random.onnx"));
         onnx::save(&g, &file).unwrap();
         let input = random_input(&[1, 3, 224, 224], 7 + i as u64);

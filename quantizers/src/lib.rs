@@ -24,6 +24,6 @@ pub use calibrate::{prepare, Prepared};
 pub use dynamic::{quantize_dynamic, DynamicOptions};
 pub use error::{QuantError, Result};
 pub use model::{ActScales, Method, QuantizedModel};
-pub use qat::{prepare_qat, QatConfig, QatModel};
+pub use qat::{prepare_qat, EpochStart, QatConfig, QatModel};
 pub use qconfig::{Backend, QConfig, QConfigMap};
 pub use runtime::QExecutor;

@@ -291,6 +291,28 @@ impl FakeQuantizer for WeightFakeQuant {
     }
 }
 
+/// The current qparams of `tensor`'s activation fake quantizer, if it has any.
+fn qparams_of(acts: &[(String, Arc<Mutex<ActState>>)], tensor: &str) -> Option<QParams> {
+    let (_, st) = acts.iter().find(|(t, _)| t == tensor)?;
+    st.lock().ok()?.qparams.clone()
+}
+
+/// A QAT run at the start of an epoch ([`QatModel::train_with`]).
+pub struct EpochStart<'a> {
+    /// The epoch about to run (1-based).
+    pub epoch: usize,
+    /// The instrumented network, its switches set for this epoch.
+    pub network: &'a Network,
+    acts: &'a [(String, Arc<Mutex<ActState>>)],
+}
+
+impl EpochStart<'_> {
+    /// As [`QatModel::activation_qparams`].
+    pub fn activation_qparams(&self, tensor: &str) -> Option<QParams> {
+        qparams_of(self.acts, tensor)
+    }
+}
+
 /// A model prepared for quantization-aware training (module docs).
 pub struct QatModel {
     net: Network,
@@ -497,8 +519,7 @@ impl QatModel {
     /// The current qparams of a tensor's activation fake quantizer (`None` before it
     /// observed anything, or for a tensor without one).
     pub fn activation_qparams(&self, tensor: &str) -> Option<QParams> {
-        let (_, st) = self.acts.iter().find(|(t, _)| t == tensor)?;
-        st.lock().ok()?.qparams.clone()
+        qparams_of(&self.acts, tensor)
     }
 
     /// Fine-tunes on `data` (images as the model takes them). `on_step` after every
@@ -508,6 +529,20 @@ impl QatModel {
         &mut self,
         data: &Dataset,
         cfg: &QatConfig,
+        on_step: impl FnMut(&StepProgress),
+        on_epoch: impl FnMut(&EpochReport),
+    ) -> Result<Vec<EpochReport>> {
+        self.train_with(data, cfg, |_| {}, on_step, on_epoch)
+    }
+
+    /// [`Self::train`] with one more hook, `at_epoch_start`, called before every epoch once
+    /// that epoch's freeze switches are set: for epoch e > 1 it sees the model as epoch
+    /// e − 1 left it (observers' qparams, BatchNorm statistics, weights).
+    pub fn train_with(
+        &mut self,
+        data: &Dataset,
+        cfg: &QatConfig,
+        mut at_epoch_start: impl FnMut(&EpochStart<'_>),
         on_step: impl FnMut(&StepProgress),
         on_epoch: impl FnMut(&EpochReport),
     ) -> Result<Vec<EpochReport>> {
@@ -524,6 +559,7 @@ impl QatModel {
         };
         let (obs_after, bn_after) = (cfg.freeze_observers_after, cfg.freeze_bn_after);
         let mut observed_epochs = 0;
+        let acts = &self.acts;
         let reports = train::fit_with(
             &mut self.net,
             data,
@@ -539,6 +575,11 @@ impl QatModel {
                 if net.observers_enabled {
                     observed_epochs += 1;
                 }
+                at_epoch_start(&EpochStart {
+                    epoch,
+                    network: net,
+                    acts,
+                });
             },
             on_step,
             on_epoch,

@@ -1,7 +1,9 @@
 //! Quantization-aware training: fake quantization against `qparams.rs` bit for bit, the
 //! QAT network's forward pass against an independent computation, conversion from the
 //! folded trained weights, and the converted int8 model against its own fake-quant
-//! predictions on zoo models (plus safetensors and the tract check on one of them).
+//! predictions on zoo models (plus safetensors and the tract check on one of them); the
+//! observer and BatchNorm freezes between epochs, bit-identical runs for a seed on 1 and
+//! 3 threads, and a 4-bit qconfig end to end.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -236,19 +238,20 @@ fn agreement(a: &[usize], b: &[usize]) -> f64 {
 }
 
 /// Fine-tunes `model` on 512 training images, converts, and compares the int8 model's
-/// predictions with the fake-quant network's on 1,000 test images. Returns the int8 top-1
-/// and the converted model.
+/// predictions with the fake-quant network's on the first `test_images` test images.
+/// Returns the int8 top-1, the converted model and the test images.
 fn qat_agreement(
     model: &str,
     kind: DatasetKind,
     backend: Backend,
+    test_images: usize,
 ) -> (f64, qbench_quantizers::QuantizedModel, Tensor) {
     let g = zoo(model);
     let train = Dataset::load(kind, Split::Train)
         .unwrap()
         .shuffled(1)
         .take(512);
-    let test = Dataset::load(kind, Split::Test).unwrap().take(1000);
+    let test = Dataset::load(kind, Split::Test).unwrap().take(test_images);
     let mut qat = prepare_qat(
         &g,
         backend,
@@ -262,7 +265,7 @@ fn qat_agreement(
     assert_eq!(model_q.recipe.method, Method::Qat);
     assert_eq!(model_q.recipe.calibration_samples, 512);
     let exec = QExecutor::new(&model_q).unwrap();
-    let x = Tensor::new(vec![1000, 1, 28, 28], test.images().to_vec()).unwrap();
+    let x = Tensor::new(vec![test.len(), 1, 28, 28], test.images().to_vec()).unwrap();
     // Layer by layer on 100 images: every fake-quantized tensor is the int8 model's
     // (dequantized) up to rare 1-LSB rounding flips of f32 against integer arithmetic.
     let x100 = Tensor::new(vec![100, 1, 28, 28], test.images()[..100 * 784].to_vec()).unwrap();
@@ -303,8 +306,15 @@ fn qat_agreement(
         compared += 1;
     }
     assert!(compared >= 3, "{compared} tensors compared");
-    let out = exec.run(std::slice::from_ref(&x)).unwrap();
-    let int8 = out[0].argmax_rows().unwrap();
+    // In batches of 1,000: one batch of 10,000 would hold a GB of activations.
+    let int8: Vec<usize> = test
+        .images()
+        .chunks(1000 * 784)
+        .flat_map(|b| {
+            let xb = Tensor::new(vec![b.len() / 784, 1, 28, 28], b.to_vec()).unwrap();
+            exec.run(&[xb]).unwrap()[0].argmax_rows().unwrap()
+        })
+        .collect();
     let agree = agreement(&fake, &int8);
     let top1 = agreement(
         &int8,
@@ -338,14 +348,17 @@ fn qat_agreement(
 #[test]
 fn resnet_fashion_int8_agrees_with_its_fake_quant_network() {
     for backend in [Backend::Qnnpack, Backend::Fbgemm] {
-        let (top1, ..) = qat_agreement("resnet-fashion", DatasetKind::FashionMnist, backend);
+        let (top1, ..) = qat_agreement("resnet-fashion", DatasetKind::FashionMnist, backend, 1000);
         assert!(top1 > 0.85, "{}: top-1 {top1}", backend.name());
     }
 }
 
 #[test]
 fn digit_cnn_int8_agrees_with_its_fake_quant_network() {
-    let (top1, model, x) = qat_agreement("digit-cnn", DatasetKind::Mnist, Backend::Vnni);
+    // The whole MNIST test set (10,000 images): the issue asks for ≥ 99.5 % agreement on
+    // the eval set, and it costs a few seconds here.
+    let (top1, model, x) = qat_agreement("digit-cnn", DatasetKind::Mnist, Backend::Vnni, 10_000);
+    assert_eq!(x.shape()[0], 10_000);
     assert!(top1 > 0.97, "top-1 {top1}");
     // A QAT model is a static model to everything downstream: the safetensors round
     // trip, and the ONNX exports against tract under the export's tolerance policy.
@@ -460,4 +473,264 @@ fn qat_errors_name_the_setting_or_layer() {
     g2.outputs[0].name = "z".into();
     let e = prepare_qat(&g2, backend, map()).err().unwrap().to_string();
     assert!(e.contains("soft") && e.contains("Softmax"), "{e}");
+}
+
+/// What a test compares of a QAT network between epochs, as bits: the qparams of every
+/// activation fake quantizer, the BatchNorm running statistics, the trainable weights.
+#[derive(Clone, Debug, PartialEq)]
+struct Snapshot {
+    qparams: Vec<Option<QParams>>,
+    bn_stats: Vec<Vec<u32>>,
+    weights: Vec<Vec<u32>>,
+}
+
+fn snapshot(
+    net: &qbench_models::train::Network,
+    qparams: impl Fn(&str) -> Option<QParams>,
+    tensors: &[String],
+) -> Snapshot {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    Snapshot {
+        qparams: tensors.iter().map(|t| qparams(t)).collect(),
+        bn_stats: net
+            .params()
+            .iter()
+            .filter(|p| !p.trainable())
+            .map(|p| bits(&p.value))
+            .collect(),
+        weights: net
+            .params()
+            .iter()
+            .filter(|p| p.trainable())
+            .map(|p| bits(&p.value))
+            .collect(),
+    }
+}
+
+/// Three epochs of QAT on `train` with the given freeze points: a snapshot at the start
+/// of each epoch (after its freeze switches are set) and one at the end, with the
+/// switches each epoch ran with.
+fn snapshots_per_epoch(
+    train: &Dataset,
+    freeze_observers_after: Option<usize>,
+    freeze_bn_after: Option<usize>,
+) -> (Vec<Snapshot>, Vec<(bool, bool)>) {
+    let backend = Backend::Qnnpack;
+    let mut qat = prepare_qat(
+        &zoo("resnet-fashion"),
+        backend,
+        QConfigMap::global(QConfig::qat_preset(backend)),
+    )
+    .unwrap();
+    let tensors: Vec<String> = qat
+        .fake_quantized_tensors()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let cfg = QatConfig {
+        epochs: 3,
+        batch: 64,
+        lr: 0.01,
+        seed: 4,
+        freeze_observers_after,
+        freeze_bn_after,
+        ..QatConfig::default()
+    };
+    let mut snaps = Vec::new();
+    let mut switches = Vec::new();
+    qat.train_with(
+        train,
+        &cfg,
+        |e| {
+            snaps.push(snapshot(e.network, |t| e.activation_qparams(t), &tensors));
+            switches.push((e.network.observers_enabled, e.network.bn_frozen));
+        },
+        |_| {},
+        |_| {},
+    )
+    .unwrap();
+    snaps.push(snapshot(
+        qat.network(),
+        |t| qat.activation_qparams(t),
+        &tensors,
+    ));
+    (snaps, switches)
+}
+
+#[test]
+fn observers_and_batchnorm_statistics_freeze_after_their_epochs() {
+    let train = Dataset::load(DatasetKind::FashionMnist, Split::Train)
+        .unwrap()
+        .shuffled(2)
+        .take(256);
+    // snaps[e] is the model after epoch e (snaps[0]: before training).
+    let (frozen, switches) = snapshots_per_epoch(&train, Some(1), Some(2));
+    assert_eq!(frozen.len(), 4);
+    assert_eq!(
+        switches,
+        [(true, false), (false, false), (false, true)],
+        "(observers enabled, BN frozen) per epoch"
+    );
+    // Observers: nothing before training, qparams after epoch 1, and those unchanged by
+    // epochs 2 and 3.
+    assert!(frozen[0].qparams.iter().all(Option::is_none));
+    assert!(frozen[1].qparams.iter().all(Option::is_some));
+    assert_eq!(
+        frozen[2].qparams, frozen[1].qparams,
+        "epoch 2 moved frozen observers"
+    );
+    assert_eq!(
+        frozen[3].qparams, frozen[1].qparams,
+        "epoch 3 moved frozen observers"
+    );
+    // BatchNorm statistics move in epochs 1 and 2, not in 3.
+    assert_ne!(frozen[1].bn_stats, frozen[0].bn_stats);
+    assert_ne!(frozen[2].bn_stats, frozen[1].bn_stats);
+    assert_eq!(
+        frozen[3].bn_stats, frozen[2].bn_stats,
+        "epoch 3 moved frozen BN"
+    );
+    // Training goes on meanwhile, so the equalities above are the freezes' doing.
+    assert_ne!(frozen[3].weights, frozen[2].weights);
+
+    // The same run without freezing: epoch 1 is identical (the freezes act only from
+    // epoch 2), and afterwards observers and statistics keep moving.
+    let (free, switches) = snapshots_per_epoch(&train, None, None);
+    assert_eq!(switches, [(true, false); 3]);
+    assert_eq!(free[1], frozen[1]);
+    assert_ne!(free[2].qparams, free[1].qparams);
+    assert_ne!(free[3].qparams, free[2].qparams);
+    assert_ne!(free[3].bn_stats, free[2].bn_stats);
+}
+
+/// QAT on digit-cnn with `threads` rayon threads: the trained network's parameters (as
+/// bits) and the converted model's full `Debug` dump (int8 weights, qparams, biases,
+/// graph, recipe; f32 prints round-trip exactly, and the model holds no hash maps). Not
+/// its safetensors bytes: `save::to_bytes` writes the header's metadata from a
+/// `HashMap`, so its key order, and the bytes, vary from call to call.
+fn qat_run(threads: usize, seed: u64) -> (Vec<Vec<u32>>, String) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let backend = Backend::Fbgemm;
+        let mut qat = prepare_qat(
+            &zoo("digit-cnn"),
+            backend,
+            QConfigMap::global(QConfig::qat_preset(backend)),
+        )
+        .unwrap();
+        let train = Dataset::load(DatasetKind::Mnist, Split::Train)
+            .unwrap()
+            .shuffled(seed)
+            .take(200);
+        let cfg = QatConfig {
+            epochs: 2,
+            batch: 32,
+            lr: 0.01,
+            seed,
+            freeze_bn_after: None,
+            ..QatConfig::default()
+        };
+        qat.train(&train, &cfg, |_| {}, |_| {}).unwrap();
+        let params = qat
+            .network()
+            .params()
+            .iter()
+            .map(|p| p.value.iter().map(|v| v.to_bits()).collect())
+            .collect();
+        (params, format!("{:?}", qat.convert().unwrap()))
+    })
+}
+
+#[test]
+fn qat_is_bit_identical_for_a_seed_whatever_the_thread_count() {
+    let (params_1, model_1) = qat_run(1, 9);
+    let (params_3, model_3) = qat_run(3, 9);
+    assert!(
+        params_1 == params_3,
+        "weights differ between 1 and 3 threads"
+    );
+    assert!(
+        model_1 == model_3,
+        "converted models differ between 1 and 3 threads"
+    );
+    // The seed matters: another one trains to other weights.
+    let (params_other, _) = qat_run(3, 10);
+    assert!(params_other != params_1, "seed 10 gave seed 9's weights");
+}
+
+#[test]
+fn a_4_bit_qconfig_trains_converts_and_runs_on_16_levels() {
+    let backend = Backend::Qnnpack;
+    let mut cfg = QConfig::qat_preset(backend);
+    cfg.activation.spec = cfg.activation.spec.with_bits(4).unwrap();
+    cfg.weight.spec = cfg.weight.spec.with_bits(4).unwrap();
+    let mut qat = prepare_qat(&zoo("digit-cnn"), backend, QConfigMap::global(cfg)).unwrap();
+    let train = Dataset::load(DatasetKind::Mnist, Split::Train)
+        .unwrap()
+        .shuffled(1)
+        .take(512);
+    let test = Dataset::load(DatasetKind::Mnist, Split::Test)
+        .unwrap()
+        .take(500);
+    qat.train(&train, &quick_config(), |_| {}, |_| {}).unwrap();
+    let fake = qat.predict(&test, 250).unwrap();
+    let model = qat.convert().unwrap();
+
+    // Weights: 4-bit symmetric qparams, every value in [-8, 7].
+    assert!(!model.layers.is_empty());
+    for l in &model.layers {
+        let spec = l.weight_q.spec;
+        assert_eq!((spec.qmin, spec.qmax), (-8, 7), "{}", l.node);
+        let (lo, hi) = l
+            .weight
+            .iter()
+            .fold((i8::MAX, i8::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        assert!(lo >= -8 && hi <= 7, "{}: weights in [{lo}, {hi}]", l.node);
+        // The range is used, not collapsed onto a few levels.
+        assert!(hi - lo >= 8, "{}: weights in [{lo}, {hi}]", l.node);
+    }
+    // Activations: every tensor the int8 model materialises holds at most 16 levels, each
+    // an integer in [0, 15] of its qparams.
+    let exec = QExecutor::new(&model).unwrap();
+    let x = Tensor::new(vec![500, 1, 28, 28], test.images().to_vec()).unwrap();
+    let x100 = Tensor::new(vec![100, 1, 28, 28], test.images()[..100 * 784].to_vec()).unwrap();
+    let traced = exec.run_traced(std::slice::from_ref(&x100)).unwrap();
+    let (mut checked, mut most_levels) = (0, 0);
+    for (t, qp) in &model.activations {
+        assert_eq!((qp.spec.qmin, qp.spec.qmax), (0, 15), "{t}");
+        // The graph input is traced in its f32 form; its quantization is one formula.
+        if model.graph.inputs.iter().any(|i| i.name == *t) {
+            continue;
+        }
+        let Some(v) = traced.get(t) else { continue };
+        let (s, z) = (qp.scales[0], qp.zero_points[0]);
+        let mut levels = std::collections::BTreeSet::new();
+        for &y in v.f32s().unwrap() {
+            let q = y / s + z as f32;
+            assert!(
+                (q - q.round()).abs() < 1e-3 && (-0.5..15.5).contains(&q),
+                "{t}: {y} is level {q}"
+            );
+            levels.insert(q.round() as i32);
+        }
+        assert!(levels.len() <= 16, "{t}: {} levels", levels.len());
+        most_levels = most_levels.max(levels.len());
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} activation tensors checked");
+    // The 4-bit grid is used, not a coarser one.
+    assert!(
+        most_levels > 8,
+        "at most {most_levels} levels in any tensor"
+    );
+    // The int8 model predicts what the fake-quant network trained to predict.
+    let int8 = exec.run(std::slice::from_ref(&x)).unwrap()[0]
+        .argmax_rows()
+        .unwrap();
+    let agree = agreement(&fake, &int8);
+    eprintln!("4-bit: int8 vs fake-quant agreement {:.2} %", 100.0 * agree);
+    assert!(agree >= 0.98, "agreement {:.2} %", 100.0 * agree);
 }

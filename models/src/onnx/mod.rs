@@ -4,11 +4,15 @@
 //! Import ([`load`], [`from_bytes`]) validates every node against what the IR and the
 //! executor support: an unsupported op, domain, attribute, attribute value or dtype is a
 //! [`ModelError::Node`] naming the file, the node and its op. Truncated or corrupted bytes
-//! are a [`ModelError::Decode`]; nothing panics on bad input. Export lives in [`export`],
-//! the cross-check against tract in [`crosscheck`].
+//! are a [`ModelError::Decode`]; nothing panics on bad input. [`check_nodes`] applies the
+//! same per-node checks without stopping at the first refusal (what `qbench inspect`
+//! lists for a file the importer refuses). Export lives in [`export`], the cross-check
+//! against tract in [`crosscheck`], seeded random weights for constant-weight files in
+//! [`random_weights`].
 
 pub mod crosscheck;
 pub mod export;
+pub mod random_weights;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -59,8 +63,8 @@ fn opset_of(model: &pb::ModelProto, file: &str) -> Result<i64> {
         })
 }
 
-/// Imports a decoded `ModelProto`.
-pub fn from_model_proto(model: &pb::ModelProto, file: &str) -> Result<Graph> {
+/// The default-domain opset (checked to be one the importer knows) and the graph.
+fn opset_and_graph<'m>(model: &'m pb::ModelProto, file: &str) -> Result<(i64, &'m pb::GraphProto)> {
     let gerr = |msg: String| ModelError::Graph {
         file: file.to_string(),
         msg,
@@ -73,6 +77,16 @@ pub fn from_model_proto(model: &pb::ModelProto, file: &str) -> Result<Graph> {
         .graph
         .as_ref()
         .ok_or_else(|| gerr("the model has no graph".into()))?;
+    Ok((opset, g))
+}
+
+/// Imports a decoded `ModelProto`.
+pub fn from_model_proto(model: &pb::ModelProto, file: &str) -> Result<Graph> {
+    let gerr = |msg: String| ModelError::Graph {
+        file: file.to_string(),
+        msg,
+    };
+    let (opset, g) = opset_and_graph(model, file)?;
     if !g.sparse_initializer.is_empty() {
         return Err(gerr("sparse initializers are not supported".into()));
     }
@@ -137,50 +151,17 @@ pub fn from_model_proto(model: &pb::ModelProto, file: &str) -> Result<Graph> {
         .iter()
         .map(value_info)
         .collect::<Result<Vec<_>>>()?;
-    let mut used: HashSet<&str> = g
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter().map(String::as_str))
-        .collect();
-    used.extend(g.output.iter().map(|o| o.name.as_str()));
+    let used = read_tensors(g);
     let mut nodes = Vec::with_capacity(g.node.len());
     for (i, n) in g.node.iter().enumerate() {
-        let name = if n.name.is_empty() {
-            format!("{}_{i}", n.op_type)
-        } else {
-            n.name.clone()
-        };
-        let nerr = |msg: String| ModelError::Node {
+        let name = node_name(n, i);
+        let node = import_node(n, name.clone(), opset, &used).map_err(|msg| ModelError::Node {
             file: file.to_string(),
-            node: name.clone(),
+            node: name,
             op: n.op_type.clone(),
             msg,
-        };
-        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
-            return Err(nerr(format!("unsupported domain {:?}", n.domain)));
-        }
-        let op = parse_op(n, opset).map_err(nerr)?;
-        let mut outputs = n.output.clone();
-        // Ops whose extra outputs (Dropout mask, BatchNorm training stats, MaxPool
-        // indices) we do not compute: refuse them only when something reads them.
-        let max_outputs = 1;
-        for extra in outputs.iter().skip(max_outputs) {
-            if !extra.is_empty() && used.contains(extra.as_str()) {
-                return Err(ModelError::Node {
-                    file: file.to_string(),
-                    node: name.clone(),
-                    op: n.op_type.clone(),
-                    msg: format!("output {extra:?} is read by the graph but is not supported"),
-                });
-            }
-        }
-        outputs.truncate(max_outputs);
-        nodes.push(Node {
-            name,
-            op,
-            inputs: n.input.clone(),
-            outputs,
-        });
+        })?;
+        nodes.push(node);
     }
     let nodes = fold_legacy_softmax(nodes, &outputs);
     let graph = Graph {
@@ -192,6 +173,135 @@ pub fn from_model_proto(model: &pb::ModelProto, file: &str) -> Result<Graph> {
     };
     graph.validate(file)?;
     Ok(graph)
+}
+
+/// Tensors some node or the graph's outputs read.
+fn read_tensors(g: &pb::GraphProto) -> HashSet<&str> {
+    let mut used: HashSet<&str> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    used.extend(g.output.iter().map(|o| o.name.as_str()));
+    used
+}
+
+/// A node's name, or `{op}_{index}` for an unnamed one (as errors and the IR name it).
+fn node_name(n: &pb::NodeProto, index: usize) -> String {
+    if n.name.is_empty() {
+        format!("{}_{index}", n.op_type)
+    } else {
+        n.name.clone()
+    }
+}
+
+/// Imports one node on its own: domain, op, attributes and which outputs are read. The
+/// error is the reason alone; callers add the file, node and op.
+fn import_node(
+    n: &pb::NodeProto,
+    name: String,
+    opset: i64,
+    used: &HashSet<&str>,
+) -> std::result::Result<Node, String> {
+    if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+        return Err(format!("unsupported domain {:?}", n.domain));
+    }
+    let op = parse_op(n, opset)?;
+    let mut outputs = n.output.clone();
+    // Ops whose extra outputs (Dropout mask, BatchNorm training stats, MaxPool
+    // indices) we do not compute: refuse them only when something reads them.
+    let max_outputs = 1;
+    for extra in outputs.iter().skip(max_outputs) {
+        if !extra.is_empty() && used.contains(extra.as_str()) {
+            return Err(format!(
+                "output {extra:?} is read by the graph but is not supported"
+            ));
+        }
+    }
+    outputs.truncate(max_outputs);
+    Ok(Node {
+        name,
+        op,
+        inputs: n.input.clone(),
+        outputs,
+    })
+}
+
+/// An ONNX graph as written, each node checked on its own ([`check_nodes`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawGraph {
+    /// Graph inputs that are not initializers, and graph outputs, by name.
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub nodes: Vec<NodeCheck>,
+}
+
+/// One node of an ONNX file as written, and whether the importer takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeCheck {
+    /// The node's name (`{op}_{index}` when the file leaves it empty).
+    pub name: String,
+    /// `op_type`, prefixed with the domain when it is not the default one.
+    pub op: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    /// Why the importer refuses the node; `None` when it takes it.
+    pub error: Option<String>,
+}
+
+/// Checks every node of a decoded model on its own, as [`from_model_proto`] does, but
+/// without stopping at the first refusal: `qbench inspect` lists them all. Errors only
+/// where there are no nodes to list (no graph, no default-domain opset, an opset out of
+/// range); graph-level checks (initializers, undefined tensors) are import's alone.
+pub fn check_nodes(model: &pb::ModelProto, file: &str) -> Result<RawGraph> {
+    let (opset, g) = opset_and_graph(model, file)?;
+    let used = read_tensors(g);
+    let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let nodes = g
+        .node
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let name = node_name(n, i);
+            let op = if n.domain.is_empty() || n.domain == "ai.onnx" {
+                n.op_type.clone()
+            } else {
+                format!("{}.{}", n.domain, n.op_type)
+            };
+            NodeCheck {
+                error: import_node(n, name.clone(), opset, &used).err(),
+                name,
+                op,
+                inputs: n.input.clone(),
+                outputs: n.output.clone(),
+            }
+        })
+        .collect();
+    Ok(RawGraph {
+        inputs: g
+            .input
+            .iter()
+            .filter(|i| !inits.contains(i.name.as_str()))
+            .map(|i| i.name.clone())
+            .collect(),
+        outputs: g.output.iter().map(|o| o.name.clone()).collect(),
+        nodes,
+    })
+}
+
+/// [`check_nodes`] on a file: read, decode (a [`ModelError::Decode`] for bad bytes), check.
+pub fn check_file(path: impl AsRef<Path>) -> Result<RawGraph> {
+    let path = path.as_ref();
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let model = pb::ModelProto::decode(bytes.as_slice()).map_err(|source| ModelError::Decode {
+        file: file.clone(),
+        source,
+    })?;
+    check_nodes(&model, &file)
 }
 
 /// Folds `Reshape(Softmax(Flatten(x, axis), axis = 1), Shape(x))`, the opset-13 form
