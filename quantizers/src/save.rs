@@ -226,10 +226,46 @@ pub fn to_bytes(model: &QuantizedModel) -> Result<Vec<u8>> {
                 })
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, Some(metadata)).map_err(|e| QuantError::Config {
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| QuantError::Config {
         key: "safetensors".into(),
         msg: e.to_string(),
-    })
+    })?;
+    canonical_header(bytes)
+}
+
+/// The same file with its JSON header's keys in sorted order. `safetensors::serialize`
+/// takes the metadata as a `HashMap` and writes it in that map's (per-process random)
+/// order, so two saves of one model differed in their bytes; sorted, a model has one
+/// file, which caches, hashes and diffs as users expect. The tensors' data and their
+/// offsets (relative to the end of the header) are untouched; the header is padded with
+/// spaces to a multiple of 8 bytes, as the crate does.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Metadata(BTreeMap<String, String>),
+        Tensor(BTreeMap<String, serde_json::Value>),
+    }
+    let bad = |msg: String| QuantError::Config {
+        key: "safetensors".into(),
+        msg,
+    };
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or_else(|| bad("serialized file shorter than its header length".into()))?;
+    let header = bytes
+        .get(8..8 + n)
+        .ok_or_else(|| bad("serialized header runs past the file".into()))?;
+    let entries: BTreeMap<String, Entry> =
+        serde_json::from_slice(header).map_err(|e| bad(format!("serialized header: {e}")))?;
+    let mut json = serde_json::to_vec(&entries).map_err(|e| bad(e.to_string()))?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - n);
+    out.extend((json.len() as u64).to_le_bytes());
+    out.extend(json);
+    out.extend(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Writes the model atomically.

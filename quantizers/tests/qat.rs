@@ -604,11 +604,9 @@ fn observers_and_batchnorm_statistics_freeze_after_their_epochs() {
 }
 
 /// QAT on digit-cnn with `threads` rayon threads: the trained network's parameters (as
-/// bits) and the converted model's full `Debug` dump (int8 weights, qparams, biases,
-/// graph, recipe; f32 prints round-trip exactly, and the model holds no hash maps). Not
-/// its safetensors bytes: `save::to_bytes` writes the header's metadata from a
-/// `HashMap`, so its key order, and the bytes, vary from call to call.
-fn qat_run(threads: usize, seed: u64) -> (Vec<Vec<u32>>, String) {
+/// bits) and the converted model's safetensors file (int8 weights, qparams, biases,
+/// graph, recipe; one byte sequence per model since the header's keys are sorted).
+fn qat_run(threads: usize, seed: u64) -> (Vec<Vec<u32>>, Vec<u8>) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -640,7 +638,7 @@ fn qat_run(threads: usize, seed: u64) -> (Vec<Vec<u32>>, String) {
             .iter()
             .map(|p| p.value.iter().map(|v| v.to_bits()).collect())
             .collect();
-        (params, format!("{:?}", qat.convert().unwrap()))
+        (params, save::to_bytes(&qat.convert().unwrap()).unwrap())
     })
 }
 

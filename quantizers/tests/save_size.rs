@@ -130,6 +130,33 @@ fn resnet_fashion_loads_back_bit_identically() {
     );
 }
 
+/// One model, one file: saving twice gives the same bytes (the header's keys sorted; the
+/// safetensors crate alone writes its metadata in a per-process random order), and the
+/// canonical file still loads and computes what the model computes.
+#[test]
+fn saving_is_byte_for_byte_reproducible() {
+    let g = qbench_models::onnx::load(zoo("digit-cnn/model.onnx")).unwrap();
+    let x = images(DatasetKind::Mnist, Split::Test, 8);
+    let m = static_model(
+        &g,
+        Backend::Fbgemm,
+        &images(DatasetKind::Mnist, Split::Train, 32),
+    );
+    let first = save::to_bytes(&m).unwrap();
+    for _ in 0..20 {
+        assert!(save::to_bytes(&m).unwrap() == first, "two saves differ");
+    }
+    let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+    assert_eq!(n % 8, 0, "header padded to 8 bytes");
+    let header = std::str::from_utf8(&first[8..8 + n]).unwrap();
+    assert!(
+        header.find("\"format\"").unwrap() < header.find("\"recipe\"").unwrap(),
+        "metadata keys sorted: {header}"
+    );
+    let back = save::from_bytes(&first, Path::new("m.safetensors")).unwrap();
+    assert_same_outputs(&m, &back, &x);
+}
+
 /// A file of the first format (`qbench-quantized-1`: the parts as plain metadata strings
 /// and a `graph.onnx` tensor), rebuilt here from a format-2 file of an fp16 model, loads
 /// and computes what the model computes.
