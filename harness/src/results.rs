@@ -368,7 +368,7 @@ pub struct LayerSqnr {
 }
 
 /// tract-onnx running the same model in the sweep's process: the fp32 ONNX file, and
-/// this cell's ONNX export (static: QOperator; dynamic: DynamicQuantizeLinear +
+/// this cell's ONNX export (static: QOperator; dynamic: plain-op quantization +
 /// MatMulInteger; fp16: FLOAT16 weights). Medians are ms per call at the cell's batch,
 /// timed interleaved with ours. The last three fields came after the first files of this
 /// schema and default to null.

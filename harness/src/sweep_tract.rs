@@ -4,7 +4,7 @@
 //! - **What tract runs**: the model's fp32 ONNX file for the fp32 cells, and our ONNX
 //!   export of each built method for the others (`qbench_quantizers::export`, asked for
 //!   as the QOperator form): static = QLinearConv / MatMulInteger on tract's int8
-//!   kernels, dynamic = DynamicQuantizeLinear + MatMulInteger, fp16 = FLOAT16 weights
+//!   kernels, dynamic = plain-op quantization + MatMulInteger, fp16 = FLOAT16 weights
 //!   cast to float. Its median is `int8_ms` (for fp16 cells: the fp16 export's).
 //! - **Latency**: per batch size, our fp32 and quantized executors and tract's plans are
 //!   timed in one interleaved run with the sweep's budget and median method

@@ -3,15 +3,19 @@
 //! (`MatMulInteger` for Linear, `ConvInteger` for Conv) and dequantizes with
 //! `sa · sw[c]`, then adds the float bias; every other node is written as it is.
 //!
-//! How the activation is quantized depends on the scheme, so that the file computes what
-//! [`crate::QExecutor`] computes:
-//! - full-range u8 per tensor (vnni, qnnpack): `DynamicQuantizeLinear`, whose definition
-//!   (range extended to 0, `scale = (max − min)/255`, `zp = round(−min/scale)`, round half
-//!   to even) is PyTorch's `_calculate_qparams` on `[0, 255]`, i.e. ours;
-//! - anything else (fbgemm's reduce_range `[0, 127]`, per-row scales): the same
-//!   computation spelled in plain ops, ReduceMin/ReduceMax → Min/Max with 0 → scale and
-//!   zero point → `Clip(Round(x / scale) + zp, qmin, qmax)` → Cast to u8.
-//!   `DynamicQuantizeLinear` always uses 255 levels, so it cannot express a 7-bit grid.
+//! The activation is quantized in plain ops, as the executor defines it for every scheme
+//! (full-range u8, fbgemm's 7-bit `[0, 127]`, per tensor or per row): ReduceMin/ReduceMax
+//! (over the last axis per row; from opset 18 the axes are an input) → Min/Max with 0 →
+//! scale and zero point → `Clip(Round(x / scale) + zp, qmin, qmax)` → Cast to u8. Not
+//! `DynamicQuantizeLinear`, for two reasons: it always uses 255 levels, so it cannot
+//! express a 7-bit grid; and tract 0.23.9 computes `DynamicQuantizeLinear` →
+//! `MatMulInteger` wrongly once a quantized value exceeds 127 (a row of 255s times 127s
+//! over k = 64 gave 127·127·64, not 255·127·64; the same product from a Cast is exact).
+//! A Linear multiplies its input as a matrix of rows (`[N, S, K]` is reshaped to
+//! `[N·S, K]` and the output back), as the executor does. A per-tensor zero point goes
+//! into `MatMulInteger`/`ConvInteger`; per row, `MatMulInteger` gets none and
+//! `zp[m] · Σk w[k][n]` is subtracted in int32 (tract applies only one value of a per-row
+//! zero point vector, and ONNX Runtime's fused kernel refuses one).
 //!
 //! The dequantization is `y = Cast<f32>(acc) · (sa · sw)` then `+ bias`, two f32
 //! operations in the order of the kernels' dequantized-f32 contract.
@@ -21,7 +25,7 @@ use std::collections::HashSet;
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
 
-use super::{f32_tensor, i8_tensor, node, proto_nodes_per_node};
+use super::{f32_tensor, i32_tensor, i8_tensor, node, proto_nodes_per_node};
 use crate::error::{QuantError, Result};
 use crate::model::{ActScales, LayerKind, Method, QLayer, QuantizedModel};
 use crate::qparams::{QSpec, MIN_SCALE};
@@ -47,6 +51,9 @@ fn ints_attr(name: &str, ints: Vec<i64>) -> pb::AttributeProto {
 struct Builder {
     nodes: Vec<pb::NodeProto>,
     inits: Vec<pb::TensorProto>,
+    /// From opset 18 on, ReduceMin/ReduceMax take their axes as an input, not an
+    /// attribute (an attribute there is an invalid model, which ONNX Runtime refuses).
+    axes_as_input: bool,
 }
 
 impl Builder {
@@ -56,13 +63,21 @@ impl Builder {
         output
     }
 
+    fn i64s(&mut self, name: String, v: Vec<i64>) -> String {
+        self.init(qbench_models::onnx::export::tensor_to_proto(
+            &name,
+            &qbench_models::tensor::Tensor::from_i64s(v),
+        ))
+    }
+
     fn init(&mut self, t: pb::TensorProto) -> String {
         let name = t.name.clone();
         self.inits.push(t);
         name
     }
 
-    /// Quantizes `x` on each call with `spec`; returns (u8 tensor, scale, zero point) names.
+    /// Quantizes `x` on each call with `spec`; returns the names of the u8 tensor, the
+    /// scale and the zero point (f32, integral).
     /// `per_row`: one scale per row over the last axis (the executor's per-token scales).
     fn quantize_dynamic(
         &mut self,
@@ -71,20 +86,14 @@ impl Builder {
         spec: &QSpec,
         per_row: bool,
     ) -> (String, String, String) {
-        if (spec.qmin, spec.qmax) == (0, 255) && !per_row {
-            let outs = vec![p("x_u8"), p("x_scale"), p("x_zp")];
-            self.nodes.push(node(
-                p("dynamic_quantize"),
-                "DynamicQuantizeLinear",
-                vec![x.to_string()],
-                outs.clone(),
-            ));
-            return (outs[0].clone(), outs[1].clone(), outs[2].clone());
-        }
         // PyTorch's affine `_calculate_qparams`, as `QSpec::qparams_for_range`.
         let reduce = |b: &mut Builder, op: &str, out: &str| {
-            let mut n = node(p(out), op, vec![x.to_string()], vec![p(out)]);
-            if per_row {
+            let mut inputs = vec![x.to_string()];
+            if per_row && b.axes_as_input {
+                inputs.push(b.i64s(p(&format!("{out}_axes")), vec![-1]));
+            }
+            let mut n = node(p(out), op, inputs, vec![p(out)]);
+            if per_row && !b.axes_as_input {
                 n.attribute.push(ints_attr("axes", vec![-1]));
             }
             n.attribute.push(int_attr("keepdims", per_row as i64));
@@ -139,8 +148,7 @@ impl Builder {
             p(out)
         };
         let q = cast_u8(self, t, "x_u8");
-        let zp = cast_u8(self, zp_f, "x_zp");
-        (q, scale, zp)
+        (q, scale, zp_f)
     }
 
     fn layer(
@@ -165,15 +173,37 @@ impl Builder {
         let sw = &layer.weight_q.scales;
         // The executor scales a conv's input per tensor even in per-row mode.
         let per_row = per_row && layer.kind == LayerKind::Linear;
-        let (xq, xs, mut xz) = self.quantize_dynamic(&p, &layer.input, spec, per_row);
-        if per_row {
-            // MatMulInteger takes a per-row zero point as a 1-D tensor of the rows.
-            let shape = self.init(qbench_models::onnx::export::tensor_to_proto(
-                &p("zp_rows_shape"),
-                &qbench_models::tensor::Tensor::from_i64s(vec![-1]),
-            ));
-            xz = self.push(p("zp_rows"), "Reshape", vec![xz, shape], p("zp_rows"));
-        }
+        // A Linear's input is quantized and multiplied as a matrix of rows [M, K], as the
+        // executor does: a transformer's [N, S, K] input is flattened first and the output
+        // given back its leading dims at the end. MatMulInteger's per-row zero point is
+        // defined for a 2-D A only, and tract computed a 3-D A with a runtime zero point
+        // differently from ONNX Runtime and from us.
+        let input = match layer.kind {
+            LayerKind::Linear => {
+                let k = layer.weight_shape[1] as i64;
+                let rows = self.i64s(p("rows_shape"), vec![-1, k]);
+                self.push(
+                    p("rows"),
+                    "Reshape",
+                    vec![layer.input.clone(), rows],
+                    p("rows"),
+                )
+            }
+            LayerKind::Conv => layer.input.clone(),
+        };
+        let (xq, xs, xz_f) = self.quantize_dynamic(&p, &input, spec, per_row);
+        let cast_to = |b: &mut Builder, from: String, out: &str, to: DataType| {
+            let mut n = node(p(out), "Cast", vec![from], vec![p(out)]);
+            n.attribute.push(int_attr("to", to as i64));
+            b.nodes.push(n);
+            p(out)
+        };
+        // Per tensor, the zero point goes into MatMulInteger/ConvInteger as ONNX intends.
+        // Per row, MatMulInteger gets none and the correction zp[m] · Σk w[k][n] is
+        // subtracted in int32 (exact): tract 0.23.9 applies only one zero point of a
+        // per-row vector (a test whose rows all shared one zero point hid it), and ONNX
+        // Runtime's fused kernel refuses a per-row zero point.
+        let xz = (!per_row).then(|| cast_to(self, xz_f.clone(), "x_zp", DataType::Uint8));
         let acc = match layer.kind {
             LayerKind::Linear => {
                 let [n, k] = [layer.weight_shape[0], layer.weight_shape[1]];
@@ -185,15 +215,33 @@ impl Builder {
                     }
                 }
                 let w = self.init(i8_tensor(&p("w"), &[k, n], &wt));
-                self.push(
-                    layer.node.clone(),
-                    "MatMulInteger",
-                    vec![xq, w, xz],
-                    p("acc"),
-                )
+                match xz {
+                    Some(xz) => self.push(
+                        layer.node.clone(),
+                        "MatMulInteger",
+                        vec![xq, w, xz],
+                        p("acc"),
+                    ),
+                    None => {
+                        let raw = self.push(
+                            layer.node.clone(),
+                            "MatMulInteger",
+                            vec![xq, w],
+                            p("acc_raw"),
+                        );
+                        let col_sums: Vec<i32> = (0..n)
+                            .map(|c| (0..k).map(|r| i32::from(wt[r * n + c])).sum())
+                            .collect();
+                        let sums = self.init(i32_tensor(&p("w_col_sums"), &[n], &col_sums));
+                        let zp = cast_to(self, xz_f, "x_zp_i32", DataType::Int32);
+                        let corr = self.push(p("zp_corr"), "Mul", vec![zp, sums], p("zp_corr"));
+                        self.push(p("acc_sub"), "Sub", vec![raw, corr], p("acc"))
+                    }
+                }
             }
             LayerKind::Conv => {
                 let w = self.init(i8_tensor(&p("w"), &layer.weight_shape, &layer.weight));
+                let xz = xz.expect("a conv's input is quantized per tensor");
                 self.nodes.push(pb::NodeProto {
                     name: layer.node.clone(),
                     op_type: "ConvInteger".into(),
@@ -220,15 +268,50 @@ impl Builder {
         cast.attribute.push(int_attr("to", DataType::Float as i64));
         self.nodes.push(cast);
         let out = proto.output[0].clone();
+        // A Linear's [M, n] result goes to `out` through a Reshape to the input's leading
+        // dims + [n]; a conv's result is the output itself.
+        let last = match layer.kind {
+            LayerKind::Linear => p("out_rows"),
+            LayerKind::Conv => out.clone(),
+        };
         match &layer.bias {
             Some(b) => {
                 let y = self.push(p("dequant"), "Mul", vec![p("acc_f32"), s], p("dequant"));
                 let bias = self.init(f32_tensor(&p("bias"), &channel_dims(b.len()), b));
-                self.push(p("bias_add"), "Add", vec![y, bias], out);
+                self.push(p("bias_add"), "Add", vec![y, bias], last.clone());
             }
             None => {
-                self.push(p("dequant"), "Mul", vec![p("acc_f32"), s], out);
+                self.push(p("dequant"), "Mul", vec![p("acc_f32"), s], last.clone());
             }
+        }
+        if layer.kind == LayerKind::Linear {
+            let n = layer.weight_shape[0] as i64;
+            let shape = self.push(
+                p("in_shape"),
+                "Shape",
+                vec![layer.input.clone()],
+                p("in_shape"),
+            );
+            let (zero, minus_one) = (
+                self.i64s(p("lead_start"), vec![0]),
+                self.i64s(p("lead_end"), vec![-1]),
+            );
+            let lead = self.push(
+                p("lead_dims"),
+                "Slice",
+                vec![shape, zero, minus_one],
+                p("lead_dims"),
+            );
+            let n = self.i64s(p("out_features"), vec![n]);
+            let mut cat = node(
+                p("out_shape"),
+                "Concat",
+                vec![lead, n],
+                vec![p("out_shape")],
+            );
+            cat.attribute.push(int_attr("axis", 0));
+            self.nodes.push(cat);
+            self.push(p("unflatten"), "Reshape", vec![last, p("out_shape")], out);
         }
         Ok(())
     }
@@ -253,9 +336,15 @@ pub fn to_model_proto(model: &QuantizedModel) -> Result<pb::ModelProto> {
         .graph
         .take()
         .expect("models' exporter always writes a graph");
+    let opset = base
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty())
+        .map_or(qbench_models::onnx::export::EXPORT_OPSET, |o| o.version);
     let mut b = Builder {
         nodes: Vec::new(),
         inits: Vec::new(),
+        axes_as_input: opset >= 18,
     };
     for (i, n) in model.graph.nodes.iter().enumerate() {
         let protos = &per_node[i];

@@ -7,10 +7,10 @@
 //!   the executor's plan ([`crate::QExecutor::placements`]): a node that ran in int8 there
 //!   is int8 in the file, an fp32 fallback node is written as it is, with
 //!   DequantizeLinear/QuantizeLinear exactly where a value changes domain.
-//! - Dynamic models, one form ([`dynamic`]): DynamicQuantizeLinear (or its plain-op
-//!   spelling for 7-bit and per-row grids) + MatMulInteger / ConvInteger, as ONNX
-//!   Runtime's `quantize_dynamic` writes them. It is their "QOperator" form; there is no
-//!   QDQ form of a dynamic model.
+//! - Dynamic models, one form ([`dynamic`]): the activation quantized in plain ops +
+//!   MatMulInteger / ConvInteger + the f32 dequantization (ONNX Runtime's
+//!   `quantize_dynamic` uses DynamicQuantizeLinear instead; [`dynamic`] says why not
+//!   here). It is their "QOperator" form; there is no QDQ form of a dynamic model.
 //! - fp16 models, one form ([`fp16`]): FLOAT16 initializers cast to float.
 
 pub mod dynamic;
@@ -62,7 +62,7 @@ pub fn to_model_proto(model: &QuantizedModel, form: Form) -> Result<pb::ModelPro
                 "a {} model has no QDQ form; export it as qoperator ({})",
                 m.name(),
                 if m == Method::Dynamic {
-                    "DynamicQuantizeLinear + MatMulInteger/ConvInteger"
+                    "quantization in plain ops + MatMulInteger/ConvInteger"
                 } else {
                     "FLOAT16 weights cast to float"
                 }

@@ -18,7 +18,7 @@
 //! - QDQ: tract may fold QuantizeLinear/DequantizeLinear into float arithmetic, so it
 //!   computes the fake-quantized float network; the bound is stated in the same units by
 //!   [`QDQ_MAX_LSB`].
-//! - Dynamic models (DynamicQuantizeLinear or its plain-op spelling + MatMulInteger /
+//! - Dynamic models (the activation quantized in plain ops + MatMulInteger /
 //!   ConvInteger + the same f32 dequantization) and fp16 models (f16 weights cast to
 //!   float) are held to the QOperator numbers. Their outputs are f32, so the unit is the
 //!   fallback one below. Dynamic layers compute what the executor computes given equal
