@@ -1,65 +1,88 @@
-//! Two runs of identical code on this machine must not trip `compare`'s speed rule:
-//! the same int8 and fp32 GEMM measured by two `qbench bench-gemm` processes, turned into
-//! results cells, compared with the default rules. (A stand-in for two sweeps until
-//! `qbench sweep` exists; the rule is the same.) Alone in its test binary so no other
-//! test of this crate runs beside the measurement.
+//! Two default sweeps of identical code on this machine, recorded back to back
+//! (`reports/noise/first.json`, `reports/noise/second.json`, written by
+//! `ci/record-noise.sh`), must not trip `compare`'s default speed rule: the evidence that
+//! the rule does not cry wolf on this machine's noise.
+//!
+//! The sweeps are recorded rather than run here: a test that times code fails whenever
+//! another job shares the cores (an earlier, timed form of this test did, in CI, at
+//! +32.5 % against a ±28.5 % band), and speed belongs in benchmarks. What this test
+//! asserts is about real measurements all the same: every speed-compared cell of the two
+//! runs stays inside its band, and enough cells are compared for that to mean something.
 
-mod common;
+use qbench::compare::{self, Rules, Verdict};
+use qbench::results::Results;
+use std::path::PathBuf;
 
-use common::*;
-use qbench::compare::{self, Rules};
-use qbench::results::{Backend, Cell, Method, Results, Run};
-
-const SHAPE: &str = "64x256x256";
-
-/// One `bench-gemm` process → a results file with an fp32 cell (the `gemm` crate) and a
-/// static cell (the active int8 rung), latencies from the measured samples.
-fn measure_once() -> Results {
-    let out = qbench(&["bench-gemm", "--quick", "--json", "--shapes", SHAPE]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let int8 = rows
-        .iter()
-        .find(|r| r["impl"] != "fp32-gemm" && r["impl"] != "avx2-u8")
-        .expect("an int8 row");
-    let fp32 = rows.iter().find(|r| r["impl"] == "fp32-gemm").unwrap();
-    let cell = |method: Method, row: &serde_json::Value| -> Cell {
-        let mut c = measured("gemm", method, Backend::Fbgemm, 1);
-        c.kernel = Some(row["kernel"].as_str().unwrap().to_owned());
-        let (median, p10, p90) = (
-            row["median_ns"].as_f64().unwrap() / 1e6,
-            row["p10_ns"].as_f64().unwrap() / 1e6,
-            row["p90_ns"].as_f64().unwrap() / 1e6,
-        );
-        set_latency(&mut c, median, (p90 - p10) / median);
-        c
-    };
-    let mut r = results(vec![cell(Method::Fp32, fp32), cell(Method::Static, int8)]);
-    r.config.models.push("gemm".into());
-    r.runs = vec![Run::detect(None)];
-    r.machine = r.common_machine();
-    r
+fn recorded(name: &str) -> Results {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../reports/noise")
+        .join(name);
+    Results::read(&path).unwrap_or_else(|e| panic!("{e:#} (record it with ci/record-noise.sh)"))
 }
 
-// Timing-dependent, so not part of `cargo test` (a clean-clone CI run failed it with
-// +32.5 % against a ±28.5 % band while another build shared the two cores): run it on
-// demand, on the machine whose noise you want to check, with
-// `cargo test --workspace --test speed_noise -- --ignored`.
 #[test]
-#[ignore = "timing-dependent: run on demand with --ignored on a quiet machine"]
-fn identical_code_measured_twice_is_not_a_speed_regression() {
-    let (base, head) = (measure_once(), measure_once());
-    let rules = Rules::default();
-    let cmp = compare::compare(&base, &head, &rules);
-    assert_eq!(cmp.cells.len(), 2);
-    for c in &cmp.cells {
-        let s = c.speed.as_ref().expect("same machine: speed is compared");
-        assert!(
-            c.regressions().is_empty(),
-            "{}: {:+.1} % against a ±{:.1} % band: {:?}",
+fn two_recorded_sweeps_of_identical_code_are_not_a_speed_regression() {
+    let (first, second) = (recorded("first.json"), recorded("second.json"));
+    assert_eq!(
+        first.git_commit, second.git_commit,
+        "the two runs must be of the same code"
+    );
+    assert_eq!(
+        first.runs[0].machine, second.runs[0].machine,
+        "the two runs must be from the same machine"
+    );
+    let cmp = compare::compare(&first, &second, &Rules::default());
+    let compared: Vec<_> = cmp.cells.iter().filter(|c| c.speed.is_some()).collect();
+    // Every cell timed in the first run is compared (the rest have n/a speed here:
+    // qnnpack's NEON kernels on x86, skipped cells), and the default grid times most of
+    // its cells (98 of 150 on this machine), so the check covers the grid.
+    let timed = first
+        .cells
+        .iter()
+        .filter(|c| c.latency_ms.is_some())
+        .count();
+    assert_eq!(compared.len(), timed, "every timed cell is compared");
+    assert!(timed >= 90, "only {timed} cells were timed");
+    let describe = |c: &&compare::CellDelta| {
+        let s = c.speed.as_ref().expect("filtered on speed");
+        format!(
+            "{}: {:+.1} % against a ±{:.1} % band",
             c.key,
             s.change * 100.0,
-            s.band * 100.0,
+            s.band * 100.0
+        )
+    };
+    // The rule's trip: identical code reported slower.
+    let regressed: Vec<String> = compared
+        .iter()
+        .filter(|c| matches!(c.speed_verdict, Verdict::Regression(_)))
+        .map(describe)
+        .collect();
+    // Reported faster beyond the band is the same false alarm in the other direction; the
+    // recorded pair has some (MiniLM's batch-32 cells, 11 samples each, ran 5–30 %
+    // faster in the second sweep: a whole group slower in the first, which spreads
+    // within one run do not see). They are printed, and the README and the notes say
+    // what they mean for the rule; the assertion is on the rule's trip.
+    for line in compared
+        .iter()
+        .filter(|c| matches!(c.speed_verdict, Verdict::Improvement(_)))
+        .map(describe)
+    {
+        println!("beyond the band, faster: {line}");
+    }
+    assert!(
+        regressed.is_empty(),
+        "identical code flagged as slower:\n{}",
+        regressed.join("\n")
+    );
+    // Nothing else differs either: same code, same deterministic accuracy and size.
+    assert_eq!(cmp.lost_count(), 0, "cells lost between identical runs");
+    for c in &cmp.cells {
+        assert!(
+            !matches!(c.accuracy, Verdict::Regression(_))
+                && !matches!(c.size, Verdict::Regression(_)),
+            "{}: accuracy or size changed between identical runs: {:?}",
+            c.key,
             c.regressions()
         );
     }
