@@ -46,6 +46,8 @@ pub fn changes(old: &Results, new: &Results) -> Vec<String> {
     let rules = crate::compare::Rules {
         floor: 0.0,
         k: 0.0,
+        few_samples: 0,
+        few_samples_floor: 0.0,
         acc_pp: 0.0,
         size_pct: 0.0,
     };

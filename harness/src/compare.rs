@@ -5,7 +5,12 @@
 //! - **speed**: the latency median of a cell changes by `Δ = head / base − 1`. It is a
 //!   regression only when `Δ > max(floor, k × max(base spread, head spread))`, where a
 //!   run's spread is `(p90 − p10) / median` of that cell's samples (an improvement
-//!   likewise below the negative band); anything inside the band is noise. Speed is
+//!   likewise below the negative band); anything inside the band is noise. A cell timed
+//!   with fewer than `few_samples` samples in either run has a band of at least
+//!   `few_samples_floor`: its samples cover one short window (MiniLM at batch 32: 11
+//!   samples of 1.3 s), so a slowdown of the whole machine during that window moves its
+//!   median without showing in its spread. Two recorded sweeps of identical code
+//!   (`reports/noise/`) have such cells 5–30 % apart with spreads of 1–5 %. Speed is
 //!   compared only when both cells were measured on the same machine fingerprint (CPU
 //!   model, arch, ISA features, cores, OS); otherwise the cell says so and only accuracy
 //!   and size are compared.
@@ -31,6 +36,10 @@ pub struct Rules {
     pub floor: f64,
     /// Multiple of the larger of the two runs' spreads a change must exceed.
     pub k: f64,
+    /// Cells with fewer samples than this in either run get `few_samples_floor`.
+    pub few_samples: usize,
+    /// The smallest band of a few-sample cell (0.35 = 35 %).
+    pub few_samples_floor: f64,
     /// Accuracy drop, in percentage points, that counts as a regression.
     pub acc_pp: f64,
     /// Size growth, in percent, that counts as a regression.
@@ -38,14 +47,18 @@ pub struct Rules {
 }
 
 impl Default for Rules {
-    /// floor 5 %, k = 2, accuracy 0.1 pp, size 1 %. k = 2 because the spread within one
-    /// run understates the drift between runs on a loaded machine: two `bench-gemm`
-    /// runs of identical code here, under a load of ~10 on 2 cores, had fp32 medians
-    /// 29 % apart with spreads of 18 % and 26 %.
+    /// floor 5 %, k = 2, 35 % below 20 samples, accuracy 0.1 pp, size 1 %. k = 2
+    /// because the spread within one run understates the drift between runs on a loaded
+    /// machine: two `bench-gemm` runs of identical code here, under a load of ~10 on 2
+    /// cores, had fp32 medians 29 % apart with spreads of 18 % and 26 %. 35 % below 20
+    /// samples because two idle sweeps of identical code had 11-sample cells up to 30 %
+    /// apart (module docs); cells with hundreds of samples stayed inside 2 × spread.
     fn default() -> Rules {
         Rules {
             floor: 0.05,
             k: 2.0,
+            few_samples: 20,
+            few_samples_floor: 0.35,
             acc_pp: 0.1,
             size_pct: 1.0,
         }
@@ -140,7 +153,10 @@ impl Comparison {
 pub fn speed_delta(base: &Cell, head: &Cell, rules: &Rules) -> Option<(SpeedDelta, Verdict)> {
     let (b, h) = (base.latency_ms.as_ref()?, head.latency_ms.as_ref()?);
     let change = h.median / b.median - 1.0;
-    let band = rules.floor.max(rules.k * b.spread.max(h.spread));
+    let mut band = rules.floor.max(rules.k * b.spread.max(h.spread));
+    if b.samples.min(h.samples) < rules.few_samples {
+        band = band.max(rules.few_samples_floor);
+    }
     let d = SpeedDelta {
         base_ms: b.median,
         head_ms: h.median,

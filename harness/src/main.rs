@@ -254,6 +254,13 @@ enum Command {
         /// A latency change must also exceed K × the larger of the two runs' spreads.
         #[arg(long, value_name = "K", default_value_t = 2.0, value_parser = non_negative)]
         k: f64,
+        /// Cells timed with fewer samples than this (in either run) get the wider band below.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        few_samples: usize,
+        /// The smallest band of such a cell, percent: its samples cover one short window,
+        /// so a machine-wide slowdown moves its median without widening its spread.
+        #[arg(long, value_name = "PCT", default_value_t = 35.0, value_parser = non_negative)]
+        few_samples_floor: f64,
         /// Accuracy drop that counts as a regression, percentage points.
         #[arg(long, value_name = "PP", default_value_t = 0.1, value_parser = non_negative)]
         acc_pp: f64,
@@ -614,12 +621,16 @@ fn main() -> Result<()> {
             fail_on_regression,
             floor,
             k,
+            few_samples,
+            few_samples_floor,
             acc_pp,
             size_pct,
         } => {
             let rules = qbench::compare::Rules {
                 floor: floor / 100.0,
                 k,
+                few_samples,
+                few_samples_floor: few_samples_floor / 100.0,
                 acc_pp,
                 size_pct,
             };

@@ -24,6 +24,44 @@ fn speed_verdict(base: &Results, head: &Results, rules: &Rules) -> Verdict {
         .clone()
 }
 
+/// A cell timed with few samples (in either run) gets the wider band; the same change
+/// with many samples is judged by floor and spread alone.
+#[test]
+fn few_sample_cells_get_the_wider_band() {
+    let rules = Rules::default();
+    assert_eq!((rules.few_samples, rules.few_samples_floor), (20, 0.35));
+    let with_samples = |mut r: Results, n: usize| {
+        r.cells[0].latency_ms.as_mut().unwrap().samples = n;
+        r
+    };
+    // +30 % with 2 % spreads: a regression at 100 samples, noise at 11 in either run.
+    let (b, h) = pair(10.0, 0.02, 13.0, 0.02);
+    assert!(matches!(
+        speed_verdict(&b, &h, &rules),
+        Verdict::Regression(_)
+    ));
+    assert_eq!(
+        speed_verdict(&with_samples(b.clone(), 11), &h, &rules),
+        Verdict::Unchanged
+    );
+    assert_eq!(
+        speed_verdict(&b, &with_samples(h.clone(), 11), &rules),
+        Verdict::Unchanged
+    );
+    // Beyond 35 % it is a regression whatever the sample count.
+    let (b, h) = pair(10.0, 0.02, 14.0, 0.02);
+    assert!(matches!(
+        speed_verdict(&with_samples(b, 11), &with_samples(h, 11), &rules),
+        Verdict::Regression(w) if w.contains("35.0 %")
+    ));
+    // At the threshold the narrow band applies again.
+    let (b, h) = pair(10.0, 0.02, 13.0, 0.02);
+    assert!(matches!(
+        speed_verdict(&with_samples(b, 20), &with_samples(h, 20), &rules),
+        Verdict::Regression(_)
+    ));
+}
+
 #[test]
 fn speed_counts_only_beyond_max_of_floor_and_k_spread() {
     let rules = Rules {

@@ -52,28 +52,23 @@ fn two_recorded_sweeps_of_identical_code_are_not_a_speed_regression() {
             s.band * 100.0
         )
     };
-    // The rule's trip: identical code reported slower.
-    let regressed: Vec<String> = compared
+    // Either direction: identical code reported faster is the same false alarm. (Before
+    // the wider band for few-sample cells, this pair had 8 MiniLM batch-32 cells, 11
+    // samples each, 5–30 % faster in the second sweep, beyond bands of 5–9 %.)
+    let flagged: Vec<String> = compared
         .iter()
-        .filter(|c| matches!(c.speed_verdict, Verdict::Regression(_)))
+        .filter(|c| {
+            matches!(
+                c.speed_verdict,
+                Verdict::Regression(_) | Verdict::Improvement(_)
+            )
+        })
         .map(describe)
         .collect();
-    // Reported faster beyond the band is the same false alarm in the other direction; the
-    // recorded pair has some (MiniLM's batch-32 cells, 11 samples each, ran 5–30 %
-    // faster in the second sweep: a whole group slower in the first, which spreads
-    // within one run do not see). They are printed, and the README and the notes say
-    // what they mean for the rule; the assertion is on the rule's trip.
-    for line in compared
-        .iter()
-        .filter(|c| matches!(c.speed_verdict, Verdict::Improvement(_)))
-        .map(describe)
-    {
-        println!("beyond the band, faster: {line}");
-    }
     assert!(
-        regressed.is_empty(),
-        "identical code flagged as slower:\n{}",
-        regressed.join("\n")
+        flagged.is_empty(),
+        "identical code flagged as slower or faster:\n{}",
+        flagged.join("\n")
     );
     // Nothing else differs either: same code, same deterministic accuracy and size.
     assert_eq!(cmp.lost_count(), 0, "cells lost between identical runs");
