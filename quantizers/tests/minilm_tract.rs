@@ -2,7 +2,8 @@
 //! weights, per-token and per-tensor activation scales) under fbgemm, vnni and qnnpack,
 //! and its fp16 model, exported as ONNX and run in tract-onnx against our executor on
 //! six real sentences (padded to the longest), under `tract_check`'s policy where they
-//! meet it and to the int8 error where they do not yet (see the assertion's comment);
+//! meet it and to the int8 error where 36 quantizers in a row amplify sub-ulp fp32
+//! differences (see the assertion's comment), and the first encoder layer alone exactly;
 //! every figure is printed (`-- --nocapture`) for the README. The output is the
 //! unit-length sentence embedding, so the check's unit is max |embedding| / 127.5; the
 //! test also reports the embeddings' cosine, the measure users read for this model.
@@ -113,22 +114,72 @@ fn minilm_dynamic_and_fp16_agree_with_tract_under_every_scheme() {
             r.max_lsb * r.out_scale,
             100.0 * r.diff_fraction
         );
-        // fp16 and the 7-bit per-tensor form agree to the policy (measured: bit for bit
-        // up to float rounding). The full-range per-tensor and the per-token forms do not
-        // (measured 2026-11-27: max 4.6–14.8 output LSB, worst cosine 0.9920–0.9990, on
-        // 35–97 % of the elements), and the cause is open: per tensor, tract disagrees
-        // only on padded batches, where ONNX Runtime agrees with us (worst cosine
-        // 0.99991); per token, tract and ONNX Runtime agree with each other and differ
-        // from our executor even on one unpadded sentence, while the same per-token
-        // export of mlp-mnist with a different scale and zero point per row is exact in
-        // tract. Until that is understood, those forms are held to the int8 error they
-        // would otherwise hide: cosine to tract ≥ 0.99.
+        // fp16 and the 7-bit per-tensor form agree to the policy (bit for bit up to float
+        // rounding). The other forms differ by more than the policy's 2 LSB (measured
+        // 2026-11-27: max 4.6–14.8 output LSB on 35–97 % of the elements, worst cosine
+        // 0.9920–0.9990), and not because the export computes something else: with only
+        // the first encoder layer's six Linears in int8, every form is exact (the test
+        // below), and with more layers the difference grows with depth (per token, vnni,
+        // one sentence: 2 layers 0.02 LSB, 3 layers 0.55, 4 layers 1.4, 6 layers 4.3).
+        // What fits these figures (inferred, not traced flip by flip): sub-ulp fp32
+        // differences (tract's and ONNX Runtime's exp, erf and sums against
+        // `kernels::fmath`'s) move an activation across a rounding boundary of a later
+        // dynamic quantizer now and then, and each flip propagates through the layers
+        // after it; ONNX Runtime lands where tract does on the per-token files. So the
+        // whole model is held to the int8 error those flips stay within.
         let exact = name.contains("fp16") || name.contains("fbgemm PerTensor");
         if exact {
             assert!(r.passes(), "{name}: {r:?}");
             assert!(cos >= 0.9999, "{name}: worst cosine to tract {cos}");
         } else {
             assert!(cos >= 0.99, "{name}: worst cosine to tract {cos}");
+        }
+    }
+}
+
+/// The export computes what the executor computes: with only the first encoder layer's
+/// six Linears quantized (the rest fp32), every dynamic form agrees with tract to the
+/// policy (measured: exact), per token and per tensor, under every backend.
+#[test]
+fn minilm_first_encoder_layer_in_int8_agrees_with_tract_exactly() {
+    let Some(dir) = model_dir("minilm_first_encoder_layer_in_int8_agrees_with_tract_exactly")
+    else {
+        return;
+    };
+    let graph = bert::load_graph(&dir).unwrap();
+    let tok = SentenceTokenizer::from_dir(&dir).unwrap();
+    let b = tok
+        .batch(&[
+            "The plot is a mess and the jokes land with a thud.",
+            "Short.",
+        ])
+        .unwrap();
+    let inputs = [b.input_ids, b.attention_mask];
+    let later: Vec<String> = graph
+        .nodes
+        .iter()
+        .filter(|n| n.name.ends_with("/matmul") && !n.name.starts_with("encoder.layer.0."))
+        .map(|n| n.name.clone())
+        .collect();
+    assert_eq!(later.len(), 30, "five later layers of six Linears");
+    for backend in Backend::ALL {
+        for act in [ActScales::PerRow, ActScales::PerTensor] {
+            let mut opts = DynamicOptions::new(backend);
+            opts.op_types = vec!["MatMul".into()];
+            opts.act_scales = act;
+            opts.per_channel = true;
+            opts.skip = later.clone();
+            let model = quantize_dynamic(&graph, &opts).unwrap();
+            let name = format!("minilm layer 0 dynamic/{} {act:?}", backend.name());
+            let r = tract_check::check(&model, Form::QOperator, &inputs)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            println!(
+                "{name}: max {:.3} LSB, {:.2} % of elements differ",
+                r.max_lsb,
+                100.0 * r.diff_fraction
+            );
+            assert!(r.passes(), "{name}: {r:?}");
+            assert!(r.max_lsb <= 0.1, "{name}: not exact: {r:?}");
         }
     }
 }
