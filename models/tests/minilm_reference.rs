@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use qbench_models::bert::{self, tokenize::SentenceTokenizer};
 use qbench_models::exec::{Executor, Options};
 use qbench_models::onnx::{self, crosscheck};
-use qbench_models::zoo;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -34,24 +33,9 @@ fn reference() -> Reference {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The fetched model directory, or `None` after printing why the test skips.
-fn model_dir(test: &str) -> Option<PathBuf> {
-    let entry =
-        zoo::load_entry(&zoo::zoo_dir().join("minilm")).expect("the minilm manifest is valid");
-    let spec = entry
-        .manifest
-        .fetch
-        .as_ref()
-        .expect("minilm has a [fetch] section");
-    match qbench_models::fetch::ensure_fetched("minilm", spec) {
-        Ok(dir) => Some(dir),
-        Err(e) => {
-            println!("SKIPPED {test}: {e}");
-            eprintln!("SKIPPED {test}: {e}");
-            None
-        }
-    }
-}
+#[path = "support/minilm_dir.rs"]
+mod minilm_dir;
+use minilm_dir::model_dir;
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a

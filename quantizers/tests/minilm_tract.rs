@@ -11,31 +11,22 @@
 //! The model is not in the repository. Without `qbench fetch minilm` the test prints why
 //! it skips and passes; ci/test.sh fetches the model first so that CI runs it.
 
-use std::path::PathBuf;
-
 use qbench_models::bert::{self, tokenize::SentenceTokenizer};
-use qbench_models::zoo;
 use qbench_quantizers::export::{self, tract_check, Form};
 use qbench_quantizers::fp16::quantize_fp16;
 use qbench_quantizers::{quantize_dynamic, ActScales, Backend, DynamicOptions, QExecutor};
 
-/// The fetched model directory, or `None` after printing why the test skips.
-fn model_dir(test: &str) -> Option<PathBuf> {
-    let entry =
-        zoo::load_entry(&zoo::zoo_dir().join("minilm")).expect("the minilm manifest is valid");
-    let spec = entry
-        .manifest
-        .fetch
-        .as_ref()
-        .expect("minilm has a [fetch] section");
-    match qbench_models::fetch::ensure_fetched("minilm", spec) {
-        Ok(dir) => Some(dir),
-        Err(e) => {
-            println!("SKIPPED {test}: {e}");
-            eprintln!("SKIPPED {test}: {e}");
-            None
-        }
-    }
+#[path = "../../models/tests/support/minilm_dir.rs"]
+mod minilm_dir;
+use minilm_dir::model_dir;
+
+/// Dynamic int8 of every Linear as the sweep quantizes MiniLM: per-channel weights.
+fn sweep_options(backend: Backend, act: ActScales) -> DynamicOptions {
+    let mut opts = DynamicOptions::new(backend);
+    opts.op_types = vec!["MatMul".into()];
+    opts.act_scales = act;
+    opts.per_channel = true;
+    opts
 }
 
 fn worst_cosine(a: &[f32], b: &[f32], d: usize) -> f64 {
@@ -75,12 +66,11 @@ fn minilm_dynamic_and_fp16_agree_with_tract_under_every_scheme() {
     let mut models = Vec::new();
     for backend in Backend::ALL {
         for act in [ActScales::PerRow, ActScales::PerTensor] {
-            let mut opts = DynamicOptions::new(backend);
-            opts.op_types = vec!["MatMul".into()];
-            opts.act_scales = act;
-            opts.per_channel = true;
             let name = format!("minilm dynamic/{} {act:?}", backend.name());
-            models.push((name, quantize_dynamic(&graph, &opts).unwrap()));
+            models.push((
+                name,
+                quantize_dynamic(&graph, &sweep_options(backend, act)).unwrap(),
+            ));
         }
     }
     models.push(("minilm fp16".into(), quantize_fp16(&graph).unwrap()));
@@ -164,10 +154,7 @@ fn minilm_first_encoder_layer_in_int8_agrees_with_tract_exactly() {
     assert_eq!(later.len(), 30, "five later layers of six Linears");
     for backend in Backend::ALL {
         for act in [ActScales::PerRow, ActScales::PerTensor] {
-            let mut opts = DynamicOptions::new(backend);
-            opts.op_types = vec!["MatMul".into()];
-            opts.act_scales = act;
-            opts.per_channel = true;
+            let mut opts = sweep_options(backend, act);
             opts.skip = later.clone();
             let model = quantize_dynamic(&graph, &opts).unwrap();
             let name = format!("minilm layer 0 dynamic/{} {act:?}", backend.name());
