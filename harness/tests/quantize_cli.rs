@@ -24,6 +24,20 @@ fn quantize(dir: &Path, name: &str, args: &[&str]) -> (QuantizedModel, String) {
     (save::load(&out).unwrap(), stderr(&o))
 }
 
+/// Runs `qbench quantize ARGS -o DIR/x.safetensors` and asserts it is refused with an
+/// error containing every one of `needles`, writing no file.
+fn assert_refused(dir: &Path, args: &[&str], needles: &[&str]) {
+    let out = dir.join("x.safetensors");
+    let mut all = vec!["quantize"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", out.to_str().unwrap()]);
+    let o = qbench(&all);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{args:?} was accepted");
+    assert!(needles.iter().all(|n| e.contains(n)), "{args:?}: {e}");
+    assert!(!out.exists(), "{args:?} wrote a file");
+}
+
 /// Whether every int8 layer's weights have one scale per output channel (`true`) or one
 /// per tensor (`false`); panics on a mix.
 fn per_channel(m: &QuantizedModel) -> bool {
@@ -132,34 +146,15 @@ fn weight_granularity_follows_the_backend_unless_overridden() {
     assert!(f.activations.values().all(|a| a.spec.qmax == 127));
 
     // Refusals name the flags.
-    let out = dir.join("x.safetensors");
-    let out = out.to_str().unwrap();
-    let o = qbench(&[
-        "quantize",
-        "mlp-mnist",
-        "--method",
-        "fp16",
-        "--per-tensor",
-        "-o",
-        out,
-    ]);
-    assert!(
-        !o.status.success() && stderr(&o).contains("--per-tensor"),
-        "{}",
-        stderr(&o)
+    assert_refused(
+        &dir,
+        &["mlp-mnist", "--method", "fp16", "--per-tensor"],
+        &["--per-tensor"],
     );
-    let o = qbench(&[
-        "quantize",
-        "mlp-mnist",
-        "--per-channel",
-        "--per-tensor",
-        "-o",
-        out,
-    ]);
-    assert!(
-        !o.status.success() && stderr(&o).contains("--per-tensor"),
-        "{}",
-        stderr(&o)
+    assert_refused(
+        &dir,
+        &["mlp-mnist", "--per-channel", "--per-tensor"],
+        &["--per-tensor"],
     );
 }
 
@@ -207,35 +202,15 @@ fn a_bare_onnx_file_calibrates_on_calib_data_or_says_it_used_noise() {
     assert!(lowest(&real) < -0.3 && lowest(&noise) >= 0.0);
 
     // Refusals: another method, or a zoo model that has its own data.
-    let out = dir.join("x.safetensors");
-    let out = out.to_str().unwrap();
-    let o = qbench(&[
-        "quantize",
-        file,
-        "--method",
-        "dynamic",
-        "--calib-data",
-        "mnist",
-        "-o",
-        out,
-    ]);
-    assert!(
-        !o.status.success() && stderr(&o).contains("--calib-data applies to --method static"),
-        "{}",
-        stderr(&o)
+    assert_refused(
+        &dir,
+        &[file, "--method", "dynamic", "--calib-data", "mnist"],
+        &["--calib-data applies to --method static"],
     );
-    let o = qbench(&[
-        "quantize",
-        "mlp-mnist",
-        "--calib-data",
-        "fashion-mnist",
-        "-o",
-        out,
-    ]);
-    let e = stderr(&o);
-    assert!(
-        !o.status.success() && e.contains("--calib-data fashion-mnist") && e.contains("mlp-mnist"),
-        "{e}"
+    assert_refused(
+        &dir,
+        &["mlp-mnist", "--calib-data", "fashion-mnist"],
+        &["--calib-data fashion-mnist", "mlp-mnist"],
     );
 }
 

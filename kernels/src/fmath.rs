@@ -41,24 +41,33 @@ impl Width {
         }
     }
 
+    /// Whether this CPU runs the build (std caches the feature detection, so this is a
+    /// few loads on every dispatch, no allocation).
+    pub fn is_available(self) -> bool {
+        match self {
+            Width::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Width::Avx2 | Width::Avx512 => false,
+        }
+    }
+
     /// Every build this CPU can run (tests compare them).
     pub fn available() -> Vec<Width> {
-        let mut out = vec![Width::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                out.push(Width::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-            {
-                out.push(Width::Avx512);
-            }
-        }
-        out
+        [Width::Portable, Width::Avx2, Width::Avx512]
+            .into_iter()
+            .filter(|w| w.is_available())
+            .collect()
     }
 }
 
@@ -83,7 +92,7 @@ macro_rules! dispatched {
                 unsafe fn avx512($($arg: $ty),*) -> $ret {
                     $body($($arg),*)
                 }
-                if Width::available().contains(&width) {
+                if width.is_available() {
                     match width {
                         // SAFETY: the CPU has the features this build enables (checked
                         // just above).
