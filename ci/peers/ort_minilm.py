@@ -1,10 +1,10 @@
-# ONNX Runtime on all-MiniLM-L6-v2, single thread: fp32, and dynamic int8 as ORT's
+# ONNX Runtime on all-MiniLM-L6-v2, on `threads` threads (default 1): fp32, and dynamic int8 as ORT's
 # quantize_dynamic makes it (weights QInt8, per tensor by default and per channel), on the
 # very graph qbench runs (`qbench bench-minilm --save-onnx FILE` writes it). Wall-clock
 # medians over 3 s per variant, variants interleaved round by round, batch x tokens of
 # ordinary token ids; also each int8 variant's cosine to ORT's own fp32 on that input.
 # The peer figures of README "MiniLM: against ONNX Runtime on this machine".
-# Usage: python3 ci/peers/ort_minilm.py FILE.onnx [batch] [tokens]
+# Usage: python3 ci/peers/ort_minilm.py FILE.onnx [batch] [tokens] [threads]
 # Needs `pip install onnxruntime onnx numpy`; not part of CI.
 import sys, tempfile, os, time
 import numpy as np, onnxruntime as ort
@@ -13,6 +13,7 @@ from onnxruntime.quantization import quantize_dynamic, QuantType
 path = sys.argv[1]
 batch = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 tokens = int(sys.argv[3]) if len(sys.argv) > 3 else 128
+threads = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 tmp = tempfile.mkdtemp()
 variants = {"ort-fp32": path}
 for name, per_channel in [("ort-int8-per-tensor", False), ("ort-int8-per-channel", True)]:
@@ -20,7 +21,7 @@ for name, per_channel in [("ort-int8-per-tensor", False), ("ort-int8-per-channel
     quantize_dynamic(path, out, weight_type=QuantType.QInt8, per_channel=per_channel)
     variants[name] = out
 
-so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1
+so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
 sessions = {k: ort.InferenceSession(v, so, providers=["CPUExecutionProvider"]) for k, v in variants.items()}
 rng = np.random.default_rng(0)
 ids = rng.integers(1000, 30000, (batch, tokens)).astype(np.float32)

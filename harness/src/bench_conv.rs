@@ -61,6 +61,8 @@ pub const LAYERS: [Layer; 13] = [
 pub struct Row {
     pub op: &'static str,
     pub layer: &'static str,
+    /// Threads the int8 and fp32 convolutions ran on.
+    pub threads: usize,
     #[serde(rename = "impl")]
     pub implementation: String,
     /// The kernel that ran (GEMM micro-kernel or depthwise kernel), or `fp32-gemm`.
@@ -97,7 +99,7 @@ pub fn select(filter: Option<&str>) -> Result<Vec<Layer>> {
     Ok(chosen)
 }
 
-pub fn bench_layer(l: &Layer, budget: Budget) -> Result<Vec<Row>> {
+pub fn bench_layer(l: &Layer, budget: Budget, threads: usize) -> Result<Vec<Row>> {
     let [kh, kw] = l.window.kernel;
     let cig = l.input.c / l.groups;
     let w: Vec<i8> = (0..l.out_channels * cig * kh * kw)
@@ -134,7 +136,7 @@ pub fn bench_layer(l: &Layer, budget: Budget) -> Result<Vec<Row>> {
     for ((v, conv), out) in variants.iter().zip(&convs).zip(&mut outputs) {
         let x = if v.u7 { &x_u7 } else { &x_u8 };
         kernels.push(
-            conv_requant(x, l.input, 0, conv, &requant, out)?
+            conv_requant(x, l.input, 0, conv, &requant, out, threads)?
                 .1
                 .to_owned(),
         );
@@ -153,7 +155,8 @@ pub fn bench_layer(l: &Layer, budget: Budget) -> Result<Vec<Row>> {
         candidates.push(Candidate {
             name: v.label.clone(),
             run: Box::new(move || {
-                conv_requant(black_box(x), input, 0, conv, requant, out).expect("validated above");
+                conv_requant(black_box(x), input, 0, conv, requant, out, threads)
+                    .expect("validated above");
             }),
         });
     }
@@ -161,7 +164,7 @@ pub fn bench_layer(l: &Layer, budget: Budget) -> Result<Vec<Row>> {
         name: "fp32".to_owned(),
         run: Box::new(|| {
             conv_f32
-                .run(black_box(&xf), l.input, &mut out_f32, 1)
+                .run(black_box(&xf), l.input, &mut out_f32, threads)
                 .expect("validated above");
         }),
     });
@@ -175,6 +178,7 @@ pub fn bench_layer(l: &Layer, budget: Budget) -> Result<Vec<Row>> {
         .map(|(i, (c, s))| Row {
             op: "conv",
             layer: l.id,
+            threads,
             implementation: c.name.clone(),
             kernel: kernels
                 .get(i)
@@ -234,6 +238,7 @@ mod tests {
                 max_samples: 2,
                 ..Budget::QUICK
             },
+            1,
         )
         .unwrap();
         assert_eq!(rows.len(), int8_variants().len() + 1);

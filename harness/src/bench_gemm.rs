@@ -1,5 +1,6 @@
 //! `qbench bench-gemm`: every int8 GEMM rung this machine runs and the fp32 baseline,
-//! interleaved in one run per shape, single thread, with each rung's ratio to fp32.
+//! interleaved in one run per shape, on the same number of threads (1 unless `--threads`),
+//! with each rung's ratio to fp32.
 
 use crate::measure::{interleaved, Budget, Candidate};
 use anyhow::{bail, Context, Result};
@@ -26,6 +27,9 @@ pub struct Row {
     pub m: usize,
     pub n: usize,
     pub k: usize,
+    /// Threads every implementation ran on (the int8 kernels' row bands, the fp32
+    /// crate's parallelism).
+    pub threads: usize,
     /// `avx512vnni`, `avx2`, `avx2-u8`, `generic`, ... or `fp32-gemm`.
     #[serde(rename = "impl")]
     pub implementation: String,
@@ -95,7 +99,11 @@ pub fn int8_variants() -> Vec<Int8Variant> {
 
 /// Measures one shape: every available rung (AVX2 twice: on 7-bit activations, its fast
 /// domain, and on full-range u8, its exact kernel) and the fp32 baseline.
-pub fn bench_shape((m, n, k): (usize, usize, usize), budget: Budget) -> Result<Vec<Row>> {
+pub fn bench_shape(
+    (m, n, k): (usize, usize, usize),
+    budget: Budget,
+    threads: usize,
+) -> Result<Vec<Row>> {
     let a_u8: Vec<u8> = (0..m * k)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
         .collect();
@@ -120,7 +128,7 @@ pub fn bench_shape((m, n, k): (usize, usize, usize), budget: Budget) -> Result<V
     let mut kernel_names = Vec::new();
     for ((imp, p), out) in impls.iter().zip(&packed).zip(&mut outputs) {
         let a = MatA::new(if imp.u7 { &a_u7 } else { &a_u8 }, m, k, 0);
-        kernel_names.push(gemm_i32(&a, p, out, n)?.to_owned());
+        kernel_names.push(gemm_i32(&a, p, out, n, threads)?.to_owned());
     }
 
     let af: Vec<f32> = a_u8.iter().map(|&x| f32::from(x)).collect();
@@ -133,13 +141,13 @@ pub fn bench_shape((m, n, k): (usize, usize, usize), budget: Budget) -> Result<V
         candidates.push(Candidate {
             name: imp.label.clone(),
             run: Box::new(move || {
-                gemm_i32(black_box(&a), p, out, n).expect("validated above");
+                gemm_i32(black_box(&a), p, out, n, threads).expect("validated above");
             }),
         });
     }
     candidates.push(Candidate {
         name: fp32::BASELINE_NAME.to_owned(),
-        run: Box::new(|| fp32::sgemm(m, n, k, black_box(&af), &bf, &mut cf, 1)),
+        run: Box::new(|| fp32::sgemm(m, n, k, black_box(&af), &bf, &mut cf, threads)),
     });
     let summaries = interleaved(&mut candidates, budget);
     let fp32_median = summaries.last().expect("fp32 candidate").median;
@@ -153,6 +161,7 @@ pub fn bench_shape((m, n, k): (usize, usize, usize), budget: Budget) -> Result<V
             m,
             n,
             k,
+            threads,
             implementation: c.name.clone(),
             kernel: kernel_names
                 .get(i)
@@ -192,7 +201,7 @@ mod tests {
             max_samples: 3,
             ..Budget::QUICK
         };
-        let rows = bench_shape((3, 20, 10), budget).unwrap();
+        let rows = bench_shape((3, 20, 10), budget, 1).unwrap();
         let available = isa::ladder().iter().filter(|r| r.is_available()).count();
         assert!(rows.len() > available, "{rows:?}");
         let fp32 = rows.last().unwrap();

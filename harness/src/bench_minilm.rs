@@ -1,5 +1,6 @@
 //! `qbench bench-minilm`: all-MiniLM-L6-v2 in fp32, our executor against tract-onnx, in
-//! one run: batch × tokens of real text, single thread, samples interleaved; with
+//! one run: batch × tokens of real text, ours on `--threads` threads (tract on one),
+//! samples interleaved; with
 //! `--int8 fbgemm|vnni`, dynamic int8 (per-token and per-tensor scales) in the same run.
 //!
 //! Both sides run the same graph: ours is built from the fetched safetensors
@@ -88,12 +89,16 @@ fn dynamic_int8(
     graph: &qbench_models::ir::Graph,
     scheme: Backend,
     act: ActScales,
+    threads: usize,
 ) -> Result<QExecutor> {
     let mut opts = DynamicOptions::new(scheme);
     opts.op_types = vec!["MatMul".into()];
     opts.act_scales = act;
     opts.per_channel = true;
-    Ok(QExecutor::new(&quantize_dynamic(graph, &opts)?)?)
+    Ok(QExecutor::with_threads(
+        &quantize_dynamic(graph, &opts)?,
+        threads,
+    )?)
 }
 
 /// `qbench bench-minilm`.
@@ -104,6 +109,7 @@ pub fn cmd_bench_minilm(
     json: bool,
     int8: Option<&str>,
     save_onnx: Option<&std::path::Path>,
+    threads: usize,
 ) -> Result<()> {
     ensure!(
         (2..=512).contains(&tokens),
@@ -122,7 +128,7 @@ pub fn cmd_bench_minilm(
     let batch_in = inputs(&dir, batch, tokens)?;
     let feed = [batch_in.input_ids, batch_in.attention_mask];
 
-    let exec = Executor::new(&graph, Options { threads: 1 })?;
+    let exec = Executor::new(&graph, Options { threads })?;
     let onnx_path = match save_onnx {
         Some(p) => p.to_path_buf(),
         None => std::env::temp_dir().join(format!("qbench-minilm-{}.onnx", std::process::id())),
@@ -165,7 +171,7 @@ pub fn cmd_bench_minilm(
         Some(b) => [(ActScales::PerRow, "per-token"), (ActScales::PerTensor, "per-tensor")]
             .into_iter()
             .map(|(act, label)| {
-                let e = dynamic_int8(&graph, b, act)?;
+                let e = dynamic_int8(&graph, b, act, threads)?;
                 let y = e.run(&feed)?.remove(0);
                 let worst = y
                     .f32s()?
@@ -189,39 +195,51 @@ pub fn cmd_bench_minilm(
     } else {
         Budget::DEFAULT
     };
-    let mut candidates = vec![
-        Candidate {
-            name: "qbench-fp32".into(),
-            run: Box::new(|| {
-                exec.run(&feed).expect("ran once above");
-            }),
-        },
-        Candidate {
-            name: "tract-fp32".into(),
-            run: Box::new(|| {
-                tract.run(&feed).expect("ran once above");
-            }),
-        },
-    ];
-    for (name, e) in &int8_execs {
-        candidates.push(Candidate {
-            name: name.clone(),
-            run: Box::new(|| {
-                e.run(&feed).expect("ran once above");
-            }),
-        });
-    }
-    let summaries = measure::interleaved(&mut candidates, budget);
+    let names: Vec<String> = ["qbench-fp32", "tract-fp32"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(int8_execs.iter().map(|(name, _)| name.clone()))
+        .collect();
+    let summaries = measure::on_threads(threads, || {
+        let mut candidates = vec![
+            Candidate {
+                name: names[0].clone(),
+                run: Box::new(|| {
+                    exec.run(&feed).expect("ran once above");
+                }),
+            },
+            Candidate {
+                name: names[1].clone(),
+                run: Box::new(|| {
+                    tract.run(&feed).expect("ran once above");
+                }),
+            },
+        ];
+        for (name, e) in &int8_execs {
+            candidates.push(Candidate {
+                name: name.clone(),
+                run: Box::new(|| {
+                    e.run(&feed).expect("ran once above");
+                }),
+            });
+        }
+        measure::interleaved(&mut candidates, budget)
+    })?;
     let fp32_median = summaries[0].median;
-    let rows: Vec<Row> = candidates
+    let rows: Vec<Row> = names
         .iter()
         .zip(&summaries)
-        .map(|(c, s)| Row {
+        .map(|(name, s)| Row {
             model: "minilm",
-            implementation: c.name.clone(),
+            implementation: name.clone(),
             batch,
             tokens,
-            threads: 1,
+            // tract runs on one thread (built without its multithread-mm feature).
+            threads: if name.starts_with("tract") {
+                1
+            } else {
+                threads
+            },
             median_ms: s.median / 1e6,
             p10_ms: s.p10 / 1e6,
             p90_ms: s.p90 / 1e6,
@@ -248,8 +266,13 @@ pub fn cmd_bench_minilm(
                 fp32_median / 1e6 / r.median_ms
             );
         }
+        let threads_note = if threads == 1 {
+            "single thread".to_owned()
+        } else {
+            format!("qbench on {threads} threads, tract on one")
+        };
         println!(
-            "\nsingle thread; samples of every implementation interleaved in one run; tract runs the ONNX export of the same graph"
+            "\n{threads_note}; samples of every implementation interleaved in one run; tract runs the ONNX export of the same graph"
         );
     }
     Ok(())

@@ -51,7 +51,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure int8 GEMM on every rung this CPU runs and the fp32 baseline, interleaved, single thread.
+    /// Measure int8 GEMM on every rung this CPU runs and the fp32 baseline, interleaved, on `--threads` threads (default 1).
     BenchGemm {
         /// Print JSON rows instead of a table.
         #[arg(long)]
@@ -65,8 +65,11 @@ enum Command {
         /// Short time budgets (for smoke tests; numbers are noisier).
         #[arg(long)]
         quick: bool,
+        /// Threads for every implementation, int8 and fp32 alike.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: u16,
     },
-    /// Measure int8 conv on every rung and the fp32 conv on ResNet-50 and MobileNetV2 layers, interleaved, single thread.
+    /// Measure int8 conv on every rung and the fp32 conv on ResNet-50 and MobileNetV2 layers, interleaved, on `--threads` threads (default 1).
     BenchConv {
         /// Print JSON rows instead of a table.
         #[arg(long)]
@@ -80,6 +83,9 @@ enum Command {
         /// Short time budgets (for smoke tests; numbers are noisier).
         #[arg(long)]
         quick: bool,
+        /// Threads for every implementation, int8 and fp32 alike.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: u16,
     },
     /// Evaluate a model's fp32 top-1 accuracy on its eval set with qbench's executor.
     Eval {
@@ -276,7 +282,7 @@ enum Command {
         #[arg(long, value_name = "FILE.whl")]
         wheel: Option<std::path::PathBuf>,
     },
-    /// Time all-MiniLM-L6-v2 fp32: qbench's executor and tract on the same graph, interleaved, single thread.
+    /// Time all-MiniLM-L6-v2 fp32: qbench's executor and tract on the same graph, interleaved; ours on `--threads` threads (default 1), tract on one.
     BenchMinilm {
         /// Sentences per call.
         #[arg(long, default_value_t = 1, value_parser = positive)]
@@ -298,6 +304,9 @@ enum Command {
         /// timing other runtimes on it (`ci/peers/ort_minilm.py`).
         #[arg(long, value_name = "FILE.onnx")]
         save_onnx: Option<std::path::PathBuf>,
+        /// Threads for our fp32 and int8 executors (tract runs on one).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: u16,
     },
     /// Train a zoo model qbench trains itself (mlp-mnist, resnet-fashion); writes model.onnx, manifest.toml, README.md.
     Train {
@@ -341,7 +350,8 @@ enum Command {
         /// Latency batch sizes, comma separated.
         #[arg(long, value_delimiter = ',')]
         batch: Option<Vec<u32>>,
-        /// Latency thread counts, comma separated (only 1: the int8 executor runs on one thread).
+        /// Latency thread counts, comma separated, at most the machine's cores; fp32 and
+        /// int8 are timed on the same count (tract on one).
         #[arg(long, value_delimiter = ',')]
         threads: Option<Vec<u32>>,
         /// A slice of the eval set and short time budgets (smoke tests; says so in the report).
@@ -476,13 +486,27 @@ fn main() -> Result<()> {
             shapes,
             quick,
             out,
-        } => cmd_bench_gemm(json, shapes.as_deref(), quick, out.as_deref()),
+            threads,
+        } => cmd_bench_gemm(
+            json,
+            shapes.as_deref(),
+            quick,
+            out.as_deref(),
+            threads.into(),
+        ),
         Command::BenchConv {
             json,
             layers,
             quick,
             out,
-        } => cmd_bench_conv(json, layers.as_deref(), quick, out.as_deref()),
+            threads,
+        } => cmd_bench_conv(
+            json,
+            layers.as_deref(),
+            quick,
+            out.as_deref(),
+            threads.into(),
+        ),
         Command::Eval {
             model,
             json,
@@ -681,6 +705,7 @@ fn main() -> Result<()> {
             json,
             int8,
             save_onnx,
+            threads,
         } => bench_minilm::cmd_bench_minilm(
             batch,
             tokens,
@@ -688,6 +713,7 @@ fn main() -> Result<()> {
             json,
             int8.as_deref(),
             save_onnx.as_deref(),
+            threads.into(),
         ),
         Command::Train {
             model,
@@ -759,6 +785,7 @@ fn cmd_bench_gemm(
     shapes: Option<&str>,
     quick: bool,
     out: Option<&std::path::Path>,
+    threads: usize,
 ) -> Result<()> {
     // Validate everything before the first measurement.
     let shapes = match shapes {
@@ -775,7 +802,9 @@ fn cmd_bench_gemm(
         if !json {
             eprintln!("measuring {}x{}x{} ...", shape.0, shape.1, shape.2);
         }
-        rows.extend(bench_gemm::bench_shape(shape, budget)?);
+        rows.extend(measure::on_threads(threads, || {
+            bench_gemm::bench_shape(shape, budget, threads)
+        })??);
     }
     let mut table = Builder::default();
     table.push_record([
@@ -798,8 +827,11 @@ fn cmd_bench_gemm(
             format!("{:.2}x", r.speedup_vs_fp32),
         ]);
     }
-    let note = "single thread; samples of each implementation interleaved in one run; GOP/s = 2·M·N·K / median";
-    finish_bench("bench-gemm", &rows, table, note, json, out)
+    let note = format!(
+        "{}; samples of each implementation interleaved in one run; GOP/s = 2·M·N·K / median",
+        threads_note(threads)
+    );
+    finish_bench("bench-gemm", &rows, table, &note, json, out)
 }
 
 fn cmd_bench_conv(
@@ -807,6 +839,7 @@ fn cmd_bench_conv(
     layers: Option<&str>,
     quick: bool,
     out: Option<&std::path::Path>,
+    threads: usize,
 ) -> Result<()> {
     let layers = bench_conv::select(layers)?;
     let budget = if quick {
@@ -819,7 +852,9 @@ fn cmd_bench_conv(
         if !json {
             eprintln!("measuring {} ...", layer.id);
         }
-        rows.extend(bench_conv::bench_layer(layer, budget)?);
+        rows.extend(measure::on_threads(threads, || {
+            bench_conv::bench_layer(layer, budget, threads)
+        })??);
     }
     let mut table = Builder::default();
     table.push_record([
@@ -842,8 +877,17 @@ fn cmd_bench_conv(
             format!("{:.2}x", r.speedup_vs_fp32),
         ]);
     }
-    let note = "batch 1, single thread, int8 = requantized u8 output; samples interleaved in one run; GOP/s = 2·MACs / median";
-    finish_bench("bench-conv", &rows, table, note, json, out)
+    let note = format!("batch 1, {}, int8 = requantized u8 output; samples interleaved in one run; GOP/s = 2·MACs / median", threads_note(threads));
+    finish_bench("bench-conv", &rows, table, &note, json, out)
+}
+
+/// How a bench's note names its thread count.
+fn threads_note(threads: usize) -> String {
+    if threads == 1 {
+        "single thread".to_owned()
+    } else {
+        format!("{threads} threads for int8 and fp32 alike")
+    }
 }
 
 /// Prints a bench's rows (JSON or a markdown table) and, with `--out`, writes

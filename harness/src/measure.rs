@@ -44,6 +44,22 @@ impl Budget {
     };
 }
 
+/// Runs `work` where rayon parallelism uses exactly `threads` threads: on the calling
+/// thread for 1 (whose kernels then never touch rayon), else inside a pool of `threads`
+/// workers built for it, so a 4-thread measurement is not quietly capped by, or shared
+/// with, the global pool.
+pub fn on_threads<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> anyhow::Result<R> {
+    if threads <= 1 {
+        return Ok(work());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("qbench-measure-{i}"))
+        .build()
+        .map_err(|e| anyhow::anyhow!("building a pool of {threads} threads: {e}"))?;
+    Ok(pool.install(work))
+}
+
 /// Times every candidate, interleaved; returns nanoseconds per operation for each.
 pub fn interleaved(candidates: &mut [Candidate], budget: Budget) -> Vec<Summary> {
     let iters: Vec<u64> = candidates.iter_mut().map(|c| warm_up(c, budget)).collect();

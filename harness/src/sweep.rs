@@ -26,7 +26,7 @@ use qbench::results::{
     State, SweepConfig,
 };
 use qbench_models::data::IMAGE_LEN;
-use qbench_models::exec::Executor;
+use qbench_models::exec::{Executor, Options};
 use qbench_models::ir::Graph;
 use qbench_models::tensor::Tensor;
 use qbench_models::zoo::Dim;
@@ -183,14 +183,11 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("sweep config: {e}"))?;
-    // Only the fp32 executor takes a thread count (`exec::Options::threads`). The int8
-    // runtime cannot honour one: `QExecutor` has no thread option, its int8 GEMM and conv
-    // kernels run on the calling thread, and its fp32 sub-graphs are built with one
-    // thread. A cell recorded as N threads would then time int8 on one thread against fp32
-    // on N: a comparison of thread counts, not kernels.
-    if let Some(t) = config.threads.iter().find(|&&t| t != 1) {
+    // More threads than cores would time the scheduler's time-slicing, not the kernels.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if let Some(t) = config.threads.iter().find(|&&t| t as usize > cores) {
         bail!(
-            "threads {t}: only 1 is supported: the int8 executor (qbench-quantizers' QExecutor) has no thread option and its int8 GEMM and conv kernels run on the calling thread, so {t}-thread latencies could not use {t} threads; only fp32 could, and a speedup of 1-thread int8 against {t}-thread fp32 would compare thread counts, not kernels"
+            "threads {t}: this machine has {cores} cores; latencies on more threads than cores would measure time-slicing (run those thread counts on a machine that has the cores)"
         );
     }
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
@@ -699,6 +696,7 @@ fn run_group(
                     &fp32,
                     &built,
                     batch as usize,
+                    threads as usize,
                     no_speed.is_some(),
                 )
             });
@@ -713,7 +711,7 @@ fn run_group(
             // tract never fails a cell (see sweep_tract); not even by panicking.
             let tract_ran = match &mut tract {
                 Ok(t) => isolate::run(|| {
-                    t.fill(batch, &mut cells);
+                    t.fill(batch, threads, &mut cells);
                     Ok(())
                 }),
                 Err(e) => Err(e.clone()),
@@ -906,6 +904,7 @@ fn build_method(
 /// Times fp32 and every built method at `batch`, interleaved in one run. Returns each
 /// method's latency and speedup against the fp32 of this same run. Int8 methods are left
 /// out when their backend's ISA is absent (`int8_na`); fp32 and fp16 run the fp32 kernels.
+#[allow(clippy::too_many_arguments)]
 fn time_batch(
     config: &SweepConfig,
     target: &Target,
@@ -913,40 +912,93 @@ fn time_batch(
     fp32: &Executor,
     built: &BTreeMap<Method, std::result::Result<Built, String>>,
     batch: usize,
+    threads: usize,
     int8_na: bool,
 ) -> Result<BTreeMap<Method, (Latency, f64)>> {
     let x = crate::bench_model::input_batch(target, graph, batch)?;
     let input = std::slice::from_ref(&x);
-    fp32.run(input)?;
-    let mut names = vec![Method::Fp32];
-    let mut candidates = vec![Candidate {
-        name: "fp32".into(),
-        run: Box::new(|| {
-            std::hint::black_box(fp32.run(input).ok());
-        }),
-    }];
-    for (&m, b) in built {
-        let Ok(b) = b else { continue };
-        if int8_na && m != Method::Fp16 {
-            continue;
-        }
-        b.exec.run(input)?;
-        let exec = &b.exec;
-        names.push(m);
-        candidates.push(Candidate {
-            name: m.as_str().into(),
-            run: Box::new(move || {
-                std::hint::black_box(exec.run(input).ok());
+    let timed: Vec<(Method, &Built)> = built
+        .iter()
+        .filter_map(|(&m, b)| b.as_ref().ok().map(|b| (m, b)))
+        .filter(|(m, _)| !int8_na || *m == Method::Fp16)
+        .collect();
+    let fp32 = Rethreaded::fp32(fp32, graph, threads)?;
+    let execs = timed
+        .iter()
+        .map(|(_, b)| Rethreaded::quantized(&b.exec, &b.model, threads))
+        .collect::<Result<Vec<_>>>()?;
+    let s = measure::on_threads(threads, || {
+        fp32.get().run(input)?;
+        let mut candidates = vec![Candidate {
+            name: "fp32".into(),
+            run: Box::new(|| {
+                std::hint::black_box(fp32.get().run(input).ok());
             }),
-        });
-    }
-    let s = measure::interleaved(&mut candidates, budget(config));
+        }];
+        for ((m, _), exec) in timed.iter().zip(&execs) {
+            let exec = exec.get();
+            exec.run(input)?;
+            candidates.push(Candidate {
+                name: m.as_str().into(),
+                run: Box::new(move || {
+                    std::hint::black_box(exec.run(input).ok());
+                }),
+            });
+        }
+        anyhow::Ok(measure::interleaved(&mut candidates, budget(config)))
+    })??;
+    let names = std::iter::once(Method::Fp32).chain(timed.iter().map(|(m, _)| *m));
     let base = s[0].median;
     Ok(names
-        .into_iter()
         .zip(s)
         .map(|(m, s)| (m, (latency(&s, batch), base / s.median)))
         .collect())
+}
+
+/// An executor as timed on some number of threads: the one built for evaluation (one
+/// thread) when that is the number, else the same model prepared again for `threads`
+/// (weights repacked; evaluation itself stays one thread per call, parallel across
+/// batches).
+pub(crate) enum Rethreaded<'a, E> {
+    Built(&'a E),
+    Prepared(E),
+}
+
+impl<E> Rethreaded<'_, E> {
+    pub(crate) fn get(&self) -> &E {
+        match self {
+            Rethreaded::Built(e) => e,
+            Rethreaded::Prepared(e) => e,
+        }
+    }
+}
+
+impl<'a> Rethreaded<'a, Executor> {
+    pub(crate) fn fp32(built: &'a Executor, graph: &Graph, threads: usize) -> Result<Self> {
+        Ok(if threads == 1 {
+            Rethreaded::Built(built)
+        } else {
+            Rethreaded::Prepared(Executor::new(graph, Options { threads })?)
+        })
+    }
+}
+
+impl<'a> Rethreaded<'a, QExecutor> {
+    pub(crate) fn quantized(
+        built: &'a QExecutor,
+        model: &qbench_quantizers::QuantizedModel,
+        threads: usize,
+    ) -> Result<Self> {
+        Ok(if threads == built.threads() {
+            Rethreaded::Built(built)
+        } else {
+            Rethreaded::Prepared(
+                QExecutor::with_threads(model, threads).with_context(|| {
+                    format!("preparing the quantized model for {threads} threads")
+                })?,
+            )
+        })
+    }
 }
 
 /// A measured summary (nanoseconds per run of `batch` inputs) as a cell's latency.

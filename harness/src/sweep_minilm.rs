@@ -230,6 +230,8 @@ fn shared(entry: &ZooEntry, config: &SweepConfig) -> Result<Arc<Shared>> {
 
 /// One built method: its executor and what it scored (batch-independent).
 struct Built {
+    /// Kept to prepare it again for timing on more than one thread.
+    model: QuantizedModel,
     exec: QExecutor,
     size: u64,
     quantize_s: f64,
@@ -253,6 +255,7 @@ fn build(s: &Shared, model: QuantizedModel, took: Duration) -> Result<Built> {
         cos: cosine_stats(&emb, &s.fp32_test, s.d),
         accuracy: agreement(&pred, &s.test_labels),
         agreement: agreement(&pred, &s.fp32_pred),
+        model,
         exec,
         size,
         quantize_s: took.as_secs_f64(),
@@ -372,6 +375,7 @@ pub fn run_group(
                     &built,
                     per_tensor.as_ref().and_then(|b| b.as_ref().ok()),
                     batch as usize,
+                    threads as usize,
                     no_speed.is_some(),
                 )
             });
@@ -478,51 +482,59 @@ enum Timed {
 }
 
 /// Times fp32, fp16, dynamic (per token) and its per-tensor variant at `batch` × 128
-/// tokens, interleaved, single thread. Int8 candidates are left out when the backend's
-/// ISA is absent here (`int8_na`).
+/// tokens, interleaved, on `threads` threads (all of them alike). Int8 candidates are left
+/// out when the backend's ISA is absent here (`int8_na`).
+#[allow(clippy::too_many_arguments)]
 fn time_batch(
     config: &SweepConfig,
     s: &Shared,
     built: &BTreeMap<Method, std::result::Result<Built, String>>,
     per_tensor: Option<&Built>,
     batch: usize,
+    threads: usize,
     int8_na: bool,
 ) -> Result<BTreeMap<Timed, (Latency, f64)>> {
     let input = latency_input(s, batch)?;
-    let fp32 = &s.fp32;
-    fp32.run(&input)?;
-    let mut names = vec![Timed::Method(Method::Fp32)];
-    let mut candidates = vec![Candidate {
-        name: "fp32".into(),
-        run: Box::new(|| {
-            std::hint::black_box(fp32.run(&input).ok());
-        }),
-    }];
-    let mut execs: Vec<(Timed, &QExecutor)> = built
+    let mut timed: Vec<(Timed, &Built)> = built
         .iter()
-        .filter_map(|(&m, b)| b.as_ref().ok().map(|b| (Timed::Method(m), &b.exec)))
+        .filter_map(|(&m, b)| b.as_ref().ok().map(|b| (Timed::Method(m), b)))
         .collect();
     if let Some(p) = per_tensor {
-        execs.push((Timed::PerTensor, &p.exec));
+        timed.push((Timed::PerTensor, p));
     }
-    for (t, exec) in execs {
-        if int8_na && t != Timed::Method(Method::Fp16) {
-            continue;
-        }
-        exec.run(&input)?;
-        let input = &input;
-        names.push(t);
-        candidates.push(Candidate {
-            name: format!("{t:?}"),
-            run: Box::new(move || {
-                std::hint::black_box(exec.run(input).ok());
+    timed.retain(|(t, _)| !int8_na || *t == Timed::Method(Method::Fp16));
+    let fp32 = crate::sweep::Rethreaded::fp32(&s.fp32, &s.graph, threads)?;
+    let execs = timed
+        .iter()
+        .map(|(_, b)| crate::sweep::Rethreaded::quantized(&b.exec, &b.model, threads))
+        .collect::<Result<Vec<_>>>()?;
+    let summaries = measure::on_threads(threads, || {
+        fp32.get().run(&input)?;
+        let mut candidates = vec![Candidate {
+            name: "fp32".into(),
+            run: Box::new(|| {
+                std::hint::black_box(fp32.get().run(&input).ok());
             }),
-        });
-    }
-    let summaries = measure::interleaved(&mut candidates, crate::sweep::budget(config));
+        }];
+        for ((t, _), exec) in timed.iter().zip(&execs) {
+            let exec = exec.get();
+            exec.run(&input)?;
+            let input = &input;
+            candidates.push(Candidate {
+                name: format!("{t:?}"),
+                run: Box::new(move || {
+                    std::hint::black_box(exec.run(input).ok());
+                }),
+            });
+        }
+        anyhow::Ok(measure::interleaved(
+            &mut candidates,
+            crate::sweep::budget(config),
+        ))
+    })??;
+    let names = std::iter::once(Timed::Method(Method::Fp32)).chain(timed.iter().map(|(t, _)| *t));
     let base = summaries[0].median;
     Ok(names
-        .into_iter()
         .zip(summaries)
         .map(|(t, m)| (t, (crate::sweep::latency(&m, batch), base / m.median)))
         .collect())

@@ -165,10 +165,12 @@ impl<'a> TractRun<'a> {
         }
     }
 
-    /// Times tract at `batch` (if it is timed there and was not yet), then fills `tract`
-    /// (or `not_applicable.tract`) of every measured cell in `cells`, all of that batch.
-    pub fn fill(&mut self, batch: u32, cells: &mut [Cell]) {
-        if self.timed.contains(&batch) && !self.done.contains(&batch) {
+    /// Times tract at `batch` on one thread (if it is timed there and was not yet), then
+    /// fills `tract` (or `not_applicable.tract`) of every measured cell in `cells`, all of
+    /// that batch and of `threads` threads. Cells of more threads get tract's agreement
+    /// but no latencies: tract runs on one thread here (see [`ONE_THREAD`]).
+    pub fn fill(&mut self, batch: u32, threads: u32, cells: &mut [Cell]) {
+        if threads == 1 && self.timed.contains(&batch) && !self.done.contains(&batch) {
             self.done.push(batch);
             if let Err(e) = time_batch(&self.g, &self.sources, batch, &mut self.measured) {
                 for s in &self.sources {
@@ -205,6 +207,9 @@ impl<'a> TractRun<'a> {
     }
 }
 
+/// Why cells of more than one thread have no tract latencies.
+const ONE_THREAD: &str = "tract is timed on one thread only (qbench builds tract-onnx without its multithread-mm feature), so its latencies are in this cell's 1-thread twin";
+
 fn tract_of(
     c: &Cell,
     m: &Measured,
@@ -213,8 +218,12 @@ fn tract_of(
     timed_batches: &[u32],
 ) -> Tract {
     let is_fp32 = c.method == Method::Fp32;
-    let fp32_tract = fp32.and_then(|f| f.ms.get(&c.batch)).map(|t| t.0);
-    let own = m.ms.get(&c.batch);
+    let one_thread = c.threads == 1;
+    let fp32_tract = fp32
+        .and_then(|f| f.ms.get(&c.batch))
+        .filter(|_| one_thread)
+        .map(|t| t.0);
+    let own = m.ms.get(&c.batch).filter(|_| one_thread);
     let ours_pred = if is_fp32 {
         g.fp32_pred
     } else {
@@ -230,7 +239,9 @@ fn tract_of(
         })
     };
     let mut notes = m.notes.clone();
-    if !timed_batches.contains(&c.batch) {
+    if !one_thread {
+        notes.push(ONE_THREAD.into());
+    } else if !timed_batches.contains(&c.batch) {
         notes.push(format!(
             "--quick times tract at batch {} only",
             timed_batches.first().copied().unwrap_or(1)

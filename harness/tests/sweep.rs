@@ -72,11 +72,8 @@ fn bad_plans_fail_at_once_naming_the_flag_and_the_valid_names() {
         ),
         (&["--shard", "4/4"], &["--shard", "0-based"]),
         (&["--batch", "0"], &["batch", "0"]),
-        // The int8 executor cannot run on more threads; the message says so.
-        (
-            &["--threads", "1,2"],
-            &["threads 2", "QExecutor", "calling thread"],
-        ),
+        // More threads than cores would time the scheduler; the message says so.
+        (&["--threads", "1,4096"], &["threads 4096", "cores"]),
     ];
     for (flags, wanted) in cases {
         let o = qbench(&[&["sweep", "--dry-run"], flags].concat());
@@ -264,6 +261,65 @@ fn quick_sweep_writes_valid_results_and_reports_and_resume_completes_only_the_re
     let o = qbench(&["report", path.to_str().unwrap(), "--format", "pdf"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("md, csv, json, html"), "{}", stderr(&o));
+}
+
+/// A sweep on 1 and 2 threads (1 only, refused with the reason, on a one-core machine):
+/// both thread counts get measured cells, the 2-thread ones with the same kernels,
+/// accuracy and sizes (those do not depend on threads), their own latencies and speedups,
+/// and tract's agreement without tract latencies (tract is timed on one thread).
+#[test]
+fn a_two_thread_sweep_measures_int8_and_fp32_on_two_threads() {
+    let dir = temp_dir("sweep-threads");
+    let out = dir.join("run");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if cores < 2 {
+        let mut args: Vec<&str> = QUICK.to_vec();
+        args.extend(["--threads", "1,2", "--out", out.to_str().unwrap()]);
+        let o = qbench(&args);
+        assert!(
+            !o.status.success() && stderr(&o).contains("cores"),
+            "{}",
+            stderr(&o)
+        );
+        return;
+    }
+    sweep(&out, &["--threads", "1,2"]);
+    let r = Results::read(&out.join("results.json")).expect("results.json validates");
+    assert_eq!(r.cells.len(), 6, "3 methods × 2 thread counts");
+    for c in r.cells.iter().filter(|c| c.threads == 2) {
+        let one = r
+            .cells
+            .iter()
+            .find(|o| o.threads == 1 && o.method == c.method)
+            .unwrap();
+        let m = c.method;
+        assert_eq!(c.state, State::Measured, "{m:?}: {:?}", c.reason);
+        assert_eq!(c.kernel, one.kernel, "{m:?}");
+        assert_eq!(c.size_bytes, one.size_bytes, "{m:?}");
+        assert_eq!(c.accuracy, one.accuracy, "{m:?}");
+        assert!(c.latency_ms.as_ref().unwrap().median > 0.0, "{m:?}");
+        assert!(c.speedup_vs_fp32.unwrap() > 0.0, "{m:?}");
+        let tract = c.tract.as_ref().expect("tract columns");
+        assert_eq!(
+            tract.agreement,
+            one.tract.as_ref().unwrap().agreement,
+            "{m:?}"
+        );
+        assert!(tract.fp32_ms.is_none() && tract.int8_ms.is_none() && tract.ours_ms.is_none());
+        assert!(
+            tract.note.as_deref().unwrap().contains("one thread"),
+            "{m:?}: {tract:?}"
+        );
+        assert!(
+            one.tract.as_ref().unwrap().fp32_ms.is_some(),
+            "{m:?}: 1-thread tract timed"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("digit-cnn — fbgemm, batch 1, 2 threads"),
+        "{md}"
+    );
 }
 
 #[test]

@@ -51,7 +51,9 @@ fn bench_conv(c: &mut Criterion) {
             let conv = PackedConv::for_rung(&weights, groups, window, rung).unwrap();
             let mut out = vec![0u8; oh * ow * cout];
             group.bench_function(BenchmarkId::new(rung.name(), id), |b| {
-                b.iter(|| conv_requant(black_box(&x), input, 0, &conv, &requant, &mut out).unwrap())
+                b.iter(|| {
+                    conv_requant(black_box(&x), input, 0, &conv, &requant, &mut out, 1).unwrap()
+                })
             });
         }
         let wf: Vec<f32> = w.iter().map(|&v| f32::from(v) / 64.0).collect();

@@ -36,7 +36,7 @@ fn bench_gemm(c: &mut Criterion) {
         for &rung in isa::ladder().iter().filter(|r| r.is_available()) {
             let packed = PackedB::for_rung(&mat_b, rung).expect("pack");
             group.bench_function(BenchmarkId::new(rung.name(), &shape), |bench| {
-                bench.iter(|| gemm::gemm_i32(black_box(&mat_a), &packed, &mut out, n).unwrap())
+                bench.iter(|| gemm::gemm_i32(black_box(&mat_a), &packed, &mut out, n, 1).unwrap())
             });
         }
         let af: Vec<f32> = a.iter().map(|&x| f32::from(x)).collect();

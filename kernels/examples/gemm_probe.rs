@@ -70,9 +70,9 @@ fn probe(m: usize, n: usize, k: usize, za: i32, budget: Duration) {
     let packed = PackedB::new(&mat_b).expect("pack");
     let mat_a = MatA::new(&a, m, k, za);
     let mut c32 = vec![0i32; m * n];
-    let kernel = gemm_i32(&mat_a, &packed, &mut c32, n).expect("gemm_i32");
+    let kernel = gemm_i32(&mat_a, &packed, &mut c32, n, 1).expect("gemm_i32");
     let t_i32 = median_ns(budget, || {
-        gemm_i32(black_box(&mat_a), &packed, &mut c32, n).expect("gemm_i32");
+        gemm_i32(black_box(&mat_a), &packed, &mut c32, n, 1).expect("gemm_i32");
     });
     let b_scale: Vec<f32> = (0..n).map(|j| 0.01 + j as f32 * 1e-5).collect();
     let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.5).collect();
@@ -83,7 +83,7 @@ fn probe(m: usize, n: usize, k: usize, za: i32, budget: Duration) {
     };
     let mut cf = vec![0f32; m * n];
     let t_f32 = median_ns(budget, || {
-        gemm_dequant(black_box(&mat_a), &packed, &p, &mut cf, n).expect("gemm_dequant");
+        gemm_dequant(black_box(&mat_a), &packed, &p, &mut cf, n, 1).expect("gemm_dequant");
     });
     let multiplier: Vec<f32> = (0..n).map(|j| 1e-4 + j as f32 * 1e-8).collect();
     let bias_i32: Vec<i32> = (0..n).map(|j| j as i32 * 7 - 1000).collect();
@@ -96,7 +96,7 @@ fn probe(m: usize, n: usize, k: usize, za: i32, budget: Duration) {
     };
     let mut cu8 = vec![0u8; m * n];
     let t_u8 = median_ns(budget, || {
-        gemm_requant(black_box(&mat_a), &packed, &q, &mut cu8, n).expect("gemm_requant");
+        gemm_requant(black_box(&mat_a), &packed, &q, &mut cu8, n, 1).expect("gemm_requant");
     });
     let ops = 2.0 * (m * n * k) as f64;
     println!(

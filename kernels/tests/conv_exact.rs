@@ -104,13 +104,23 @@ impl ConvCase {
     }
 }
 
-/// Runs the case on `rung` through both output stages and compares with the reference.
-/// Returns the path the convolution took.
+/// Runs the case on `rung` through both output stages, on 1, 2 and 3 threads (splits
+/// forced even on small shapes), and compares with the reference. Returns the path the
+/// convolution took.
 fn check(rung: Rung, case: &ConvCase) -> &'static str {
+    qbench_kernels::gemm::split_every_call();
+    let mut path = "";
+    for threads in [1, 2, 3] {
+        path = check_on(rung, case, threads);
+    }
+    path
+}
+
+fn check_on(rung: Rung, case: &ConvCase, threads: usize) -> &'static str {
     let conv = PackedConv::for_rung(&case.weights(), case.groups, case.window, rung).expect("pack");
     let os = conv.output_shape(case.shape).expect("fits");
     let label = format!(
-        "{rung} {} {:?} groups={} window={:?}",
+        "{rung} {threads} threads {} {:?} groups={} window={:?}",
         conv.path(),
         case.shape,
         case.groups,
@@ -137,6 +147,7 @@ fn check(rung: Rung, case: &ConvCase) -> &'static str {
         &conv,
         &case.requant(),
         &mut got,
+        threads,
     )
     .unwrap();
     assert_eq!(shape, os);
@@ -162,6 +173,7 @@ fn check(rung: Rung, case: &ConvCase) -> &'static str {
         &conv,
         &case.dequant(),
         &mut got,
+        threads,
     )
     .unwrap();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -275,6 +287,21 @@ fn every_path_on_named_edge_cases() {
             Window::new(3, 3).pads([1; 4]),
             "im2col",
         ),
+        // More tiles than threads: whole tiles (fill and multiply) go to threads.
+        (
+            Nhwc::new(1, 90, 70, 32),
+            24,
+            1,
+            Window::new(3, 3).pads([1; 4]),
+            "im2col",
+        ),
+        (
+            Nhwc::new(3, 40, 40, 16),
+            8,
+            2,
+            Window::new(3, 3).stride(2, 1).pads([1; 4]),
+            "im2col",
+        ),
     ];
     for rung in rungs_under_test() {
         let mut rng = Rng::new(5);
@@ -314,12 +341,12 @@ fn bad_inputs_are_refused_by_name() {
         qmax: 255,
     };
     let input = vec![0u8; 2 * 2 * 3];
-    let err = conv_requant(&input, Nhwc::new(1, 2, 2, 3), 0, &conv, &p, &mut []).unwrap_err();
+    let err = conv_requant(&input, Nhwc::new(1, 2, 2, 3), 0, &conv, &p, &mut [], 1).unwrap_err();
     assert!(
         err.to_string().contains("does not fit a 2x2 input"),
         "{err}"
     );
-    let err = conv_requant(&input, Nhwc::new(1, 2, 2, 4), 0, &conv, &p, &mut []).unwrap_err();
+    let err = conv_requant(&input, Nhwc::new(1, 2, 2, 4), 0, &conv, &p, &mut [], 1).unwrap_err();
     assert!(err.to_string().contains("conv input"), "{err}");
 }
 
@@ -391,6 +418,13 @@ fn fp32_conv_matches_f64_within_the_dot_product_bound() {
             16,
             Window::new(3, 3).pads([1; 4]),
         ),
+        // Several images: on more than one thread, depthwise shares them out.
+        (
+            Nhwc::new(3, 8, 8, 16),
+            16,
+            16,
+            Window::new(3, 3).pads([1; 4]),
+        ),
         (
             Nhwc::new(1, 8, 8, 12),
             12,
@@ -417,17 +451,19 @@ fn fp32_conv_matches_f64_within_the_dot_product_bound() {
         let bias: Vec<f32> = (0..cout).map(|_| rng.f32_in(-1.0, 1.0)).collect();
         let conv = PackedConvF32::new(&w, cout, cig, groups, window, Some(&bias)).unwrap();
         let (os, want) = f64_conv(&input, shape, &w, cout, groups, &window, &bias);
-        let mut got = vec![f32::NAN; os.len()];
-        assert_eq!(conv.run(&input, shape, &mut got, 1).unwrap(), os);
-        let n = (kh * kw * cig + 1) as f64;
-        let gamma = n * f64::from(f32::EPSILON) / (1.0 - n * f64::from(f32::EPSILON));
-        for (i, (&g, &(value, mag))) in got.iter().zip(&want).enumerate() {
-            let err = (f64::from(g) - value).abs();
-            assert!(
-                err <= gamma * mag,
-                "{shape:?} {window:?} [{i}]: {g} vs {value} (error {err:e} > bound {:e})",
-                gamma * mag
-            );
+        for threads in [1, 2] {
+            let mut got = vec![f32::NAN; os.len()];
+            assert_eq!(conv.run(&input, shape, &mut got, threads).unwrap(), os);
+            let n = (kh * kw * cig + 1) as f64;
+            let gamma = n * f64::from(f32::EPSILON) / (1.0 - n * f64::from(f32::EPSILON));
+            for (i, (&g, &(value, mag))) in got.iter().zip(&want).enumerate() {
+                let err = (f64::from(g) - value).abs();
+                assert!(
+                    err <= gamma * mag,
+                    "{shape:?} {window:?} {threads} threads [{i}]: {g} vs {value} (error {err:e} > bound {:e})",
+                    gamma * mag
+                );
+            }
         }
     }
 }

@@ -21,7 +21,7 @@ fn mismatched_k_is_a_shape_error() {
     .unwrap();
     let mat_a = MatA::new(&a[..6], 2, 3, 0);
     let mut c = [7i32; 6];
-    let err = gemm::gemm_i32(&mat_a, &packed, &mut c, 3).unwrap_err();
+    let err = gemm::gemm_i32(&mat_a, &packed, &mut c, 3, 1).unwrap_err();
     assert!(
         matches!(err, KernelError::Shape(_)) && err.to_string().contains("k = 4"),
         "{err}"
@@ -47,7 +47,7 @@ fn bad_parameters_name_themselves() {
         b_scale: &[1.0],
         bias: None,
     };
-    assert!(gemm::gemm_dequant(&mat_a, &packed, &nan, &mut c, 3)
+    assert!(gemm::gemm_dequant(&mat_a, &packed, &nan, &mut c, 3, 1)
         .unwrap_err()
         .to_string()
         .contains("activation scale"));
@@ -56,10 +56,12 @@ fn bad_parameters_name_themselves() {
         b_scale: &[1.0],
         bias: Some(&[0.0]),
     };
-    assert!(gemm::gemm_dequant(&mat_a, &packed, &short_bias, &mut c, 3)
-        .unwrap_err()
-        .to_string()
-        .contains("bias"));
+    assert!(
+        gemm::gemm_dequant(&mat_a, &packed, &short_bias, &mut c, 3, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("bias")
+    );
     let mut q = [0u8; 6];
     let empty = Requant {
         bias: None,
@@ -68,7 +70,7 @@ fn bad_parameters_name_themselves() {
         qmin: 9,
         qmax: 3,
     };
-    assert!(gemm::gemm_requant(&mat_a, &packed, &empty, &mut q, 3)
+    assert!(gemm::gemm_requant(&mat_a, &packed, &empty, &mut q, 3, 1)
         .unwrap_err()
         .to_string()
         .contains("qmin 9 > qmax 3"));
@@ -79,7 +81,7 @@ fn bad_parameters_name_themselves() {
         qmin: 0,
         qmax: 255,
     };
-    assert!(gemm::gemm_requant(&mat_a, &packed, &zero_mul, &mut q, 3)
+    assert!(gemm::gemm_requant(&mat_a, &packed, &zero_mul, &mut q, 3, 1)
         .unwrap_err()
         .to_string()
         .contains("multiplier"));
@@ -87,12 +89,12 @@ fn bad_parameters_name_themselves() {
         zero_point: ActZeroPoints::PerRow(&[0, 300]),
         ..mat_a
     };
-    assert!(gemm::gemm_i32(&bad_zp, &packed, &mut [0; 6], 3)
+    assert!(gemm::gemm_i32(&bad_zp, &packed, &mut [0; 6], 3, 1)
         .unwrap_err()
         .to_string()
         .contains("300"));
     let mut small = [0i32; 5];
-    assert!(gemm::gemm_i32(&mat_a, &packed, &mut small, 3)
+    assert!(gemm::gemm_i32(&mat_a, &packed, &mut small, 3, 1)
         .unwrap_err()
         .to_string()
         .contains("output buffer"));

@@ -266,6 +266,9 @@ pub struct QExecutor {
     traced: Vec<(String, usize)>,
     placements: Vec<Placement>,
     rung: Rung,
+    /// Threads given to each int8 GEMM and conv (and, through their executors, to the
+    /// fp32 regions' GEMMs); 1 runs everything on the calling thread.
+    threads: usize,
 }
 
 fn layer_err(node: &Node, msg: impl Into<String>) -> QuantError {
@@ -292,6 +295,7 @@ struct Planner<'m> {
     /// Node indices reading each tensor.
     readers: HashMap<String, Vec<usize>>,
     graph_outputs: HashSet<String>,
+    threads: usize,
 }
 
 impl<'m> Planner<'m> {
@@ -438,7 +442,12 @@ impl<'m> Planner<'m> {
             initializers: inits,
             nodes: idx.iter().map(|&i| graph.nodes[i].clone()).collect(),
         };
-        let exec = Executor::new(&sub, Options::default())?;
+        let exec = Executor::new(
+            &sub,
+            Options {
+                threads: self.threads,
+            },
+        )?;
         let outs = ext_outputs.iter().map(|t| self.new_f32(t)).collect();
         let first = &graph.nodes[idx[0]].name;
         let last = &graph.nodes[idx[idx.len() - 1]].name;
@@ -514,7 +523,16 @@ fn pack_conv(layer: &QLayer, node: &Node, in_shape: &[usize]) -> Result<PackedCo
 }
 
 impl QExecutor {
+    /// Prepares `model` to run on the calling thread only.
     pub fn new(model: &QuantizedModel) -> Result<QExecutor> {
+        QExecutor::with_threads(model, 1)
+    }
+
+    /// Prepares `model` to run its GEMMs and convolutions on `threads` threads of the
+    /// current rayon pool (the other steps stay on the calling thread). The outputs are
+    /// bit-identical for every thread count.
+    pub fn with_threads(model: &QuantizedModel, threads: usize) -> Result<QExecutor> {
+        let threads = threads.max(1);
         let graph = &model.graph;
         let method = model.recipe.method;
         let is_static = matches!(method, Method::Static | Method::Qat);
@@ -543,6 +561,7 @@ impl QExecutor {
             placements: Vec::new(),
             readers,
             graph_outputs: graph.outputs.iter().map(|o| o.name.clone()).collect(),
+            threads,
         };
         let inputs: Vec<(usize, ValueInfo)> = graph
             .inputs
@@ -715,6 +734,7 @@ impl QExecutor {
             traced,
             placements: p.placements,
             rung: qbench_kernels::isa::active(),
+            threads,
         })
     }
 
@@ -836,6 +856,11 @@ impl QExecutor {
     }
 
     /// The kernel rung the int8 steps run on.
+    /// The threads each GEMM and convolution runs on.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     pub fn rung(&self) -> Rung {
         self.rung
     }
@@ -946,7 +971,7 @@ impl QExecutor {
                     })
                 })
                 .collect::<Result<_>>()?;
-            let outs = run_step(&st.kind, &args).map_err(|e| match e {
+            let outs = run_step(&st.kind, &args, self.threads).map_err(|e| match e {
                 QuantError::Layer { .. } => e,
                 other => QuantError::Layer {
                     layer: st.name.clone(),
@@ -1038,7 +1063,7 @@ fn quantize_dynamic(
     (q, scales, zps)
 }
 
-fn run_step(kind: &Kind, args: &[&QVal]) -> Result<Vec<QVal>> {
+fn run_step(kind: &Kind, args: &[&QVal], threads: usize) -> Result<Vec<QVal>> {
     Ok(match kind {
         Kind::Quantize { q, qmin, qmax } => {
             let t = want_f32(args[0])?;
@@ -1051,7 +1076,15 @@ fn run_step(kind: &Kind, args: &[&QVal]) -> Result<Vec<QVal>> {
             let shape = x.nhwc_dims()?;
             let os = conv.output_shape(shape)?;
             let mut out = vec![0u8; os.len()];
-            conv_requant(&x.data, shape, x.q.zero_point, conv, &rq.params(), &mut out)?;
+            conv_requant(
+                &x.data,
+                shape,
+                x.q.zero_point,
+                conv,
+                &rq.params(),
+                &mut out,
+                threads,
+            )?;
             vec![nhwc_out(os, rq.out, out)]
         }
         Kind::Linear { b, rq } => {
@@ -1060,7 +1093,7 @@ fn run_step(kind: &Kind, args: &[&QVal]) -> Result<Vec<QVal>> {
             let rows = x.data.len() / k.max(1);
             let mut out = vec![0u8; rows * b.n()];
             let a = MatA::new(&x.data, rows, k, x.q.zero_point);
-            qbench_kernels::gemm::gemm_requant(&a, b, &rq.params(), &mut out, b.n())?;
+            qbench_kernels::gemm::gemm_requant(&a, b, &rq.params(), &mut out, b.n(), threads)?;
             let mut shape = x.logical_shape();
             *shape.last_mut().unwrap_or(&mut 0) = b.n();
             vec![QVal::U8(U8Tensor {
@@ -1125,7 +1158,7 @@ fn run_step(kind: &Kind, args: &[&QVal]) -> Result<Vec<QVal>> {
                 bias: bias.as_deref(),
             };
             let mut out = vec![0f32; rows * b.n()];
-            qbench_kernels::gemm::gemm_dequant(&a, b, &p, &mut out, b.n())?;
+            qbench_kernels::gemm::gemm_dequant(&a, b, &p, &mut out, b.n(), threads)?;
             if *relu {
                 out.iter_mut()
                     .for_each(|v| *v = qbench_models::exec::relu(*v));
@@ -1153,7 +1186,7 @@ fn run_step(kind: &Kind, args: &[&QVal]) -> Result<Vec<QVal>> {
                 b_scale: w_scales,
                 bias: bias.as_deref(),
             };
-            conv_dequant(&x.data, shape, z, conv, &p, &mut out)?;
+            conv_dequant(&x.data, shape, z, conv, &p, &mut out, threads)?;
             if *relu {
                 out.iter_mut()
                     .for_each(|v| *v = qbench_models::exec::relu(*v));

@@ -8,6 +8,7 @@ use super::im2col;
 use crate::error::KernelError;
 use crate::fp32::sgemm_into;
 use crate::nhwc::{Nhwc, Window};
+use rayon::prelude::*;
 
 enum Plan {
     Pointwise {
@@ -150,7 +151,20 @@ impl PackedConvF32 {
                     rows, cout, shape.c, input, shape.c, w, cout, out, cout, threads,
                 );
             }
-            Plan::Depthwise { taps } => depthwise(input, shape, taps, &self.window, os, out),
+            Plan::Depthwise { taps } => {
+                // As the int8 depthwise kernel: whole images shared out across threads.
+                let one = |s: Nhwc| Nhwc::new(1, s.h, s.w, s.c);
+                if threads <= 1 || shape.n <= 1 || one(shape).is_empty() || one(os).is_empty() {
+                    depthwise(input, shape, taps, &self.window, os, out);
+                } else {
+                    input
+                        .par_chunks_exact(one(shape).len())
+                        .zip(out.par_chunks_exact_mut(one(os).len()))
+                        .for_each(|(x, y)| {
+                            depthwise(x, one(shape), taps, &self.window, one(os), y)
+                        });
+                }
+            }
             Plan::Im2col { w } => {
                 let cin_g = self.in_channels / self.groups;
                 let cog = cout / self.groups;

@@ -21,6 +21,7 @@ use crate::error::KernelError;
 use crate::gemm::{self, Dequant, MatA, MatB, PackedB, Requant, Scales};
 use crate::isa::{self, Rung};
 use crate::nhwc::{Nhwc, Window};
+use rayon::prelude::*;
 
 /// Convolution weights as ONNX stores them: `[c_out][c_in / groups][kh][kw]`.
 #[derive(Clone, Copy, Debug)]
@@ -228,7 +229,8 @@ impl std::fmt::Debug for PackedConv {
 }
 
 /// Requantized u8 output. `p` is the GEMM requantization with per-output-channel bias and
-/// multipliers (`sa · sw[co] / s_out`). Returns the output shape and the kernel that ran.
+/// multipliers (`sa · sw[co] / s_out`). Runs on `threads` threads (1 = the calling thread
+/// only). Returns the output shape and the kernel that ran.
 pub fn conv_requant(
     input: &[u8],
     shape: Nhwc,
@@ -236,6 +238,7 @@ pub fn conv_requant(
     conv: &PackedConv,
     p: &Requant,
     out: &mut [u8],
+    threads: usize,
 ) -> Result<(Nhwc, &'static str), KernelError> {
     let out_shape = check_io(input, shape, in_zero_point, conv, out.len())?;
     p.validate(conv.out_channels)?;
@@ -246,11 +249,13 @@ pub fn conv_requant(
         conv,
         out_shape,
         &mut Stage::Requant { p, out },
+        threads,
     )?;
     Ok((out_shape, name))
 }
 
-/// Dequantized f32 output (`y = acc · sa · sw[co] + bias[co]`). `p.a_scale` must be per tensor.
+/// Dequantized f32 output (`y = acc · sa · sw[co] + bias[co]`). `p.a_scale` must be per
+/// tensor. Runs on `threads` threads.
 pub fn conv_dequant(
     input: &[u8],
     shape: Nhwc,
@@ -258,6 +263,7 @@ pub fn conv_dequant(
     conv: &PackedConv,
     p: &Dequant,
     out: &mut [f32],
+    threads: usize,
 ) -> Result<(Nhwc, &'static str), KernelError> {
     let out_shape = check_io(input, shape, in_zero_point, conv, out.len())?;
     if matches!(p.a_scale, Scales::PerRow(_)) {
@@ -273,6 +279,7 @@ pub fn conv_dequant(
         conv,
         out_shape,
         &mut Stage::Dequant { p, out },
+        threads,
     )?;
     Ok((out_shape, name))
 }
@@ -307,6 +314,28 @@ pub(crate) enum Stage<'p, 'o> {
     },
 }
 
+impl<'p, 'o> Stage<'p, 'o> {
+    /// Splits off the first `values` output values into a stage of their own; `self`
+    /// keeps the rest.
+    fn split_off_front(&mut self, values: usize) -> Stage<'p, 'o> {
+        fn cut<'o, T>(out: &mut &'o mut [T], at: usize) -> &'o mut [T] {
+            let (head, tail) = std::mem::take(out).split_at_mut(at);
+            *out = tail;
+            head
+        }
+        match self {
+            Stage::Requant { p, out } => Stage::Requant {
+                p,
+                out: cut(out, values),
+            },
+            Stage::Dequant { p, out } => Stage::Dequant {
+                p,
+                out: cut(out, values),
+            },
+        }
+    }
+}
+
 /// Per-channel parameters of group `g` (`len` channels), or the single shared value.
 fn group_slice<T>(values: &[T], g: usize, len: usize) -> &[T] {
     if values.len() == 1 {
@@ -324,6 +353,7 @@ fn gemm_into(
     stage: &mut Stage,
     out_offset: usize,
     ldc: usize,
+    threads: usize,
 ) -> Result<&'static str, KernelError> {
     let n = b.n();
     match stage {
@@ -334,7 +364,7 @@ fn gemm_into(
                 multiplier: group_slice(p.multiplier, g, n),
                 ..**p
             };
-            gemm::gemm_requant(a, b, &part, &mut out[out_offset..], ldc)
+            gemm::gemm_requant(a, b, &part, &mut out[out_offset..], ldc, threads)
         }
         Stage::Dequant { p, out } => {
             let part = Dequant {
@@ -342,7 +372,7 @@ fn gemm_into(
                 b_scale: group_slice(p.b_scale, g, n),
                 bias: p.bias.map(|b| group_slice(b, g, n)),
             };
-            gemm::gemm_dequant(a, b, &part, &mut out[out_offset..], ldc)
+            gemm::gemm_dequant(a, b, &part, &mut out[out_offset..], ldc, threads)
         }
     }
 }
@@ -354,54 +384,120 @@ fn run(
     conv: &PackedConv,
     out_shape: Nhwc,
     stage: &mut Stage,
+    threads: usize,
 ) -> Result<&'static str, KernelError> {
     match &conv.plan {
         Plan::Pointwise(b) => {
             let rows = shape.n * shape.h * shape.w;
             let a = MatA::new(input, rows, shape.c, za);
-            gemm_into(&a, b, 0, stage, 0, conv.out_channels)
+            gemm_into(&a, b, 0, stage, 0, conv.out_channels, threads)
         }
-        Plan::Depthwise { taps } => depthwise::run(
-            input,
-            shape,
-            za,
-            taps,
-            &conv.window,
-            out_shape,
-            conv.rung,
-            stage,
-        ),
-        Plan::Im2col(groups) => {
-            let mut name = "";
-            let pixels = out_shape.h * out_shape.w;
-            let cin_g = conv.in_channels / conv.groups;
-            let k = conv.window.kernel[0] * conv.window.kernel[1] * cin_g;
-            let tile_rows = im2col::tile_rows(k, pixels);
-            let mut tile = vec![0u8; tile_rows * k];
-            for img in 0..shape.n {
-                for (g, b) in groups.iter().enumerate() {
-                    for first in (0..pixels).step_by(tile_rows) {
-                        let rows = tile_rows.min(pixels - first);
-                        let tile = &mut tile[..rows * k];
-                        im2col::fill_u8(
-                            input,
-                            shape,
-                            img,
-                            g * cin_g,
-                            cin_g,
-                            &conv.window,
-                            out_shape.w,
-                            first,
-                            za as u8,
-                            tile,
-                        );
-                        let a = MatA::new(tile, rows, k, za);
-                        let offset = (img * pixels + first) * conv.out_channels + g * b.n();
-                        name = gemm_into(&a, b, g, stage, offset, conv.out_channels)?;
-                    }
-                }
+        Plan::Depthwise { taps } => {
+            let image = |input: &[u8], shape: Nhwc, out_shape: Nhwc, stage: &mut Stage| {
+                depthwise::run(
+                    input,
+                    shape,
+                    za,
+                    taps,
+                    &conv.window,
+                    out_shape,
+                    conv.rung,
+                    stage,
+                )
+            };
+            let one = |s: Nhwc| Nhwc::new(1, s.h, s.w, s.c);
+            if threads <= 1 || shape.n <= 1 || one(shape).is_empty() {
+                return image(input, shape, out_shape, stage);
             }
-            Ok(name)
+            // Images are independent and each one's output is a contiguous block: they
+            // are shared out whole. One image runs on one thread.
+            let jobs: Vec<(&[u8], Stage)> = input
+                .chunks_exact(one(shape).len())
+                .map(|img| (img, stage.split_off_front(one(out_shape).len())))
+                .collect();
+            jobs.into_par_iter()
+                .map(|(img, mut part)| image(img, one(shape), one(out_shape), &mut part))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|names| names[0])
+        }
+        Plan::Im2col(groups) => {
+            im2col_gemms(input, shape, za, conv, groups, out_shape, stage, threads)
         }
     }
+}
+
+/// The im2col path: the output pixels of each image in tiles of rows that stay in cache,
+/// each tile filled and then multiplied by every group's weights. With several threads,
+/// whole tiles (fill and multiply) are shared out when there are at least as many tiles
+/// as threads; otherwise the tiles run in turn, each GEMM on all threads.
+#[allow(clippy::too_many_arguments)]
+fn im2col_gemms(
+    input: &[u8],
+    shape: Nhwc,
+    za: i32,
+    conv: &PackedConv,
+    groups: &[PackedB],
+    out_shape: Nhwc,
+    stage: &mut Stage,
+    threads: usize,
+) -> Result<&'static str, KernelError> {
+    let pixels = out_shape.h * out_shape.w;
+    let cin_g = conv.in_channels / conv.groups;
+    let k = conv.window.kernel[0] * conv.window.kernel[1] * cin_g;
+    let tile_rows = im2col::tile_rows(k, pixels);
+    // (image, first pixel, pixels) of every tile, in output order.
+    let tiles: Vec<(usize, usize, usize)> = (0..shape.n)
+        .flat_map(|img| {
+            (0..pixels)
+                .step_by(tile_rows)
+                .map(move |first| (img, first, tile_rows.min(pixels - first)))
+        })
+        .collect();
+    // Fills one tile and multiplies it by every group's weights into `part`, which holds
+    // the tile's output rows (all groups' columns) from its first one.
+    let tile_gemms = |(img, first, rows): (usize, usize, usize),
+                      buffer: &mut Vec<u8>,
+                      part: &mut Stage,
+                      gemm_threads: usize| {
+        let mut name = "";
+        buffer.resize(rows * k, 0);
+        for (g, b) in groups.iter().enumerate() {
+            im2col::fill_u8(
+                input,
+                shape,
+                img,
+                g * cin_g,
+                cin_g,
+                &conv.window,
+                out_shape.w,
+                first,
+                za as u8,
+                buffer,
+            );
+            let a = MatA::new(buffer, rows, k, za);
+            name = gemm_into(&a, b, g, part, g * b.n(), conv.out_channels, gemm_threads)?;
+        }
+        Ok::<_, KernelError>(name)
+    };
+    let cout = conv.out_channels;
+    if threads <= 1 || tiles.len() < threads {
+        let mut buffer = Vec::with_capacity(tile_rows * k);
+        let mut name = "";
+        for tile in tiles {
+            let mut part = stage.split_off_front(tile.2 * cout);
+            name = tile_gemms(tile, &mut buffer, &mut part, threads)?;
+        }
+        return Ok(name);
+    }
+    let jobs: Vec<_> = tiles
+        .into_iter()
+        .map(|tile| (tile, stage.split_off_front(tile.2 * cout)))
+        .collect();
+    let names = jobs
+        .into_par_iter()
+        .map_init(Vec::new, |buffer, (tile, mut part)| {
+            tile_gemms(tile, buffer, &mut part, 1)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(names[0])
 }

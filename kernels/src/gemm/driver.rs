@@ -6,6 +6,9 @@
 //! auto-vectorised) with that rung's instructions; the output stages themselves live in
 //! [`crate::epilogue`], shared with the other kernel families.
 
+use std::borrow::Cow;
+use std::ops::Range;
+
 use super::pack::PackedB;
 use super::params::{MatA, Scales};
 use crate::epilogue::{dequantize_row, requantize_row};
@@ -166,14 +169,14 @@ pub(crate) const MAX_TILE: usize = 16 * 64;
 /// (rows padded with zeros to `stride`, a multiple of 64, stored as `a XOR a_offset`) or,
 /// when nothing needs changing, the caller's matrix itself ([`PackedA::direct`]).
 pub(crate) struct PackedA<'a> {
-    pub data: std::borrow::Cow<'a, [u8]>,
+    pub data: Cow<'a, [u8]>,
     pub rows: usize,
     pub stride: usize,
     pub kgroups: usize,
     /// `za[m] − a_offset`: coefficient of the column sums in the correction.
-    pub col_coef: Vec<i32>,
+    pub col_coef: Cow<'a, [i32]>,
     /// `Σk a[m][k] − K · za[m]` (wrapping): coefficient of the weight zero points.
-    pub row_term: Vec<i32>,
+    pub row_term: Cow<'a, [i32]>,
     /// The largest activation value (before the offset), for domain dispatch.
     pub max: u8,
 }
@@ -186,12 +189,12 @@ impl<'a> PackedA<'a> {
     pub(crate) fn direct(a: &MatA<'a>, kr: usize) -> PackedA<'a> {
         debug_assert!(a.cols.is_multiple_of(kr));
         PackedA {
-            data: std::borrow::Cow::Borrowed(a.data),
+            data: Cow::Borrowed(a.data),
             rows: a.rows,
             stride: a.stride,
             kgroups: a.cols / kr,
-            col_coef: (0..a.rows).map(|m| a.zero_point_of(m)).collect(),
-            row_term: Vec::new(),
+            col_coef: Cow::Owned((0..a.rows).map(|m| a.zero_point_of(m)).collect()),
+            row_term: Cow::Owned(Vec::new()),
             max: u8::MAX,
         }
     }
@@ -222,13 +225,32 @@ impl<'a> PackedA<'a> {
             row_term.push(sum.wrapping_sub((k as i32).wrapping_mul(za)));
         }
         PackedA {
-            data: std::borrow::Cow::Owned(data),
+            data: Cow::Owned(data),
             rows: a.rows,
             stride,
             kgroups,
-            col_coef,
-            row_term,
+            col_coef: Cow::Owned(col_coef),
+            row_term: Cow::Owned(row_term),
             max,
+        }
+    }
+
+    /// Rows `range` as a matrix of their own, borrowing this one's data: what one thread
+    /// of a split call multiplies.
+    pub(crate) fn rows(&self, range: Range<usize>) -> PackedA<'_> {
+        let row_term = if self.row_term.is_empty() {
+            &self.row_term[..]
+        } else {
+            &self.row_term[range.clone()]
+        };
+        PackedA {
+            data: Cow::Borrowed(&self.data[range.start * self.stride..]),
+            rows: range.len(),
+            stride: self.stride,
+            kgroups: self.kgroups,
+            col_coef: Cow::Borrowed(&self.col_coef[range]),
+            row_term: Cow::Borrowed(row_term),
+            max: self.max,
         }
     }
 }
@@ -243,18 +265,78 @@ pub(crate) enum Output<'a> {
         c: &'a mut [f32],
         ldc: usize,
         a_scale: Scales<'a>,
-        b_scale: Vec<f32>,
-        bias: Vec<f32>,
+        b_scale: &'a [f32],
+        bias: &'a [f32],
     },
     Requant {
         c: &'a mut [u8],
         ldc: usize,
-        bias: Vec<i32>,
-        multiplier: Vec<f32>,
+        bias: &'a [i32],
+        multiplier: &'a [f32],
         out_zero_point: i32,
         qmin: i32,
         qmax: i32,
     },
+}
+
+impl<'a> Output<'a> {
+    /// Splits off rows `..rows` (which must exist) into their own output; `self` keeps the
+    /// rest, renumbered from 0.
+    pub(crate) fn split_rows(&mut self, rows: usize) -> Output<'a> {
+        fn cut<'c, T>(c: &mut &'c mut [T], at: usize) -> &'c mut [T] {
+            // The last row of an output needs only its columns, not a whole stride.
+            let at = at.min(c.len());
+            let (head, tail) = std::mem::take(c).split_at_mut(at);
+            *c = tail;
+            head
+        }
+        match self {
+            Output::I32 { c, ldc } => Output::I32 {
+                c: cut(c, rows * *ldc),
+                ldc: *ldc,
+            },
+            Output::Dequant {
+                c,
+                ldc,
+                a_scale,
+                b_scale,
+                bias,
+            } => {
+                let head_scale = match a_scale {
+                    Scales::PerTensor(s) => Scales::PerTensor(*s),
+                    Scales::PerRow(s) => {
+                        let (head, tail) = s.split_at(rows);
+                        *a_scale = Scales::PerRow(tail);
+                        Scales::PerRow(head)
+                    }
+                };
+                Output::Dequant {
+                    c: cut(c, rows * *ldc),
+                    ldc: *ldc,
+                    a_scale: head_scale,
+                    b_scale,
+                    bias,
+                }
+            }
+            Output::Requant {
+                c,
+                ldc,
+                bias,
+                multiplier,
+                out_zero_point,
+                qmin,
+                qmax,
+            } => Output::Requant {
+                c: cut(c, rows * *ldc),
+                ldc: *ldc,
+                bias,
+                multiplier,
+                out_zero_point: *out_zero_point,
+                qmin: *qmin,
+                qmax: *qmax,
+            },
+        }
+    }
 }
 
 /// Rows of A per cache block: keeps a block of packed A within about 256 KiB of L2 while

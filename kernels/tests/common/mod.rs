@@ -169,10 +169,24 @@ impl Case {
     }
 }
 
-/// Runs `case` on `rung` through all three output stages and asserts bit-exact equality
-/// with the reference. Outputs are written at a stride wider than n into poisoned buffers;
-/// every value outside the m×n window must come back untouched. Returns the kernel names.
+/// The thread counts every case runs at: the calling thread alone, and splits into two
+/// and three bands of rows (forced even on small shapes by `split_every_call`).
+pub const THREAD_COUNTS: [usize; 3] = [1, 2, 3];
+
+/// Runs `case` on `rung` through all three output stages, on each of [`THREAD_COUNTS`],
+/// and asserts bit-exact equality with the reference. Outputs are written at a stride
+/// wider than n into poisoned buffers; every value outside the m×n window must come back
+/// untouched. Returns the kernel names.
 pub fn check_case(rung: Rung, case: &Case) -> Vec<&'static str> {
+    gemm::split_every_call();
+    let mut names = Vec::new();
+    for threads in THREAD_COUNTS {
+        names = check_case_on(rung, case, threads);
+    }
+    names
+}
+
+fn check_case_on(rung: Rung, case: &Case, threads: usize) -> Vec<&'static str> {
     let (m, n) = (case.m, case.n);
     let ldc = n + 3;
     let len = m * ldc + 5;
@@ -185,11 +199,11 @@ pub fn check_case(rung: Rung, case: &Case) -> Vec<&'static str> {
     let mut want = vec![POISON_I32; len];
     let mut got = vec![POISON_I32; len];
     reference::gemm_i32(&a, &b, &mut want, ldc).unwrap();
-    names.push(gemm::gemm_i32(&a, &packed, &mut got, ldc).unwrap());
+    names.push(gemm::gemm_i32(&a, &packed, &mut got, ldc, threads).unwrap());
     assert_eq!(
         got,
         want,
-        "i32 output differs on {rung} for {}",
+        "i32 output differs on {rung} on {threads} threads for {}",
         describe(case)
     );
 
@@ -197,24 +211,24 @@ pub fn check_case(rung: Rung, case: &Case) -> Vec<&'static str> {
     let mut want = vec![poison_f32; len];
     let mut got = vec![poison_f32; len];
     reference::gemm_dequant(&a, &b, &case.dequant(), &mut want, ldc).unwrap();
-    names.push(gemm::gemm_dequant(&a, &packed, &case.dequant(), &mut got, ldc).unwrap());
+    names.push(gemm::gemm_dequant(&a, &packed, &case.dequant(), &mut got, ldc, threads).unwrap());
     let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
     let got_bits: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
     assert_eq!(
         got_bits,
         want_bits,
-        "dequantized output differs on {rung} for {}",
+        "dequantized output differs on {rung} on {threads} threads for {}",
         describe(case)
     );
 
     let mut want = vec![0xA5u8; len];
     let mut got = vec![0xA5u8; len];
     reference::gemm_requant(&a, &b, &case.requant(), &mut want, ldc).unwrap();
-    names.push(gemm::gemm_requant(&a, &packed, &case.requant(), &mut got, ldc).unwrap());
+    names.push(gemm::gemm_requant(&a, &packed, &case.requant(), &mut got, ldc, threads).unwrap());
     assert_eq!(
         got,
         want,
-        "requantized output differs on {rung} for {}",
+        "requantized output differs on {rung} on {threads} threads for {}",
         describe(case)
     );
 
