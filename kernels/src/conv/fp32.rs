@@ -165,48 +165,90 @@ impl PackedConvF32 {
                         });
                 }
             }
-            Plan::Im2col { w } => {
-                let cin_g = self.in_channels / self.groups;
-                let cog = cout / self.groups;
-                let k = self.window.kernel[0] * self.window.kernel[1] * cin_g;
-                let pixels = os.h * os.w;
-                let tile_rows = im2col::tile_rows_f32(k, pixels);
-                let mut tile = vec![0f32; tile_rows * k];
-                for img in 0..shape.n {
-                    for (g, wg) in w.iter().enumerate() {
-                        for first in (0..pixels).step_by(tile_rows) {
-                            let rows = tile_rows.min(pixels - first);
-                            let tile = &mut tile[..rows * k];
-                            im2col::fill_f32(
-                                input,
-                                shape,
-                                img,
-                                g * cin_g,
-                                cin_g,
-                                &self.window,
-                                os.w,
-                                first,
-                                tile,
-                            );
-                            let offset = (img * pixels + first) * cout + g * cog;
-                            sgemm_into(
-                                rows,
-                                cog,
-                                k,
-                                tile,
-                                k,
-                                wg,
-                                cog,
-                                &mut out[offset..],
-                                cout,
-                                threads,
-                            );
-                        }
-                    }
-                }
-            }
+            Plan::Im2col { w } => self.im2col_gemms(w, input, shape, os, out, threads),
         }
         Ok(os)
+    }
+
+    /// The im2col path, shared out as the int8 one is (`super::im2col_gemms`): whole
+    /// tiles (fill and multiply) across threads when there are at least as many tiles as
+    /// threads, otherwise tile after tile, each GEMM on all threads.
+    fn im2col_gemms(
+        &self,
+        w: &[Vec<f32>],
+        input: &[f32],
+        shape: Nhwc,
+        os: Nhwc,
+        out: &mut [f32],
+        threads: usize,
+    ) {
+        let cout = self.out_channels;
+        let cin_g = self.in_channels / self.groups;
+        let cog = cout / self.groups;
+        let k = self.window.kernel[0] * self.window.kernel[1] * cin_g;
+        let pixels = os.h * os.w;
+        let tile_rows = im2col::tile_rows_f32(k, pixels);
+        // (image, first pixel, pixels) of every tile, in output order.
+        let tiles: Vec<(usize, usize, usize)> = (0..shape.n)
+            .flat_map(|img| {
+                (0..pixels)
+                    .step_by(tile_rows)
+                    .map(move |first| (img, first, tile_rows.min(pixels - first)))
+            })
+            .collect();
+        // Fills one tile and adds its product with every group's weights into `part`, the
+        // tile's output rows (all groups' columns, pre-filled with the bias).
+        let tile_gemms = |(img, first, rows): (usize, usize, usize),
+                          buffer: &mut Vec<f32>,
+                          part: &mut [f32],
+                          gemm_threads: usize| {
+            buffer.resize(rows * k, 0.0);
+            for (g, wg) in w.iter().enumerate() {
+                im2col::fill_f32(
+                    input,
+                    shape,
+                    img,
+                    g * cin_g,
+                    cin_g,
+                    &self.window,
+                    os.w,
+                    first,
+                    buffer,
+                );
+                sgemm_into(
+                    rows,
+                    cog,
+                    k,
+                    buffer,
+                    k,
+                    wg,
+                    cog,
+                    &mut part[g * cog..],
+                    cout,
+                    gemm_threads,
+                );
+            }
+        };
+        let mut parts = Vec::with_capacity(tiles.len());
+        let mut rest = out;
+        for tile in &tiles {
+            let (part, tail) = rest.split_at_mut(tile.2 * cout);
+            parts.push(part);
+            rest = tail;
+        }
+        if threads <= 1 || tiles.len() < threads {
+            let mut buffer = Vec::with_capacity(tile_rows * k);
+            for (tile, part) in tiles.into_iter().zip(parts) {
+                tile_gemms(tile, &mut buffer, part, threads);
+            }
+        } else {
+            tiles
+                .into_par_iter()
+                .zip(parts)
+                .for_each_init(Vec::new, |buffer, (tile, part)| {
+                    tile_gemms(tile, buffer, part, 1)
+                });
+        }
     }
 }
 
