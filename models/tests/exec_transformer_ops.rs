@@ -647,3 +647,89 @@ fn new_ops_survive_onnx_export_reimport_and_agree_with_tract() {
     let c = onnx::crosscheck::compare(&want, &tract).unwrap();
     assert!(c.passes(), "{c:?}");
 }
+
+/// On several threads (`Options::threads` inside a pool of that many workers) the
+/// row-wise ops and batched MatMul give the same bits as on one: shapes large enough
+/// to be shared out (softmax rows, layer-norm rows, GELU values, attention heads).
+#[test]
+fn row_ops_and_batched_matmul_give_the_same_bits_on_every_thread_count() {
+    let scores = values(&[2, 4, 64, 64], 21);
+    let hidden = values(&[2, 128, 384], 22);
+    let (q, k) = (values(&[2, 6, 64, 32], 23), values(&[2, 6, 32, 64], 24));
+    let cases: Vec<(Graph, Vec<&Tensor>)> = vec![
+        (
+            graph(
+                &[("s", &scores)],
+                vec![],
+                vec![node(
+                    Op::Softmax {
+                        axis: -1,
+                        legacy: false,
+                    },
+                    &["s"],
+                    "y",
+                )],
+                "y",
+            ),
+            vec![&scores],
+        ),
+        (
+            graph(
+                &[("x", &hidden)],
+                vec![("g", values(&[384], 25)), ("b", values(&[384], 26))],
+                vec![node(
+                    Op::LayerNorm {
+                        axis: -1,
+                        epsilon: 1e-12,
+                    },
+                    &["x", "g", "b"],
+                    "y",
+                )],
+                "y",
+            ),
+            vec![&hidden],
+        ),
+        (
+            graph(
+                &[("x", &hidden)],
+                vec![],
+                vec![node(Op::Gelu { tanh: false }, &["x"], "y")],
+                "y",
+            ),
+            vec![&hidden],
+        ),
+        (
+            graph(
+                &[("q", &q), ("k", &k)],
+                vec![],
+                vec![node(Op::MatMul, &["q", "k"], "y")],
+                "y",
+            ),
+            vec![&q, &k],
+        ),
+    ];
+    let bits = |t: &Tensor| {
+        t.f32s()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    for (g, xs) in &cases {
+        let xs: Vec<Tensor> = xs.iter().map(|t| (*t).clone()).collect();
+        let want = bits(&run(g, &xs.iter().collect::<Vec<_>>()));
+        for threads in [2, 3] {
+            let exec = Executor::new(g, Options { threads }).unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let got = pool.install(|| exec.run(&xs).unwrap().remove(0));
+            assert!(
+                bits(&got) == want,
+                "{:?} on {threads} threads differs from one thread",
+                g.nodes[0].op
+            );
+        }
+    }
+}

@@ -21,6 +21,7 @@ use qbench_kernels::{
 use qbench_models::exec::{reshape_target, Executor, Options};
 use qbench_models::ir::{Dim, Graph, Node, Op, Spatial, ValueInfo};
 use qbench_models::tensor::Tensor;
+use rayon::prelude::*;
 
 use crate::error::{check_finite, QuantError, Result};
 use crate::model::{ActScales, LayerKind, Method, QLayer, QuantizedModel};
@@ -1033,33 +1034,40 @@ fn nhwc_out(shape: Nhwc, q: Affine, data: Vec<u8>) -> QVal {
 }
 
 /// Quantizes f32 rows with per-tensor or per-row parameters for a dynamic layer, on the
-/// kernels' vector quantizer (bit-exact with `qparams::quantize`).
+/// kernels' vector quantizer (bit-exact with `qparams::quantize`). Per row, on several
+/// threads, the rows are shared out whole (each row's parameters depend on it alone).
 fn quantize_dynamic(
     x: &[f32],
     rows: usize,
     k: usize,
     act: DynAct,
+    threads: usize,
 ) -> (Vec<u8>, Vec<f32>, Vec<i32>) {
     let mut q = vec![0u8; x.len()];
-    let (mut scales, mut zps) = (Vec::new(), Vec::new());
-    let groups: Vec<(usize, usize)> = if act.per_row {
-        (0..rows).map(|r| (r * k, (r + 1) * k)).collect()
-    } else {
-        vec![(0, rows * k)]
+    let quantize = |x: &[f32], q: &mut [u8]| {
+        let (s, z) = act.qparams(x);
+        qbench_kernels::quantize::quantize_u8(x, s, z, act.spec.qmin as u8, act.spec.qmax as u8, q);
+        (s, z)
     };
-    for (lo, hi) in groups {
-        let (s, z) = act.qparams(&x[lo..hi]);
-        qbench_kernels::quantize::quantize_u8(
-            &x[lo..hi],
-            s,
-            z,
-            act.spec.qmin as u8,
-            act.spec.qmax as u8,
-            &mut q[lo..hi],
-        );
-        scales.push(s);
-        zps.push(z);
+    if !act.per_row {
+        let (s, z) = quantize(x, &mut q);
+        return (q, vec![s], vec![z]);
     }
+    let params: Vec<(f32, i32)> = if k == 0 {
+        (0..rows).map(|_| quantize(&[], &mut [])).collect()
+    } else if threads > 1 && rows > 1 && x.len() >= 1 << 14 {
+        x.par_chunks(k)
+            .zip(q.par_chunks_mut(k))
+            .with_min_len(rows.div_ceil(threads))
+            .map(|(x, q)| quantize(x, q))
+            .collect()
+    } else {
+        x.chunks(k)
+            .zip(q.chunks_mut(k))
+            .map(|(x, q)| quantize(x, q))
+            .collect()
+    };
+    let (scales, zps) = params.into_iter().unzip();
     (q, scales, zps)
 }
 
@@ -1114,7 +1122,7 @@ fn run_step(kind: &Kind, args: &[&QVal], threads: usize) -> Result<Vec<QVal>> {
                     msg: format!("input shape {:?} does not end in {k}", t.shape()),
                 });
             }
-            let (data, scales, zero_points) = quantize_dynamic(x, rows, *k, *act);
+            let (data, scales, zero_points) = quantize_dynamic(x, rows, *k, *act, threads);
             vec![QVal::Dyn(DynU8 {
                 data,
                 shape: t.shape().to_vec(),

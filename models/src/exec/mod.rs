@@ -18,11 +18,14 @@
 //! saying which layout its buffer is in; `Shape` reports the logical (NCHW) shape.
 //!
 //! **Batch.** The first dimension of every graph input is free at run time; other declared
-//! fixed dims are checked. **Threads**: [`Options::threads`] goes to the GEMMs and convs
-//! (1 = the calling thread only, the default).
+//! fixed dims are checked. **Threads**: [`Options::threads`] goes to the GEMMs and convs,
+//! the batched MatMuls (batch entries across threads) and the row-wise transformer ops
+//! (softmax, layer norm, GELU: whole rows across threads, [`rows`]); 1 = the calling
+//! thread only, the default. Results have the same bits for every thread count.
 
 pub mod nn;
 mod ops;
+mod rows;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -910,7 +913,7 @@ fn eval(
         }
         Op::Softmax { axis, legacy } => {
             let x = to_plain(arg(a, 0)?)?;
-            one(Val::plain(ops::softmax(&x, *axis, *legacy)?))
+            one(Val::plain(ops::softmax(&x, *axis, *legacy, threads)?))
         }
         Op::Constant { value } => one(Val::plain(value.clone())),
         Op::ConstantOfShape { value } => {
@@ -999,14 +1002,15 @@ fn eval(
                 bias.as_deref(),
                 *axis,
                 *epsilon,
+                threads,
             )?))
         }
         Op::Gelu { tanh } => {
             let mut x = to_plain(arg(a, 0)?)?.into_owned();
             if *tanh {
-                nn::gelu_tanh(x.f32s_mut()?);
+                rows::for_rows(x.f32s_mut()?, 1, threads, nn::gelu_tanh);
             } else {
-                nn::gelu_erf(x.f32s_mut()?);
+                rows::for_rows(x.f32s_mut()?, 1, threads, nn::gelu_erf);
             }
             one(Val::plain(x))
         }

@@ -19,6 +19,7 @@ pub fn layer_norm(
     bias: Option<&Tensor>,
     axis: i64,
     epsilon: f32,
+    threads: usize,
 ) -> Result<Tensor> {
     let shape = x.shape();
     let a = norm_axis(axis, shape.len())?;
@@ -41,7 +42,9 @@ pub fn layer_norm(
     };
     let mut y = x.f32s()?.to_vec();
     if row > 0 {
-        qbench_kernels::fmath::layer_norm_rows(&mut y, &g, &b, epsilon);
+        super::rows::for_rows(&mut y, row, threads, |rows| {
+            qbench_kernels::fmath::layer_norm_rows(rows, &g, &b, epsilon)
+        });
     }
     Tensor::new(shape.to_vec(), y)
 }

@@ -4,6 +4,7 @@
 
 use qbench_kernels::fp32::sgemm;
 use qbench_kernels::Nhwc;
+use rayon::prelude::*;
 
 use crate::error::{tensor_err, Result};
 use crate::ir::Spatial;
@@ -185,7 +186,7 @@ pub fn lrn_nhwc(x: &[f32], c: usize, alpha: f32, beta: f32, bias: f32, size: usi
 }
 
 /// Softmax over `axis`; `legacy` (opset < 13) coerces to 2-D at `axis` first.
-pub fn softmax(t: &Tensor, axis: i64, legacy: bool) -> Result<Tensor> {
+pub fn softmax(t: &Tensor, axis: i64, legacy: bool, threads: usize) -> Result<Tensor> {
     let shape = t.shape().to_vec();
     let a = norm_axis(axis, shape.len())?;
     let x = t.f32s()?;
@@ -208,7 +209,9 @@ pub fn softmax(t: &Tensor, axis: i64, legacy: bool) -> Result<Tensor> {
     }
     // The last axis (attention scores): contiguous rows, straight to the vectorised rows.
     if inner == 1 {
-        qbench_kernels::fmath::softmax_rows(x, &mut y, n);
+        super::rows::map_rows(x, &mut y, n, threads, |x, y| {
+            qbench_kernels::fmath::softmax_rows(x, y, n)
+        });
         return Tensor::new(shape, y);
     }
     // Another axis: each strided row is gathered, normalised by the same row function
@@ -283,16 +286,27 @@ pub fn matmul(a: &Tensor, b: &Tensor, threads: usize) -> Result<Tensor> {
     let bo = offsets(&bsh[..bsh.len() - 2], k * n);
     let (av, bv) = (a.f32s()?, b.f32s()?);
     let mut out = vec![0f32; nb * m * n];
-    for i in 0..nb {
+    let product = |i: usize, out: &mut [f32], threads: usize| {
         sgemm(
             m,
             n,
             k,
             &av[ao[i]..ao[i] + m * k],
             &bv[bo[i]..bo[i] + k * n],
-            &mut out[i * m * n..(i + 1) * m * n],
+            out,
             threads,
-        );
+        )
+    };
+    // Attention's per-head products are each too small to split; the heads are shared
+    // out instead, whole.
+    if threads > 1 && nb >= threads && m * n > 0 {
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, out)| product(i, out, 1));
+    } else {
+        for i in 0..nb {
+            product(i, &mut out[i * m * n..(i + 1) * m * n], threads);
+        }
     }
     let mut shape = batch;
     if !a1 {
