@@ -65,6 +65,8 @@ pub(crate) trait MicroKernel {
 
 /// What a fused output stage needs for one tile: rows `m0..m0 + rows` and the `NR`
 /// columns from `n0` of an output whose weights have no zero points.
+// Only the AVX-512 kernel implements the fused stage; elsewhere it is built, never read.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct FusedTile<'t> {
     /// Per tile row: the coefficient of the column sums (`za − a_offset`).
     pub col_coef: &'t [i32],
@@ -75,6 +77,7 @@ pub(crate) struct FusedTile<'t> {
 
 /// The output stage of a [`FusedTile`]; `c` points to output value (m0, n0), and row r of
 /// the tile starts `r · ldc` values further.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum FusedStage<'t> {
     /// The corrected accumulators themselves.
     I32 { c: *mut i32, ldc: usize },
