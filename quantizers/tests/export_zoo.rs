@@ -9,7 +9,7 @@
 //! weights, gets seeded random inputs), calibration 64 training images, so the file runs
 //! in seconds.
 
-use std::path::{Path, PathBuf};
+mod support;
 
 use qbench_models::data::{Dataset, DatasetKind, Split};
 use qbench_models::ir::Graph;
@@ -17,15 +17,9 @@ use qbench_models::tensor::Tensor;
 use qbench_quantizers::export::{self, tract_check, Form};
 use qbench_quantizers::fp16::quantize_fp16;
 use qbench_quantizers::{
-    prepare, quantize_dynamic, ActScales, Backend, DynamicOptions, Method, QConfig, QConfigMap,
-    QuantizedModel,
+    quantize_dynamic, ActScales, Backend, DynamicOptions, Method, QuantizedModel,
 };
-
-fn zoo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/zoo")
-        .join(rel)
-}
+use support::{seeded, static_model, zoo};
 
 fn images(kind: DatasetKind, split: Split, skip: usize, n: usize) -> Tensor {
     let d = Dataset::load(kind, split).unwrap();
@@ -36,27 +30,6 @@ fn images(kind: DatasetKind, split: Split, skip: usize, n: usize) -> Tensor {
         all[skip * len..(skip + n) * len].to_vec(),
     )
     .unwrap()
-}
-
-/// Deterministic inputs in [-1, 1) of `shape`.
-fn seeded(shape: &[usize], seed: u64) -> Tensor {
-    let mut s = seed;
-    let n: usize = shape.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::new(shape.to_vec(), v).unwrap()
-}
-
-fn static_model(g: &Graph, backend: Backend, calib: &[Tensor]) -> QuantizedModel {
-    let mut p = prepare(g, backend, QConfigMap::global(QConfig::preset(backend))).unwrap();
-    p.calibrate(calib.iter(), |_, _| {}).unwrap();
-    p.convert().unwrap()
 }
 
 fn ops(model: &QuantizedModel) -> Vec<String> {

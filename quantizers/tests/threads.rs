@@ -6,41 +6,14 @@
 //! test batches take the multi-threaded paths, and the runs happen inside a pool of
 //! exactly `t` workers, as the sweep times them.
 
-use std::path::{Path, PathBuf};
+mod support;
 
 use qbench_models::ir::Graph;
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::{
-    prepare, quantize_dynamic, ActScales, Backend, DynamicOptions, QConfig, QConfigMap, QExecutor,
-    QuantizedModel,
+    quantize_dynamic, ActScales, Backend, DynamicOptions, QExecutor, QuantizedModel,
 };
-
-fn zoo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/zoo")
-        .join(rel)
-}
-
-/// Deterministic inputs in [-1, 1) of `shape`.
-fn seeded(shape: &[usize], seed: u64) -> Tensor {
-    let mut s = seed;
-    let n: usize = shape.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::new(shape.to_vec(), v).unwrap()
-}
-
-fn static_model(g: &Graph, backend: Backend, calib: &[Tensor]) -> QuantizedModel {
-    let mut p = prepare(g, backend, QConfigMap::global(QConfig::preset(backend))).unwrap();
-    p.calibrate(calib.iter(), |_, _| {}).unwrap();
-    p.convert().unwrap()
-}
+use support::{seeded, static_model, zoo};
 
 fn dynamic_models(g: &Graph) -> Vec<(String, QuantizedModel)> {
     [ActScales::PerTensor, ActScales::PerRow]

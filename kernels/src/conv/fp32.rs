@@ -188,17 +188,10 @@ impl PackedConvF32 {
         let k = self.window.kernel[0] * self.window.kernel[1] * cin_g;
         let pixels = os.h * os.w;
         let tile_rows = im2col::tile_rows_f32(k, pixels);
-        // (image, first pixel, pixels) of every tile, in output order.
-        let tiles: Vec<(usize, usize, usize)> = (0..shape.n)
-            .flat_map(|img| {
-                (0..pixels)
-                    .step_by(tile_rows)
-                    .map(move |first| (img, first, tile_rows.min(pixels - first)))
-            })
-            .collect();
+        let tiles = im2col::tiles(shape.n, pixels, tile_rows);
         // Fills one tile and adds its product with every group's weights into `part`, the
         // tile's output rows (all groups' columns, pre-filled with the bias).
-        let tile_gemms = |(img, first, rows): (usize, usize, usize),
+        let tile_gemms = |(img, first, rows): im2col::Tile,
                           buffer: &mut Vec<f32>,
                           part: &mut [f32],
                           gemm_threads: usize| {

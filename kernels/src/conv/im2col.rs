@@ -20,6 +20,23 @@ pub(crate) fn tile_rows_f32(k: usize, pixels: usize) -> usize {
         .min(pixels.max(1))
 }
 
+/// One tile of output pixels: (image, first pixel, pixels).
+pub(crate) type Tile = (usize, usize, usize);
+
+/// The tiles of `images` images of `pixels` output pixels each, `tile_rows` pixels at most
+/// per tile (tiles never cross images), in output order: tile after tile, their output
+/// rows are contiguous.
+pub(crate) fn tiles(images: usize, pixels: usize, tile_rows: usize) -> Vec<Tile> {
+    let tile_rows = tile_rows.max(1);
+    (0..images)
+        .flat_map(|img| {
+            (0..pixels)
+                .step_by(tile_rows)
+                .map(move |first| (img, first, tile_rows.min(pixels - first)))
+        })
+        .collect()
+}
+
 /// Fills `tile` (`rows × k`, k = kh·kw·cin_g) for u8 input; `pad` is the zero point.
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
 pub(crate) fn fill_u8(

@@ -453,17 +453,10 @@ fn im2col_gemms(
         let balanced = (shape.n * tiles_per_image).next_multiple_of(threads);
         tile_rows = pixels.div_ceil(balanced.div_ceil(shape.n)).max(1);
     }
-    // (image, first pixel, pixels) of every tile, in output order.
-    let tiles: Vec<(usize, usize, usize)> = (0..shape.n)
-        .flat_map(|img| {
-            (0..pixels)
-                .step_by(tile_rows)
-                .map(move |first| (img, first, tile_rows.min(pixels - first)))
-        })
-        .collect();
+    let tiles = im2col::tiles(shape.n, pixels, tile_rows);
     // Fills one tile and multiplies it by every group's weights into `part`, which holds
     // the tile's output rows (all groups' columns) from its first one.
-    let tile_gemms = |(img, first, rows): (usize, usize, usize),
+    let tile_gemms = |(img, first, rows): im2col::Tile,
                       buffer: &mut Vec<u8>,
                       part: &mut Stage,
                       gemm_threads: usize| {

@@ -1,0 +1,38 @@
+//! What several quantizer tests share: zoo paths, seeded inputs and a calibrated static
+//! model. Each test file uses a part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use qbench_models::ir::Graph;
+use qbench_models::tensor::Tensor;
+use qbench_quantizers::{prepare, Backend, QConfig, QConfigMap, QuantizedModel};
+
+/// A file of the model zoo, by its path under `models/zoo`.
+pub fn zoo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/zoo")
+        .join(rel)
+}
+
+/// Deterministic inputs in [-1, 1) of `shape` (xorshift).
+pub fn seeded(shape: &[usize], seed: u64) -> Tensor {
+    let mut s = seed;
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::new(shape.to_vec(), v).unwrap()
+}
+
+/// `g` statically quantized under `backend`'s preset, calibrated on `calib`.
+pub fn static_model(g: &Graph, backend: Backend, calib: &[Tensor]) -> QuantizedModel {
+    let mut p = prepare(g, backend, QConfigMap::global(QConfig::preset(backend))).unwrap();
+    p.calibrate(calib.iter(), |_, _| {}).unwrap();
+    p.convert().unwrap()
+}
