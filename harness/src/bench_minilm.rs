@@ -1,6 +1,6 @@
 //! `qbench bench-minilm`: all-MiniLM-L6-v2 in fp32, our executor against tract-onnx, in
-//! one run: batch × tokens of real text, ours on `--threads` threads (tract on one),
-//! samples interleaved; with
+//! one run: batch × tokens of real text, both on `--threads` threads, samples
+//! interleaved; with
 //! `--int8 fbgemm|vnni`, dynamic int8 (per-token and per-tensor scales) in the same run.
 //!
 //! Both sides run the same graph: ours is built from the fetched safetensors
@@ -15,6 +15,7 @@ use qbench_models::onnx::{self, TractPlan};
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::{quantize_dynamic, ActScales, Backend, DynamicOptions, QExecutor};
 use serde::Serialize;
+use tract_linalg::multithread::multithread_tract_scope;
 
 use crate::measure::{self, Budget, Candidate};
 
@@ -200,6 +201,7 @@ pub fn cmd_bench_minilm(
         .map(str::to_owned)
         .chain(int8_execs.iter().map(|(name, _)| name.clone()))
         .collect();
+    let tract_threads = crate::sweep_tract::tract_executor(threads);
     let summaries = measure::on_threads(threads, || {
         let mut candidates = vec![
             Candidate {
@@ -211,7 +213,9 @@ pub fn cmd_bench_minilm(
             Candidate {
                 name: names[1].clone(),
                 run: Box::new(|| {
-                    tract.run(&feed).expect("ran once above");
+                    multithread_tract_scope(tract_threads.clone(), || {
+                        tract.run(&feed).expect("ran once above")
+                    });
                 }),
             },
         ];
@@ -234,12 +238,7 @@ pub fn cmd_bench_minilm(
             implementation: name.clone(),
             batch,
             tokens,
-            // tract runs on one thread (built without its multithread-mm feature).
-            threads: if name.starts_with("tract") {
-                1
-            } else {
-                threads
-            },
+            threads,
             median_ms: s.median / 1e6,
             p10_ms: s.p10 / 1e6,
             p90_ms: s.p90 / 1e6,
@@ -269,7 +268,7 @@ pub fn cmd_bench_minilm(
         let threads_note = if threads == 1 {
             "single thread".to_owned()
         } else {
-            format!("qbench on {threads} threads, tract on one")
+            format!("{threads} threads for qbench and tract alike")
         };
         println!(
             "\n{threads_note}; samples of every implementation interleaved in one run; tract runs the ONNX export of the same graph"

@@ -282,7 +282,7 @@ enum Command {
         #[arg(long, value_name = "FILE.whl")]
         wheel: Option<std::path::PathBuf>,
     },
-    /// Time all-MiniLM-L6-v2 fp32: qbench's executor and tract on the same graph, interleaved; ours on `--threads` threads (default 1), tract on one.
+    /// Time all-MiniLM-L6-v2 fp32: qbench's executor and tract on the same graph, interleaved, on `--threads` threads (default 1).
     BenchMinilm {
         /// Sentences per call.
         #[arg(long, default_value_t = 1, value_parser = positive)]
@@ -304,7 +304,7 @@ enum Command {
         /// timing other runtimes on it (`ci/peers/ort_minilm.py`).
         #[arg(long, value_name = "FILE.onnx")]
         save_onnx: Option<std::path::PathBuf>,
-        /// Threads for our fp32 and int8 executors (tract runs on one).
+        /// Threads for our fp32 and int8 executors and for tract.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         threads: u16,
     },
@@ -350,8 +350,8 @@ enum Command {
         /// Latency batch sizes, comma separated.
         #[arg(long, value_delimiter = ',')]
         batch: Option<Vec<u32>>,
-        /// Latency thread counts, comma separated, at most the machine's cores; fp32 and
-        /// int8 are timed on the same count (tract on one).
+        /// Latency thread counts, comma separated, at most the machine's cores; fp32, int8
+        /// and tract are timed on the same count.
         #[arg(long, value_delimiter = ',')]
         threads: Option<Vec<u32>>,
         /// A slice of the eval set and short time budgets (smoke tests; says so in the report).

@@ -662,6 +662,7 @@ fn run_group(
     let tract_group = crate::sweep_tract::Group {
         config,
         onnx: &target.path,
+        graph: &graph,
         fp32: &fp32,
         built: tract_built.collect(),
         eval_images: data.as_ref().map(|d| d.images.as_slice()),

@@ -6,10 +6,11 @@
 //!   as the QOperator form): static = QLinearConv / MatMulInteger on tract's int8
 //!   kernels, dynamic = plain-op quantization + MatMulInteger, fp16 = FLOAT16 weights
 //!   cast to float. Its median is `int8_ms` (for fp16 cells: the fp16 export's).
-//! - **Latency**: per batch size, our fp32 and quantized executors and tract's plans are
-//!   timed in one interleaved run with the sweep's budget and median method
-//!   ([`crate::measure::interleaved`]), so `ours_ms` and tract's figures come from the same
-//!   conditions. A method whose backend's ISA is absent here is not timed on our side
+//! - **Latency**: per batch size and thread count, our fp32 and quantized executors and
+//!   tract's plans are timed in one interleaved run with the sweep's budget and median
+//!   method ([`crate::measure::interleaved`]), so `ours_ms` and tract's figures come from
+//!   the same conditions. On N threads, ours run in a rayon pool of N workers and tract on
+//!   its own executor of N workers (tract-linalg's `multithread-mm`). A method whose backend's ISA is absent here is not timed on our side
 //!   (its speed is `n/a`), but tract still runs its export.
 //! - **Agreement**: tract's argmax over a slice of the eval set against ours for the same
 //!   cell (`agreement`) and against our fp32 (`agreement_fp32`).
@@ -17,8 +18,8 @@
 //!   only (other batch sizes say so in `note`), so the tests' quick sweeps stay quick.
 //!
 //! - **Order**: [`TractRun::prepare`] makes the exports and the agreement slice once per
-//!   group; [`TractRun::fill`] times one batch size and fills that batch's cells, so the
-//!   sweep can record them as soon as they are final.
+//!   group; [`TractRun::fill`] times one batch size and thread count and fills those
+//!   cells, so the sweep can record them as soon as they are final.
 //!
 //! tract failing on a model (an op it lacks, a shape it cannot infer) never fails a cell:
 //! the error goes into `tract.note` and the measured parts stay (a panic, caught by the
@@ -31,6 +32,7 @@ use anyhow::{Context, Result};
 use qbench::results::{Cell, Measure, Method, State, SweepConfig, Tract};
 use qbench_models::data::IMAGE_LEN;
 use qbench_models::exec::Executor;
+use qbench_models::ir::Graph;
 use qbench_models::onnx::crosscheck::TractPlan;
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::export::{self, Form};
@@ -38,6 +40,8 @@ use qbench_quantizers::{QExecutor, QuantizedModel};
 
 use crate::eval;
 use crate::measure::{self, Budget, Candidate};
+use crate::sweep::Rethreaded;
+use tract_linalg::multithread::{multithread_tract_scope, Executor as TractExecutor};
 
 /// Eval inputs compared with tract: the first `EVAL_SLICE` (`QUICK_EVAL_SLICE` in
 /// `--quick`), in chunks of `CHUNK` (tract plans have fixed shapes). `CHUNK` must be the
@@ -63,6 +67,8 @@ pub struct Built<'a> {
 pub struct Group<'a> {
     pub config: &'a SweepConfig,
     pub onnx: &'a Path,
+    /// The fp32 graph, to prepare our fp32 executor again for more than one thread.
+    pub graph: &'a Graph,
     pub fp32: &'a Executor,
     pub built: Vec<Built<'a>>,
     /// Eval inputs as the model wants them (`IMAGE_LEN` floats each), if it has an eval set.
@@ -101,8 +107,8 @@ impl Source<'_> {
 #[derive(Default)]
 struct Measured {
     pred: Option<Vec<usize>>,
-    /// batch → (tract median ms, our median ms in the same run)
-    ms: BTreeMap<u32, (f64, Option<f64>)>,
+    /// (batch, threads) → (tract median ms, our median ms in the same run)
+    ms: BTreeMap<(u32, u32), (f64, Option<f64>)>,
     notes: Vec<String>,
 }
 
@@ -115,8 +121,8 @@ pub struct TractRun<'a> {
     measured: BTreeMap<Method, Measured>,
     /// Batch sizes tract is timed at (`--quick`: the first only).
     timed: Vec<u32>,
-    /// Those already timed.
-    done: Vec<u32>,
+    /// The (batch, threads) already timed.
+    done: Vec<(u32, u32)>,
 }
 
 impl<'a> TractRun<'a> {
@@ -165,14 +171,14 @@ impl<'a> TractRun<'a> {
         }
     }
 
-    /// Times tract at `batch` on one thread (if it is timed there and was not yet), then
-    /// fills `tract` (or `not_applicable.tract`) of every measured cell in `cells`, all of
-    /// that batch and of `threads` threads. Cells of more threads get tract's agreement
-    /// but no latencies: tract runs on one thread here (see [`ONE_THREAD`]).
+    /// Times tract at `batch` on `threads` threads (if it is timed at that batch and was
+    /// not yet), then fills `tract` (or `not_applicable.tract`) of every measured cell in
+    /// `cells`, all of that batch and thread count.
     pub fn fill(&mut self, batch: u32, threads: u32, cells: &mut [Cell]) {
-        if threads == 1 && self.timed.contains(&batch) && !self.done.contains(&batch) {
-            self.done.push(batch);
-            if let Err(e) = time_batch(&self.g, &self.sources, batch, &mut self.measured) {
+        if self.timed.contains(&batch) && !self.done.contains(&(batch, threads)) {
+            self.done.push((batch, threads));
+            let timed = time_batch(&self.g, &self.sources, batch, threads, &mut self.measured);
+            if let Err(e) = timed {
                 for s in &self.sources {
                     self.measured
                         .entry(s.method())
@@ -207,9 +213,6 @@ impl<'a> TractRun<'a> {
     }
 }
 
-/// Why cells of more than one thread have no tract latencies.
-const ONE_THREAD: &str = "tract is timed on one thread only (qbench builds tract-onnx without its multithread-mm feature), so its latencies are in this cell's 1-thread twin";
-
 fn tract_of(
     c: &Cell,
     m: &Measured,
@@ -218,12 +221,9 @@ fn tract_of(
     timed_batches: &[u32],
 ) -> Tract {
     let is_fp32 = c.method == Method::Fp32;
-    let one_thread = c.threads == 1;
-    let fp32_tract = fp32
-        .and_then(|f| f.ms.get(&c.batch))
-        .filter(|_| one_thread)
-        .map(|t| t.0);
-    let own = m.ms.get(&c.batch).filter(|_| one_thread);
+    let key = (c.batch, c.threads);
+    let fp32_tract = fp32.and_then(|f| f.ms.get(&key)).map(|t| t.0);
+    let own = m.ms.get(&key);
     let ours_pred = if is_fp32 {
         g.fp32_pred
     } else {
@@ -239,9 +239,7 @@ fn tract_of(
         })
     };
     let mut notes = m.notes.clone();
-    if !one_thread {
-        notes.push(ONE_THREAD.into());
-    } else if !timed_batches.contains(&c.batch) {
+    if !timed_batches.contains(&c.batch) {
         notes.push(format!(
             "--quick times tract at batch {} only",
             timed_batches.first().copied().unwrap_or(1)
@@ -291,18 +289,26 @@ fn predict(source: &Source, images: &[f32]) -> Result<Vec<usize>> {
     Ok(pred)
 }
 
-/// One interleaved run at `batch`: our fp32 and methods, tract's fp32 and exports.
+/// One interleaved run at `batch` on `threads` threads: our fp32 and methods (prepared
+/// for `threads`), tract's fp32 and exports (on a tract executor of `threads` workers).
 fn time_batch(
     g: &Group,
     sources: &[Source],
     batch: u32,
+    threads: u32,
     measured: &mut BTreeMap<Method, Measured>,
 ) -> Result<()> {
+    let threads = threads as usize;
     let x = (g.input)(batch as usize)?;
     let input = std::slice::from_ref(&x);
+    let tract_threads = tract_executor(threads);
     let mut plans = Vec::new();
     for s in sources {
-        match s.plan(x.shape()).and_then(|p| Ok(p.run(input).map(|_| p)?)) {
+        let planned = s.plan(x.shape()).and_then(|p| {
+            multithread_tract_scope(tract_threads.clone(), || p.run(input))?;
+            Ok(p)
+        });
+        match planned {
             Ok(p) => plans.push((s.method(), p)),
             Err(e) => measured
                 .entry(s.method())
@@ -313,41 +319,53 @@ fn time_batch(
                 ))),
         }
     }
+    let fp32 = Rethreaded::fp32(g.fp32, g.graph, threads)?;
+    let ours: Vec<(Method, Rethreaded<QExecutor>)> = g
+        .built
+        .iter()
+        .filter(|b| !b.untimed)
+        .map(|b| Ok((b.method, Rethreaded::quantized(b.exec, b.model, threads)?)))
+        .collect::<Result<_>>()?;
     // (method, is tract) per candidate, in candidate order.
     let mut who: Vec<(Method, bool)> = Vec::new();
-    let mut candidates: Vec<Candidate> = Vec::new();
-    g.fp32.run(input).context("our fp32")?;
-    who.push((Method::Fp32, false));
-    candidates.push(Candidate {
-        name: "fp32".into(),
-        run: Box::new(|| {
-            std::hint::black_box(g.fp32.run(input).ok());
-        }),
-    });
-    for b in g.built.iter().filter(|b| !b.untimed) {
-        if b.exec.run(input).is_err() {
-            continue;
+    let budget = g.budget;
+    let summaries = measure::on_threads(threads, || {
+        let mut candidates: Vec<Candidate> = Vec::new();
+        fp32.get().run(input).context("our fp32")?;
+        who.push((Method::Fp32, false));
+        candidates.push(Candidate {
+            name: "fp32".into(),
+            run: Box::new(|| {
+                std::hint::black_box(fp32.get().run(input).ok());
+            }),
+        });
+        for (method, exec) in &ours {
+            let exec = exec.get();
+            if exec.run(input).is_err() {
+                continue;
+            }
+            who.push((*method, false));
+            candidates.push(Candidate {
+                name: method.as_str().into(),
+                run: Box::new(move || {
+                    std::hint::black_box(exec.run(input).ok());
+                }),
+            });
         }
-        let exec = b.exec;
-        who.push((b.method, false));
-        candidates.push(Candidate {
-            name: b.method.as_str().into(),
-            run: Box::new(move || {
-                std::hint::black_box(exec.run(input).ok());
-            }),
-        });
-    }
-    for (m, p) in &plans {
-        who.push((*m, true));
-        candidates.push(Candidate {
-            name: format!("tract-{}", m.as_str()),
-            run: Box::new(move || {
-                std::hint::black_box(p.run(input).ok());
-            }),
-        });
-    }
-    let summaries = measure::interleaved(&mut candidates, g.budget);
-    drop(candidates);
+        for (m, p) in &plans {
+            who.push((*m, true));
+            let tract_threads = &tract_threads;
+            candidates.push(Candidate {
+                name: format!("tract-{}", m.as_str()),
+                run: Box::new(move || {
+                    multithread_tract_scope(tract_threads.clone(), || {
+                        std::hint::black_box(p.run(input).ok())
+                    });
+                }),
+            });
+        }
+        anyhow::Ok(measure::interleaved(&mut candidates, budget))
+    })??;
     let ms: BTreeMap<(Method, bool), f64> = who
         .into_iter()
         .zip(&summaries)
@@ -356,8 +374,19 @@ fn time_batch(
     for (&(m, is_tract), &v) in &ms {
         if is_tract {
             let ours = ms.get(&(m, false)).copied();
-            measured.entry(m).or_default().ms.insert(batch, (v, ours));
+            let key = (batch, threads as u32);
+            measured.entry(m).or_default().ms.insert(key, (v, ours));
         }
     }
     Ok(())
+}
+
+/// tract's executor for `threads` threads: its own pool of that many workers (tract-linalg's
+/// `multithread-mm` feature), or its single-threaded default for one.
+pub(crate) fn tract_executor(threads: usize) -> TractExecutor {
+    if threads <= 1 {
+        TractExecutor::SingleThread
+    } else {
+        TractExecutor::multithread(threads)
+    }
 }
