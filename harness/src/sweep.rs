@@ -650,20 +650,15 @@ fn run_group(
     let tract_built = built.iter().filter_map(|(&method, b)| {
         let b = b.as_ref().ok()?;
         let pred = b.accuracy.as_ref().map(|a| a.1.as_slice());
-        let untimed = no_speed.is_some() && method != Method::Fp16;
         Some(crate::sweep_tract::Built {
             method,
             model: &b.model,
-            exec: &b.exec,
             pred,
-            untimed,
         })
     });
     let tract_group = crate::sweep_tract::Group {
         config,
         onnx: &target.path,
-        graph: &graph,
-        fp32: &fp32,
         built: tract_built.collect(),
         eval_images: data.as_ref().map(|d| d.images.as_slice()),
         fp32_pred: fp32_pred.as_deref(),
@@ -677,6 +672,17 @@ fn run_group(
     );
     let mut tract = isolate::run(|| Ok(crate::sweep_tract::TractRun::prepare(tract_group)));
 
+    // Per thread count, the executors timed (on one thread, the ones built above).
+    let executors: BTreeMap<u32, std::result::Result<Executors, String>> = config
+        .threads
+        .iter()
+        .map(|&t| {
+            let prepared = isolate::run(|| {
+                Executors::prepare(&fp32, &graph, &built, t as usize, no_speed.is_some())
+            });
+            (t, prepared)
+        })
+        .collect();
     for &batch in &config.batch {
         for &threads in &config.threads {
             let group: Vec<&CellKey> = work
@@ -689,17 +695,18 @@ fn run_group(
                 continue;
             }
             progress.cells(&group, "timing");
-            let timed = isolate::run(|| {
-                time_batch(
-                    config,
-                    &target,
-                    &graph,
-                    &fp32,
-                    &built,
-                    batch as usize,
-                    threads as usize,
-                    no_speed.is_some(),
-                )
+            let execs = &executors[&threads];
+            let timed = execs.as_ref().map_err(Clone::clone).and_then(|execs| {
+                isolate::run(|| {
+                    time_batch(
+                        config,
+                        &target,
+                        &graph,
+                        execs,
+                        batch as usize,
+                        threads as usize,
+                    )
+                })
             });
             let mut cells: Vec<Cell> = group
                 .iter()
@@ -710,12 +717,13 @@ fn run_group(
                 .collect();
             progress.cells(&group, "tract");
             // tract never fails a cell (see sweep_tract); not even by panicking.
-            let tract_ran = match &mut tract {
-                Ok(t) => isolate::run(|| {
-                    t.fill(batch, threads, &mut cells);
+            let tract_ran = match (&mut tract, execs) {
+                (Ok(t), Ok(execs)) => isolate::run(|| {
+                    t.fill(batch, threads, execs, &mut cells);
                     Ok(())
                 }),
-                Err(e) => Err(e.clone()),
+                (Err(e), _) => Err(e.clone()),
+                (_, Err(e)) => Err(e.clone()),
             };
             if let Err(e) = tract_ran {
                 for c in cells.iter_mut().filter(|c| c.state == State::Measured) {
@@ -905,29 +913,17 @@ fn build_method(
 /// Times fp32 and every built method at `batch`, interleaved in one run. Returns each
 /// method's latency and speedup against the fp32 of this same run. Int8 methods are left
 /// out when their backend's ISA is absent (`int8_na`); fp32 and fp16 run the fp32 kernels.
-#[allow(clippy::too_many_arguments)]
 fn time_batch(
     config: &SweepConfig,
     target: &Target,
     graph: &Graph,
-    fp32: &Executor,
-    built: &BTreeMap<Method, std::result::Result<Built, String>>,
+    execs: &Executors,
     batch: usize,
     threads: usize,
-    int8_na: bool,
 ) -> Result<BTreeMap<Method, (Latency, f64)>> {
     let x = crate::bench_model::input_batch(target, graph, batch)?;
     let input = std::slice::from_ref(&x);
-    let timed: Vec<(Method, &Built)> = built
-        .iter()
-        .filter_map(|(&m, b)| b.as_ref().ok().map(|b| (m, b)))
-        .filter(|(m, _)| !int8_na || *m == Method::Fp16)
-        .collect();
-    let fp32 = Rethreaded::fp32(fp32, graph, threads)?;
-    let execs = timed
-        .iter()
-        .map(|(_, b)| Rethreaded::quantized(&b.exec, &b.model, threads))
-        .collect::<Result<Vec<_>>>()?;
+    let fp32 = &execs.fp32;
     let s = measure::on_threads(threads, || {
         fp32.get().run(input)?;
         let mut candidates = vec![Candidate {
@@ -936,7 +932,7 @@ fn time_batch(
                 std::hint::black_box(fp32.get().run(input).ok());
             }),
         }];
-        for ((m, _), exec) in timed.iter().zip(&execs) {
+        for (m, exec) in &execs.methods {
             let exec = exec.get();
             exec.run(input)?;
             candidates.push(Candidate {
@@ -948,7 +944,7 @@ fn time_batch(
         }
         anyhow::Ok(measure::interleaved(&mut candidates, budget(config)))
     })??;
-    let names = std::iter::once(Method::Fp32).chain(timed.iter().map(|(m, _)| *m));
+    let names = std::iter::once(Method::Fp32).chain(execs.methods.iter().map(|(m, _)| *m));
     let base = s[0].median;
     Ok(names
         .zip(s)
@@ -998,6 +994,36 @@ impl<'a> Rethreaded<'a, QExecutor> {
                     format!("preparing the quantized model for {threads} threads")
                 })?,
             )
+        })
+    }
+}
+
+/// A group's executors as they are timed on one thread count: our fp32 and every built
+/// method that is timed here. Prepared once per thread count, and shared by our timing
+/// and tract's interleaved run.
+pub(crate) struct Executors<'a> {
+    pub fp32: Rethreaded<'a, Executor>,
+    /// Timed methods, in method order.
+    pub methods: Vec<(Method, Rethreaded<'a, QExecutor>)>,
+}
+
+impl<'a> Executors<'a> {
+    fn prepare(
+        fp32: &'a Executor,
+        graph: &Graph,
+        built: &'a BTreeMap<Method, std::result::Result<Built, String>>,
+        threads: usize,
+        int8_na: bool,
+    ) -> Result<Executors<'a>> {
+        let methods = built
+            .iter()
+            .filter_map(|(&m, b)| b.as_ref().ok().map(|b| (m, b)))
+            .filter(|(m, _)| !int8_na || *m == Method::Fp16)
+            .map(|(m, b)| Ok((m, Rethreaded::quantized(&b.exec, &b.model, threads)?)))
+            .collect::<Result<_>>()?;
+        Ok(Executors {
+            fp32: Rethreaded::fp32(fp32, graph, threads)?,
+            methods,
         })
     }
 }

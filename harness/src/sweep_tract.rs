@@ -31,16 +31,14 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use qbench::results::{Cell, Measure, Method, State, SweepConfig, Tract};
 use qbench_models::data::IMAGE_LEN;
-use qbench_models::exec::Executor;
-use qbench_models::ir::Graph;
 use qbench_models::onnx::crosscheck::TractPlan;
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::export::{self, Form};
-use qbench_quantizers::{QExecutor, QuantizedModel};
+use qbench_quantizers::QuantizedModel;
 
 use crate::eval;
 use crate::measure::{self, Budget, Candidate};
-use crate::sweep::Rethreaded;
+use crate::sweep::Executors;
 use tract_linalg::multithread::{multithread_tract_scope, Executor as TractExecutor};
 
 /// Eval inputs compared with tract: the first `EVAL_SLICE` (`QUICK_EVAL_SLICE` in
@@ -56,20 +54,14 @@ const CHUNK: usize = 256;
 pub struct Built<'a> {
     pub method: Method,
     pub model: &'a QuantizedModel,
-    pub exec: &'a QExecutor,
     /// Our predictions over the eval set (None without one).
     pub pred: Option<&'a [usize]>,
-    /// Our speed is not timed (the backend's ISA is absent here).
-    pub untimed: bool,
 }
 
 /// Everything of a (model, backend) group the tract columns need.
 pub struct Group<'a> {
     pub config: &'a SweepConfig,
     pub onnx: &'a Path,
-    /// The fp32 graph, to prepare our fp32 executor again for more than one thread.
-    pub graph: &'a Graph,
-    pub fp32: &'a Executor,
     pub built: Vec<Built<'a>>,
     /// Eval inputs as the model wants them (`IMAGE_LEN` floats each), if it has an eval set.
     pub eval_images: Option<&'a [f32]>,
@@ -173,11 +165,18 @@ impl<'a> TractRun<'a> {
 
     /// Times tract at `batch` on `threads` threads (if it is timed at that batch and was
     /// not yet), then fills `tract` (or `not_applicable.tract`) of every measured cell in
-    /// `cells`, all of that batch and thread count.
-    pub fn fill(&mut self, batch: u32, threads: u32, cells: &mut [Cell]) {
+    /// `cells`, all of that batch and thread count; `execs` are ours on that count.
+    pub fn fill(&mut self, batch: u32, threads: u32, execs: &Executors, cells: &mut [Cell]) {
         if self.timed.contains(&batch) && !self.done.contains(&(batch, threads)) {
             self.done.push((batch, threads));
-            let timed = time_batch(&self.g, &self.sources, batch, threads, &mut self.measured);
+            let timed = time_batch(
+                &self.g,
+                &self.sources,
+                execs,
+                batch,
+                threads,
+                &mut self.measured,
+            );
             if let Err(e) = timed {
                 for s in &self.sources {
                     self.measured
@@ -294,6 +293,7 @@ fn predict(source: &Source, images: &[f32]) -> Result<Vec<usize>> {
 fn time_batch(
     g: &Group,
     sources: &[Source],
+    execs: &Executors,
     batch: u32,
     threads: u32,
     measured: &mut BTreeMap<Method, Measured>,
@@ -319,13 +319,7 @@ fn time_batch(
                 ))),
         }
     }
-    let fp32 = Rethreaded::fp32(g.fp32, g.graph, threads)?;
-    let ours: Vec<(Method, Rethreaded<QExecutor>)> = g
-        .built
-        .iter()
-        .filter(|b| !b.untimed)
-        .map(|b| Ok((b.method, Rethreaded::quantized(b.exec, b.model, threads)?)))
-        .collect::<Result<_>>()?;
+    let fp32 = &execs.fp32;
     // (method, is tract) per candidate, in candidate order.
     let mut who: Vec<(Method, bool)> = Vec::new();
     let budget = g.budget;
@@ -339,7 +333,7 @@ fn time_batch(
                 std::hint::black_box(fp32.get().run(input).ok());
             }),
         });
-        for (method, exec) in &ours {
+        for (method, exec) in &execs.methods {
             let exec = exec.get();
             if exec.run(input).is_err() {
                 continue;

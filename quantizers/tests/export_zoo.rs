@@ -19,7 +19,7 @@ use qbench_quantizers::fp16::quantize_fp16;
 use qbench_quantizers::{
     quantize_dynamic, ActScales, Backend, DynamicOptions, Method, QuantizedModel,
 };
-use support::{seeded, static_model, zoo};
+use support::{ops, seeded, static_model, zoo};
 
 fn images(kind: DatasetKind, split: Split, skip: usize, n: usize) -> Tensor {
     let d = Dataset::load(kind, split).unwrap();
@@ -30,17 +30,6 @@ fn images(kind: DatasetKind, split: Split, skip: usize, n: usize) -> Tensor {
         all[skip * len..(skip + n) * len].to_vec(),
     )
     .unwrap()
-}
-
-fn ops(model: &QuantizedModel) -> Vec<String> {
-    export::to_model_proto(model, Form::QOperator)
-        .unwrap()
-        .graph
-        .unwrap()
-        .node
-        .iter()
-        .map(|n| n.op_type.clone())
-        .collect()
 }
 
 /// Runs the check of `form` and asserts the policy; returns the figures for further

@@ -18,6 +18,7 @@ use qbench_quantizers::{quantize_dynamic, ActScales, Backend, DynamicOptions, QE
 
 #[path = "../../models/tests/support/minilm_dir.rs"]
 mod minilm_dir;
+mod support;
 use minilm_dir::model_dir;
 
 /// Dynamic int8 of every Linear as the sweep quantizes MiniLM: per-channel weights.
@@ -76,14 +77,7 @@ fn minilm_dynamic_and_fp16_agree_with_tract_under_every_scheme() {
     models.push(("minilm fp16".into(), quantize_fp16(&graph).unwrap()));
 
     for (name, model) in &models {
-        let ops: Vec<String> = export::to_model_proto(model, Form::QOperator)
-            .unwrap()
-            .graph
-            .unwrap()
-            .node
-            .iter()
-            .map(|n| n.op_type.clone())
-            .collect();
+        let ops = support::ops(model);
         if name.contains("dynamic") {
             let int8 = ops.iter().filter(|op| *op == "MatMulInteger").count();
             assert_eq!(int8, 36, "{name}: every Linear is int8 in the file");

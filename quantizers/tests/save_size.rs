@@ -2,33 +2,22 @@
 //! on the zoo models with an eval set, and a bit-identical load of the smallest one, whose
 //! fixed overhead (skeleton, qparams, stripped biases) matters most.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
+use std::slice::from_ref;
 
 use qbench_models::data::{Dataset, DatasetKind, Split};
-use qbench_models::ir::Graph;
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::fp16::quantize_fp16;
 use qbench_quantizers::{
-    prepare, quantize_dynamic, save, Backend, DynamicOptions, QConfig, QConfigMap, QExecutor,
-    QuantizedModel,
+    quantize_dynamic, save, Backend, DynamicOptions, QExecutor, QuantizedModel,
 };
-
-fn zoo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/zoo")
-        .join(rel)
-}
+use support::{static_model, zoo};
 
 fn images(kind: DatasetKind, split: Split, n: usize) -> Tensor {
     let d = Dataset::load(kind, split).unwrap().take(n);
     Tensor::new(vec![n, 1, 28, 28], d.images().to_vec()).unwrap()
-}
-
-/// Static quantization of `g` under `backend`'s preset, calibrated on `calib`.
-fn static_model(g: &Graph, backend: Backend, calib: &Tensor) -> QuantizedModel {
-    let mut p = prepare(g, backend, QConfigMap::global(QConfig::preset(backend))).unwrap();
-    p.calibrate(std::iter::once(calib), |_, _| {}).unwrap();
-    p.convert().unwrap()
 }
 
 /// Both models compute the same bits on `x`.
@@ -57,7 +46,7 @@ fn saved_files_meet_the_size_targets() {
         let g = qbench_models::onnx::load(&path).unwrap();
         let calib = images(kind, Split::Train, 32);
         for backend in Backend::ALL {
-            let m = static_model(&g, backend, &calib);
+            let m = static_model(&g, backend, from_ref(&calib));
             let ratio = save::to_bytes(&m).unwrap().len() as f64 / fp32;
             eprintln!("{name} static/{}: {ratio:.3}x", backend.name());
             assert!(
@@ -84,7 +73,7 @@ fn saved_files_meet_the_size_targets() {
 fn resnet_fashion_loads_back_bit_identically() {
     let g = qbench_models::onnx::load(zoo("resnet-fashion/model.onnx")).unwrap();
     let calib = images(DatasetKind::FashionMnist, Split::Train, 32);
-    let m = static_model(&g, Backend::Fbgemm, &calib);
+    let m = static_model(&g, Backend::Fbgemm, from_ref(&calib));
     let bytes = save::to_bytes(&m).unwrap();
     let back = save::from_bytes(&bytes, Path::new("rf.safetensors")).unwrap();
     // The stripped biases are back in the graph, with their bits.
@@ -140,7 +129,7 @@ fn saving_is_byte_for_byte_reproducible() {
     let m = static_model(
         &g,
         Backend::Fbgemm,
-        &images(DatasetKind::Mnist, Split::Train, 32),
+        from_ref(&images(DatasetKind::Mnist, Split::Train, 32)),
     );
     let first = save::to_bytes(&m).unwrap();
     for _ in 0..20 {
@@ -221,7 +210,7 @@ fn resnet50_static_loads_back_and_runs() {
         })
         .collect();
     let x = Tensor::new(vec![1, 3, 224, 224], x).unwrap();
-    let m = static_model(&g, Backend::Vnni, &x);
+    let m = static_model(&g, Backend::Vnni, from_ref(&x));
     let back =
         save::from_bytes(&save::to_bytes(&m).unwrap(), Path::new("r50.safetensors")).unwrap();
     assert_eq!(m.graph.nodes.len(), back.graph.nodes.len());

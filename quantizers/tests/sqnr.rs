@@ -6,33 +6,20 @@
 //! int8 layer of the quantized model must appear, on zoo models with fused ReLUs, folded
 //! BatchNorms and residual Adds.
 
-use std::path::{Path, PathBuf};
+mod support;
 
 use qbench_models::data::{Dataset, DatasetKind, Split};
 use qbench_models::exec::{Executor, Options};
 use qbench_models::ir::{Graph, ValueInfo};
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::sqnr::per_layer_sqnr;
-use qbench_quantizers::{
-    prepare, quantize_dynamic, Backend, DynamicOptions, QConfig, QConfigMap, QExecutor,
-    QuantizedModel,
-};
-
-fn zoo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/zoo")
-        .join(rel)
-}
+use qbench_quantizers::{quantize_dynamic, Backend, DynamicOptions, QExecutor, QuantizedModel};
+use std::slice::from_ref;
+use support::{static_model, zoo};
 
 fn images(kind: DatasetKind, split: Split, n: usize) -> Tensor {
     let d = Dataset::load(kind, split).unwrap();
     Tensor::new(vec![n, 1, 28, 28], d.images()[..n * 28 * 28].to_vec()).unwrap()
-}
-
-fn static_model(g: &Graph, backend: Backend, calib: &Tensor) -> QuantizedModel {
-    let mut p = prepare(g, backend, QConfigMap::global(QConfig::preset(backend))).unwrap();
-    p.calibrate(std::iter::once(calib), |_, _| {}).unwrap();
-    p.convert().unwrap()
 }
 
 /// The fp32 values of `names` on `x`, from the original graph with them as outputs.
@@ -115,7 +102,7 @@ fn per_layer_sqnr_matches_an_independent_computation_on_zoo_models() {
     check(
         "mlp-mnist static/fbgemm",
         &mlp,
-        &static_model(&mlp, Backend::Fbgemm, &mnist_calib),
+        &static_model(&mlp, Backend::Fbgemm, from_ref(&mnist_calib)),
         &mnist_x,
     );
     check(
@@ -128,7 +115,7 @@ fn per_layer_sqnr_matches_an_independent_computation_on_zoo_models() {
     check(
         "digit-cnn static/qnnpack",
         &dc,
-        &static_model(&dc, Backend::Qnnpack, &mnist_calib),
+        &static_model(&dc, Backend::Qnnpack, from_ref(&mnist_calib)),
         &mnist_x,
     );
     // Folded BatchNorms, fused ReLUs and residual Adds: the layers' output names must
@@ -140,7 +127,7 @@ fn per_layer_sqnr_matches_an_independent_computation_on_zoo_models() {
         &static_model(
             &rf,
             Backend::Vnni,
-            &images(DatasetKind::FashionMnist, Split::Train, 64),
+            from_ref(&images(DatasetKind::FashionMnist, Split::Train, 64)),
         ),
         &images(DatasetKind::FashionMnist, Split::Test, 16),
     );
@@ -155,7 +142,7 @@ fn a_coarser_output_grid_lowers_that_layers_sqnr() {
     let model = static_model(
         &g,
         Backend::Vnni,
-        &images(DatasetKind::Mnist, Split::Train, 64),
+        from_ref(&images(DatasetKind::Mnist, Split::Train, 64)),
     );
     let before = check("mlp-mnist static/vnni", &g, &model, &x);
     let mut coarse = model.clone();

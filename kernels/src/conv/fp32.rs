@@ -222,13 +222,11 @@ impl PackedConvF32 {
                 );
             }
         };
-        let mut parts = Vec::with_capacity(tiles.len());
         let mut rest = out;
-        for tile in &tiles {
-            let (part, tail) = rest.split_at_mut(tile.2 * cout);
-            parts.push(part);
-            rest = tail;
-        }
+        let parts: Vec<&mut [f32]> = tiles
+            .iter()
+            .map(|tile| crate::gemm::take_front(&mut rest, tile.2 * cout))
+            .collect();
         if threads <= 1 || tiles.len() < threads {
             let mut buffer = Vec::with_capacity(tile_rows * k);
             for (tile, part) in tiles.into_iter().zip(parts) {

@@ -18,7 +18,7 @@ pub mod fp32;
 mod im2col;
 
 use crate::error::KernelError;
-use crate::gemm::{self, Dequant, MatA, MatB, PackedB, Requant, Scales};
+use crate::gemm::{self, take_front, Dequant, MatA, MatB, PackedB, Requant, Scales};
 use crate::isa::{self, Rung};
 use crate::nhwc::{Nhwc, Window};
 use rayon::prelude::*;
@@ -318,19 +318,14 @@ impl<'p, 'o> Stage<'p, 'o> {
     /// Splits off the first `values` output values into a stage of their own; `self`
     /// keeps the rest.
     fn split_off_front(&mut self, values: usize) -> Stage<'p, 'o> {
-        fn cut<'o, T>(out: &mut &'o mut [T], at: usize) -> &'o mut [T] {
-            let (head, tail) = std::mem::take(out).split_at_mut(at);
-            *out = tail;
-            head
-        }
         match self {
             Stage::Requant { p, out } => Stage::Requant {
                 p,
-                out: cut(out, values),
+                out: take_front(out, values),
             },
             Stage::Dequant { p, out } => Stage::Dequant {
                 p,
-                out: cut(out, values),
+                out: take_front(out, values),
             },
         }
     }

@@ -286,16 +286,9 @@ impl<'a> Output<'a> {
     /// Splits off rows `..rows` (which must exist) into their own output; `self` keeps the
     /// rest, renumbered from 0.
     pub(crate) fn split_rows(&mut self, rows: usize) -> Output<'a> {
-        fn cut<'c, T>(c: &mut &'c mut [T], at: usize) -> &'c mut [T] {
-            // The last row of an output needs only its columns, not a whole stride.
-            let at = at.min(c.len());
-            let (head, tail) = std::mem::take(c).split_at_mut(at);
-            *c = tail;
-            head
-        }
         match self {
             Output::I32 { c, ldc } => Output::I32 {
-                c: cut(c, rows * *ldc),
+                c: take_front(c, rows * *ldc),
                 ldc: *ldc,
             },
             Output::Dequant {
@@ -314,7 +307,7 @@ impl<'a> Output<'a> {
                     }
                 };
                 Output::Dequant {
-                    c: cut(c, rows * *ldc),
+                    c: take_front(c, rows * *ldc),
                     ldc: *ldc,
                     a_scale: head_scale,
                     b_scale,
@@ -330,7 +323,7 @@ impl<'a> Output<'a> {
                 qmin,
                 qmax,
             } => Output::Requant {
-                c: cut(c, rows * *ldc),
+                c: take_front(c, rows * *ldc),
                 ldc: *ldc,
                 bias,
                 multiplier,
@@ -340,6 +333,16 @@ impl<'a> Output<'a> {
             },
         }
     }
+}
+
+/// Splits the first `n` values (all, if fewer) off `values`, which keeps the rest, and
+/// returns them: how an output is handed out in disjoint pieces, one per thread. "All, if
+/// fewer": the last row of a strided output holds only its columns, not a whole stride.
+pub(crate) fn take_front<'a, T>(values: &mut &'a mut [T], n: usize) -> &'a mut [T] {
+    let n = n.min(values.len());
+    let (head, tail) = std::mem::take(values).split_at_mut(n);
+    *values = tail;
+    head
 }
 
 /// Rows of A per cache block: keeps a block of packed A within about 256 KiB of L2 while

@@ -28,7 +28,7 @@ pub use registry::{kernels_of, KernelInfo};
 #[doc(hidden)]
 pub use split::split_every_call;
 
-pub(crate) use driver::{drive, MicroKernel, Output, PackedA};
+pub(crate) use driver::{drive, take_front, MicroKernel, Output, PackedA};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use driver::{FusedStage, FusedTile};
 pub(crate) use registry::{KernelEntry, RungKernels};

@@ -1,11 +1,12 @@
-//! What several quantizer tests share: zoo paths, seeded inputs and a calibrated static
-//! model. Each test file uses a part of it.
+//! What several quantizer tests share: zoo paths, seeded inputs, a calibrated static
+//! model and the op types of an export. Each test file uses a part of it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
 use qbench_models::ir::Graph;
 use qbench_models::tensor::Tensor;
+use qbench_quantizers::export::{self, Form};
 use qbench_quantizers::{prepare, Backend, QConfig, QConfigMap, QuantizedModel};
 
 /// A file of the model zoo, by its path under `models/zoo`.
@@ -35,4 +36,16 @@ pub fn static_model(g: &Graph, backend: Backend, calib: &[Tensor]) -> QuantizedM
     let mut p = prepare(g, backend, QConfigMap::global(QConfig::preset(backend))).unwrap();
     p.calibrate(calib.iter(), |_, _| {}).unwrap();
     p.convert().unwrap()
+}
+
+/// The op types of `model`'s QOperator export, in node order.
+pub fn ops(model: &QuantizedModel) -> Vec<String> {
+    export::to_model_proto(model, Form::QOperator)
+        .unwrap()
+        .graph
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type.clone())
+        .collect()
 }
