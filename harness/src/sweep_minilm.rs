@@ -43,6 +43,7 @@ use crate::embed_metrics::{agreement, cosine_stats, CosineStats, Probe};
 use crate::isolate;
 use crate::measure::{self, Candidate};
 use crate::progress::{cell_names, Progress};
+use crate::sweep::Rethreaded;
 use crate::sweep::{failed, skipped, Emit, Plan};
 
 /// The zoo entry of `name` when it is a model built from weights, else `None` (a file
@@ -356,6 +357,17 @@ pub fn run_group(
 
     let rung = qbench_kernels::isa::active().name();
     let no_speed = crate::sweep::speed_absent(backend, rung);
+    let per_tensor_built = per_tensor.as_ref().and_then(|b| b.as_ref().ok());
+    let executors: BTreeMap<u32, std::result::Result<Executors, String>> = config
+        .threads
+        .iter()
+        .map(|&t| {
+            let prepared = isolate::run(|| {
+                Executors::prepare(&s, &built, per_tensor_built, t as usize, no_speed.is_some())
+            });
+            (t, prepared)
+        })
+        .collect();
     for &batch in &config.batch {
         for &threads in &config.threads {
             let group: Vec<&CellKey> = work
@@ -368,17 +380,12 @@ pub fn run_group(
                 continue;
             }
             progress.cells(&group, "timing");
-            let timed = isolate::run(|| {
-                time_batch(
-                    config,
-                    &s,
-                    &built,
-                    per_tensor.as_ref().and_then(|b| b.as_ref().ok()),
-                    batch as usize,
-                    threads as usize,
-                    no_speed.is_some(),
-                )
-            });
+            let timed = executors[&threads]
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|execs| {
+                    isolate::run(|| time_batch(config, &s, execs, batch as usize, threads as usize))
+                });
             let mut cells = Vec::new();
             for key in group {
                 let times = match &timed {
@@ -481,33 +488,51 @@ enum Timed {
     PerTensor,
 }
 
-/// Times fp32, fp16, dynamic (per token) and its per-tensor variant at `batch` × 128
-/// tokens, interleaved, on `threads` threads (all of them alike). Int8 candidates are left
-/// out when the backend's ISA is absent here (`int8_na`).
-#[allow(clippy::too_many_arguments)]
+/// MiniLM's executors as timed on one thread count: fp32, and fp16, dynamic (per token)
+/// and its per-tensor variant, int8 ones left out when the backend's ISA is absent here
+/// (`int8_na`). Prepared once per thread count, for every batch size.
+struct Executors<'a> {
+    fp32: Rethreaded<'a, Executor>,
+    timed: Vec<(Timed, Rethreaded<'a, QExecutor>)>,
+}
+
+impl<'a> Executors<'a> {
+    fn prepare(
+        s: &'a Shared,
+        built: &'a BTreeMap<Method, std::result::Result<Built, String>>,
+        per_tensor: Option<&'a Built>,
+        threads: usize,
+        int8_na: bool,
+    ) -> Result<Executors<'a>> {
+        let mut ours: Vec<(Timed, &Built)> = built
+            .iter()
+            .filter_map(|(&m, b)| b.as_ref().ok().map(|b| (Timed::Method(m), b)))
+            .collect();
+        if let Some(p) = per_tensor {
+            ours.push((Timed::PerTensor, p));
+        }
+        ours.retain(|(t, _)| !int8_na || *t == Timed::Method(Method::Fp16));
+        let timed = ours
+            .into_iter()
+            .map(|(t, b)| Ok((t, Rethreaded::quantized(&b.exec, &b.model, threads)?)))
+            .collect::<Result<_>>()?;
+        Ok(Executors {
+            fp32: Rethreaded::fp32(&s.fp32, &s.graph, threads)?,
+            timed,
+        })
+    }
+}
+
+/// Times `execs` at `batch` × 128 tokens, interleaved, on `threads` threads.
 fn time_batch(
     config: &SweepConfig,
     s: &Shared,
-    built: &BTreeMap<Method, std::result::Result<Built, String>>,
-    per_tensor: Option<&Built>,
+    execs: &Executors,
     batch: usize,
     threads: usize,
-    int8_na: bool,
 ) -> Result<BTreeMap<Timed, (Latency, f64)>> {
     let input = latency_input(s, batch)?;
-    let mut timed: Vec<(Timed, &Built)> = built
-        .iter()
-        .filter_map(|(&m, b)| b.as_ref().ok().map(|b| (Timed::Method(m), b)))
-        .collect();
-    if let Some(p) = per_tensor {
-        timed.push((Timed::PerTensor, p));
-    }
-    timed.retain(|(t, _)| !int8_na || *t == Timed::Method(Method::Fp16));
-    let fp32 = crate::sweep::Rethreaded::fp32(&s.fp32, &s.graph, threads)?;
-    let execs = timed
-        .iter()
-        .map(|(_, b)| crate::sweep::Rethreaded::quantized(&b.exec, &b.model, threads))
-        .collect::<Result<Vec<_>>>()?;
+    let fp32 = &execs.fp32;
     let summaries = measure::on_threads(threads, || {
         fp32.get().run(&input)?;
         let mut candidates = vec![Candidate {
@@ -516,7 +541,7 @@ fn time_batch(
                 std::hint::black_box(fp32.get().run(&input).ok());
             }),
         }];
-        for ((t, _), exec) in timed.iter().zip(&execs) {
+        for (t, exec) in &execs.timed {
             let exec = exec.get();
             exec.run(&input)?;
             let input = &input;
@@ -532,7 +557,8 @@ fn time_batch(
             crate::sweep::budget(config),
         ))
     })??;
-    let names = std::iter::once(Timed::Method(Method::Fp32)).chain(timed.iter().map(|(t, _)| *t));
+    let names =
+        std::iter::once(Timed::Method(Method::Fp32)).chain(execs.timed.iter().map(|(t, _)| *t));
     let base = summaries[0].median;
     Ok(names
         .zip(summaries)
