@@ -19,6 +19,6 @@ qbench=${CARGO_TARGET_DIR:-target}/release/qbench
 "$qbench" bench-gemm --out "$out"
 "$qbench" bench-conv --out "$out"
 # The default grid: every zoo model × fp32, fp16, dynamic, static, qat × fbgemm, vnni,
-# qnnpack × batch 1, 32 × 1 thread (see README "The sweep" for its wall time).
+# qnnpack × batch 1, 32 × 1 thread (docs/sweep.md; its wall time is in reports/record/).
 "$qbench" sweep --out "$out"
 echo "report written to $out"
