@@ -11,6 +11,7 @@
 //! **Layout.** u8 activations of rank 4 are always NHWC (what the int8 conv and pools
 //! take); every other value is plain row-major, f32 values NCHW as ONNX defines them.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use qbench_kernels::gemm::{ActZeroPoints, Dequant, MatA, MatB, PackedB, Requant, Scales};
@@ -20,6 +21,7 @@ use qbench_kernels::{
 };
 use qbench_models::exec::{reshape_target, Executor, Options};
 use qbench_models::ir::{Dim, Graph, Node, Op, Spatial, ValueInfo};
+use qbench_models::plan::{Plan, PlanStep};
 use qbench_models::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -255,14 +257,18 @@ struct Step {
     outs: Vec<usize>,
 }
 
+/// What one step of the plan runs (the node or region it stands for, for errors).
+struct QStep {
+    name: String,
+    kind: Kind,
+}
+
 /// A quantized model prepared to run: weights packed for the active rung.
 pub struct QExecutor {
     method: Method,
-    steps: Vec<Step>,
-    nslots: usize,
+    plan: Plan<QStep>,
     inputs: Vec<(usize, ValueInfo)>,
     outputs: Vec<usize>,
-    uses: Vec<usize>,
     /// Tensor name → slot holding its f32 or u8 form, for tracing.
     traced: Vec<(String, usize)>,
     placements: Vec<Placement>,
@@ -708,15 +714,6 @@ impl QExecutor {
             .iter()
             .map(|o| p.need_f32(&o.name))
             .collect::<Result<Vec<_>>>()?;
-        let mut uses = vec![0usize; p.nslots];
-        for st in &p.steps {
-            for &s in &st.ins {
-                uses[s] += 1;
-            }
-        }
-        for &s in &outputs {
-            uses[s] += 1;
-        }
         let mut traced: Vec<(String, usize)> =
             p.f32_slot.iter().map(|(k, &v)| (k.clone(), v)).collect();
         for (k, &v) in &p.u8_slot {
@@ -725,13 +722,23 @@ impl QExecutor {
             }
         }
         traced.sort();
+        let steps = p
+            .steps
+            .into_iter()
+            .map(|st| PlanStep {
+                op: QStep {
+                    name: st.name,
+                    kind: st.kind,
+                },
+                inputs: st.ins.into_iter().map(Some).collect(),
+                outputs: st.outs.into_iter().map(Some).collect(),
+            })
+            .collect();
         Ok(QExecutor {
             method,
-            steps: p.steps,
-            nslots: p.nslots,
+            plan: Plan::new(p.nslots, steps, &outputs),
             inputs,
             outputs,
-            uses,
             traced,
             placements: p.placements,
             rung: qbench_kernels::isa::active(),
@@ -917,7 +924,7 @@ impl QExecutor {
                 ),
             });
         }
-        let mut vals: Vec<Option<QVal>> = vec![None; self.nslots];
+        let mut vals = self.plan.slots();
         for ((s, vi), t) in self.inputs.iter().zip(inputs) {
             if t.rank() != vi.dims.len() {
                 return Err(QuantError::Config {
@@ -927,73 +934,49 @@ impl QExecutor {
             }
             vals[*s] = Some(QVal::F32(t.clone()));
         }
-        let mut remaining = self.uses.clone();
-        for st in &self.steps {
-            // An fp32 sub-graph takes its inputs by value: those it reads last are moved
-            // in, not copied.
-            if let Kind::Fp32 { exec } = &st.kind {
-                let mut ins = Vec::with_capacity(st.ins.len());
-                for &s in &st.ins {
-                    let last = !keep_all && remaining[s] == 1;
-                    let v = if last {
-                        vals[s].take()
-                    } else {
-                        vals[s].clone()
-                    };
-                    match v {
-                        Some(QVal::F32(t)) => ins.push(t),
-                        _ => {
-                            return Err(QuantError::Layer {
-                                layer: st.name.clone(),
-                                op: "run".into(),
-                                msg: "an input is not computed or not f32".into(),
-                            })
-                        }
-                    }
-                    remaining[s] -= 1;
+        self.plan.run(
+            vals,
+            &[],
+            keep_all,
+            |st, args| {
+                let step_err = |e: QuantError| match e {
+                    QuantError::Layer { .. } => e,
+                    other => QuantError::Layer {
+                        layer: st.name.clone(),
+                        op: "run".into(),
+                        msg: other.to_string(),
+                    },
+                };
+                // An fp32 sub-graph takes its inputs by value: those it reads last are
+                // moved in, not copied.
+                if let Kind::Fp32 { exec } = &st.kind {
+                    return run_fp32(exec, args).map_err(step_err);
                 }
-                let outs = exec.run_owned(ins).map_err(|e| QuantError::Layer {
-                    layer: st.name.clone(),
-                    op: "run".into(),
-                    msg: e.to_string(),
-                })?;
-                for (&s, t) in st.outs.iter().zip(outs) {
-                    vals[s] = Some(QVal::F32(t));
-                }
-                continue;
-            }
-            let args: Vec<&QVal> = st
-                .ins
-                .iter()
-                .map(|&s| {
-                    vals[s].as_ref().ok_or_else(|| QuantError::Config {
-                        key: st.name.clone(),
-                        msg: "input not computed".into(),
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let outs = run_step(&st.kind, &args, self.threads).map_err(|e| match e {
-                QuantError::Layer { .. } => e,
-                other => QuantError::Layer {
-                    layer: st.name.clone(),
-                    op: "run".into(),
-                    msg: other.to_string(),
-                },
-            })?;
-            if !keep_all {
-                for &s in &st.ins {
-                    remaining[s] -= 1;
-                    if remaining[s] == 0 {
-                        vals[s] = None;
-                    }
-                }
-            }
-            for (&s, v) in st.outs.iter().zip(outs) {
-                vals[s] = Some(v);
-            }
-        }
-        Ok(vals)
+                let refs: Vec<&QVal> = args.iter().flatten().map(|a| &**a).collect();
+                run_step(&st.kind, &refs, self.threads).map_err(step_err)
+            },
+            |st, _| QuantError::Config {
+                key: st.name.clone(),
+                msg: "input not computed".into(),
+            },
+        )
     }
+}
+
+/// Runs an fp32 region on its inputs, moving in those it was handed by value.
+fn run_fp32(exec: &Executor, args: Vec<Option<Cow<QVal>>>) -> Result<Vec<QVal>> {
+    let ins = args
+        .into_iter()
+        .map(|a| match a {
+            Some(Cow::Owned(QVal::F32(t))) => Ok(t),
+            Some(Cow::Borrowed(QVal::F32(t))) => Ok(t.clone()),
+            _ => Err(QuantError::Config {
+                key: "runtime".into(),
+                msg: "an input of an fp32 region is not f32".into(),
+            }),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(exec.run_owned(ins)?.into_iter().map(QVal::F32).collect())
 }
 
 fn want_u8(v: &QVal) -> Result<&U8Tensor> {
@@ -1307,11 +1290,7 @@ fn run_step(kind: &Kind, args: &[&QVal], threads: usize) -> Result<Vec<QVal>> {
             })]
         }
         Kind::Fp32 { exec } => {
-            let ins: Vec<Tensor> = args
-                .iter()
-                .map(|v| want_f32(v).cloned())
-                .collect::<Result<_>>()?;
-            exec.run(&ins)?.into_iter().map(QVal::F32).collect()
+            run_fp32(exec, args.iter().map(|v| Some(Cow::Borrowed(*v))).collect())?
         }
     })
 }

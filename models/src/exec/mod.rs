@@ -1,11 +1,11 @@
 //! The fp32 executor: runs a [`Graph`] on the kernels crate's strong fp32 paths.
 //!
-//! At construction ([`Executor::new`]) it
-//! 1. folds every node whose inputs are all constant (initializers, `Constant`,
-//!    `ConstantOfShape`, `Shape`-derived arithmetic on constants, ...), so constant-filled
-//!    weights and shape subgraphs cost nothing per call;
-//! 2. folds an inference BatchNormalization that is the only reader of a Conv's output into
-//!    the conv's weights and bias, and fuses a following Relu into the conv step;
+//! At construction ([`Executor::new`]) it runs the shared graph passes ([`crate::passes`]):
+//! 1. constant folding, so constant-filled weights and shape subgraphs cost nothing per
+//!    call;
+//! 2. BatchNormalization folding (a BatchNorm right after the Conv whose output it alone
+//!    reads goes into the conv's weights and bias), and Conv + Relu fusion (the Relu
+//!    becomes the conv step's activation);
 //! 3. packs every Conv once into a [`PackedConvF32`] and pre-transposes every constant Gemm
 //!    `B` (with `alpha` folded in), so a call does no weight preparation.
 //!
@@ -28,7 +28,7 @@ mod ops;
 mod rows;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use qbench_kernels::conv::fp32::PackedConvF32;
 use qbench_kernels::fp32::sgemm_into;
@@ -36,6 +36,8 @@ use qbench_kernels::{Nhwc, Window};
 
 use crate::error::{ModelError, Result};
 use crate::ir::{AutoPad, Dim, Graph, Node, Op, ValueInfo};
+use crate::passes::{self, Activation, FusedNode, OutputNodes, Reach};
+use crate::plan::{Plan, PlanStep};
 use crate::tensor::{broadcast_binary, broadcast_shapes, Data, Tensor};
 
 pub use ops::{norm_axis, reshape_target};
@@ -84,7 +86,8 @@ enum Kernel {
     Generic,
     Conv {
         packed: PackedConvF32,
-        relu: bool,
+        /// Fused by [`passes::fuse_activations`]: applied to the conv's output buffer.
+        activation: Option<Activation>,
     },
     /// Constant `B` as `k × n` row-major, `alpha` folded in.
     Gemm {
@@ -94,11 +97,10 @@ enum Kernel {
     },
 }
 
+/// What one step of the [`Plan`] runs.
 struct Step {
     name: String,
     op: Op,
-    inputs: Vec<Option<usize>>,
-    outputs: Vec<Option<usize>>,
     kernel: Kernel,
 }
 
@@ -109,9 +111,7 @@ pub struct Executor {
     outputs: Vec<(usize, String)>,
     /// Constants by slot (folded and initializers that running steps still read).
     consts: Vec<Option<Val>>,
-    steps: Vec<Step>,
-    /// How many steps (and graph outputs) read each slot.
-    uses: Vec<usize>,
+    plan: Plan<Step>,
     threads: usize,
 }
 
@@ -128,36 +128,11 @@ impl Executor {
     pub fn new(graph: &Graph, opts: Options) -> Result<Executor> {
         graph.validate(&graph.name)?;
         let threads = opts.threads.max(1);
-        let mut consts: HashMap<String, Tensor> = graph
-            .initializers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut live: Vec<Node> = Vec::new();
-        for node in &graph.nodes {
-            let all_const = node
-                .inputs
-                .iter()
-                .all(|i| i.is_empty() || consts.contains_key(i));
-            if all_const && !matches!(node.op, Op::Conv { .. }) {
-                let args: Vec<Option<Cow<Val>>> = node
-                    .inputs
-                    .iter()
-                    .map(|i| (!i.is_empty()).then(|| Cow::Owned(Val::plain(consts[i].clone()))))
-                    .collect();
-                let outs = eval(&node.op, &Kernel::Generic, args, threads)
-                    .map_err(|e| exec_err(&node.name, &node.op, e))?;
-                for (name, v) in node.outputs.iter().zip(outs) {
-                    if !name.is_empty() {
-                        consts.insert(name.clone(), v.t);
-                    }
-                }
-            } else {
-                live.push(node.clone());
-            }
-        }
-        let graph_outputs: Vec<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
-        let live = fuse(live, &mut consts, &graph_outputs)?;
+        let mut g = graph.clone();
+        passes::fold_constants(&mut g, OutputNodes::Fold)?;
+        passes::fold_batch_norms(&mut g, Reach::Adjacent)?;
+        let live = passes::fuse_activations(&g);
+        let consts = g.initializers;
 
         // Slots: every name a running step or a graph output reads or writes.
         let mut slot_of: HashMap<String, usize> = HashMap::new();
@@ -171,8 +146,8 @@ impl Executor {
             .map(|vi| (slot(&vi.name), vi.clone()))
             .collect();
         let mut steps = Vec::with_capacity(live.len());
-        for node in live {
-            let kernel = prepare(&node, &consts)?;
+        for FusedNode { node, activation } in live {
+            let kernel = prepare(&node, activation, &consts)?;
             // A conv step reads only X and a packed gemm step A and C: the weights live
             // in the kernel, so their slots are not read (and not kept) at run time.
             let read = |k: usize| match kernel {
@@ -191,12 +166,14 @@ impl Executor {
                 .iter()
                 .map(|o| (!o.is_empty()).then(|| slot(o)))
                 .collect();
-            steps.push(Step {
-                name: node.name,
-                op: node.op,
+            steps.push(PlanStep {
+                op: Step {
+                    name: node.name,
+                    op: node.op,
+                    kernel,
+                },
                 inputs: ins,
                 outputs: outs,
-                kernel,
             });
         }
         let outputs: Vec<(usize, String)> = graph
@@ -213,28 +190,19 @@ impl Executor {
                 }
             }
         }
-        let mut uses = vec![0usize; nslots];
-        for st in &steps {
-            for s in st.inputs.iter().flatten() {
-                uses[*s] += 1;
-            }
-        }
-        for (s, _) in &outputs {
-            uses[*s] += 1;
-        }
+        let out_slots: Vec<usize> = outputs.iter().map(|(s, _)| *s).collect();
         Ok(Executor {
             inputs,
             outputs,
             consts: const_slots,
-            steps,
-            uses,
+            plan: Plan::new(nslots, steps, &out_slots),
             threads,
         })
     }
 
     /// Number of steps that run per call (after folding and fusion).
     pub fn num_steps(&self) -> usize {
-        self.steps.len()
+        self.plan.steps().len()
     }
 
     /// Runs on `inputs` in the graph's input order; returns the outputs in its output
@@ -254,60 +222,21 @@ impl Executor {
                 inputs.len()
             )));
         }
-        let mut vals: Vec<Option<Val>> = vec![None; self.consts.len()];
+        let mut vals = self.plan.slots();
         for ((slot, vi), t) in self.inputs.iter().zip(inputs) {
             check_input(vi, &t)?;
             vals[*slot] = Some(Val::plain(t));
         }
-        let mut remaining = self.uses.clone();
-        for st in &self.steps {
-            let ins = &st.inputs[..];
-            // Take a runtime value this step is the last reader of, so element-wise ops
-            // can work in place; borrow everything else.
-            let mut owned: Vec<Option<Val>> = ins
-                .iter()
-                .map(|s| match s {
-                    Some(s)
-                        if remaining[*s] == 1
-                            && vals[*s].is_some()
-                            && ins.iter().filter(|x| **x == Some(*s)).count() == 1 =>
-                    {
-                        vals[*s].take()
-                    }
-                    _ => None,
-                })
-                .collect();
-            let mut args: Vec<Option<Cow<Val>>> = Vec::with_capacity(ins.len());
-            for (k, s) in ins.iter().enumerate() {
-                args.push(match (owned[k].take(), s) {
-                    (Some(v), _) => Some(Cow::Owned(v)),
-                    (None, None) => None,
-                    (None, Some(s)) => {
-                        let v =
-                            vals[*s]
-                                .as_ref()
-                                .or(self.consts[*s].as_ref())
-                                .ok_or_else(|| {
-                                    exec_err(&st.name, &st.op, format!("input slot {s} is empty"))
-                                })?;
-                        Some(Cow::Borrowed(v))
-                    }
-                });
-            }
-            let outs = eval(&st.op, &st.kernel, args, self.threads)
-                .map_err(|e| exec_err(&st.name, &st.op, e))?;
-            for s in ins.iter().flatten() {
-                remaining[*s] = remaining[*s].saturating_sub(1);
-                if remaining[*s] == 0 {
-                    vals[*s] = None;
-                }
-            }
-            for (s, v) in st.outputs.iter().zip(outs) {
-                if let Some(s) = s {
-                    vals[*s] = Some(v);
-                }
-            }
-        }
+        let mut vals = self.plan.run(
+            vals,
+            &self.consts,
+            false,
+            |st, args| {
+                eval(&st.op, &st.kernel, args, self.threads)
+                    .map_err(|e| exec_err(&st.name, &st.op, e))
+            },
+            |st, s| exec_err(&st.name, &st.op, format!("input slot {s} is empty")),
+        )?;
         // Outputs are moved out (an output read twice is cloned the second time), not
         // copied: a sub-graph of the int8 runtime returns activations on every call.
         let mut last_read: HashMap<usize, usize> = HashMap::new();
@@ -352,102 +281,27 @@ fn check_input(vi: &ValueInfo, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Folds Conv → BatchNormalization into the conv, and Conv → Relu into one step (the
-/// conv takes the Relu's outputs and a marker 4th input). Both need the conv output to
-/// have no other reader and not be a graph output.
-fn fuse(
-    nodes: Vec<Node>,
-    consts: &mut HashMap<String, Tensor>,
-    graph_outputs: &[&str],
-) -> Result<Vec<Node>> {
-    let mut readers: HashMap<String, usize> = HashMap::new();
-    for n in &nodes {
-        for i in n.inputs.iter().filter(|i| !i.is_empty()) {
-            *readers.entry(i.clone()).or_default() += 1;
-        }
-    }
-    let mut out: Vec<Node> = Vec::with_capacity(nodes.len());
-    let mut nodes = nodes.into_iter().peekable();
-    while let Some(mut node) = nodes.next() {
-        if let Op::Conv { .. } = node.op {
-            let private =
-                |name: &str| readers.get(name) == Some(&1) && !graph_outputs.contains(&name);
-            // BatchNorm right after, reading this conv's output only.
-            if let Some(bn) = nodes.peek() {
-                let foldable = matches!(bn.op, Op::BatchNorm { .. })
-                    && bn.inputs.first() == node.outputs.first()
-                    && private(&node.outputs[0])
-                    && bn.inputs.len() == 5
-                    && bn.inputs[1..].iter().all(|i| consts.contains_key(i))
-                    && node.inputs.get(1).is_some_and(|w| consts.contains_key(w))
-                    && node
-                        .inputs
-                        .get(2)
-                        .is_none_or(|b| b.is_empty() || consts.contains_key(b));
-                if foldable {
-                    let bn = nodes.next().expect("peeked");
-                    let Op::BatchNorm { epsilon } = bn.op else {
-                        unreachable!()
-                    };
-                    let p = |i: usize| consts[&bn.inputs[i]].f32s().map(<[f32]>::to_vec);
-                    let (scale, beta, mean, var) = (p(1)?, p(2)?, p(3)?, p(4)?);
-                    let w = &consts[&node.inputs[1]];
-                    let co = w.shape().first().copied().unwrap_or(0);
-                    if [&scale, &beta, &mean, &var].iter().any(|v| v.len() != co) {
-                        return Err(exec_err(
-                            &bn.name,
-                            &bn.op,
-                            format!("parameters do not have {co} channels"),
-                        ));
-                    }
-                    let per = w.len() / co.max(1);
-                    let mut wv = w.f32s()?.to_vec();
-                    let bias0: Vec<f32> = match node.inputs.get(2).filter(|b| !b.is_empty()) {
-                        Some(b) => consts[b].f32s()?.to_vec(),
-                        None => vec![0.0; co],
-                    };
-                    let mut bias = vec![0f32; co];
-                    for c in 0..co {
-                        let s = scale[c] / (var[c] + epsilon).sqrt();
-                        wv[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= s);
-                        bias[c] = (bias0[c] - mean[c]) * s + beta[c];
-                    }
-                    let wname = format!("{}::bn_folded_w", node.name);
-                    let bname = format!("{}::bn_folded_b", node.name);
-                    consts.insert(wname.clone(), Tensor::new(w.shape().to_vec(), wv)?);
-                    consts.insert(bname.clone(), Tensor::new(vec![co], bias)?);
-                    node.inputs = vec![node.inputs[0].clone(), wname, bname];
-                    node.outputs = vec![bn.outputs[0].clone()];
-                }
-            }
-            // Relu right after: the conv step applies it (its outputs become the Relu's).
-            if let Some(r) = nodes.peek() {
-                if r.op == Op::Relu
-                    && r.inputs.first() == node.outputs.first()
-                    && private(&node.outputs[0])
-                {
-                    let r = nodes.next().expect("peeked");
-                    node.outputs = r.outputs.clone();
-                    node.name = format!("{}+{}", node.name, r.name);
-                    // Marker input: an empty 4th input slot says "fused relu".
-                    node.inputs.resize(3, String::new());
-                    node.inputs.push(FUSED_RELU.to_string());
-                }
-            }
-        }
-        out.push(node);
-    }
-    if out.iter().any(|n| n.inputs.iter().any(|i| i == FUSED_RELU)) {
-        consts.insert(FUSED_RELU.to_string(), Tensor::scalar(0.0));
-    }
-    Ok(out)
+/// Evaluates a node whose inputs are all constants (`None` for an omitted optional
+/// input), on the calling thread: constant folding ([`crate::passes::constants`]) runs
+/// the executor's own ops, so a folded value has the bits a running step would give.
+pub(crate) fn eval_constant(node: &Node, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    let args = inputs
+        .into_iter()
+        .map(|t| t.map(|t| Cow::Owned(Val::plain(t))))
+        .collect();
+    let outs =
+        eval(&node.op, &Kernel::Generic, args, 1).map_err(|e| exec_err(&node.name, &node.op, e))?;
+    outs.into_iter()
+        .map(|v| Ok(to_plain(Cow::Owned(v))?.into_owned()))
+        .collect()
 }
 
-/// Name of the marker constant whose presence as a Conv's 4th input means "fused Relu".
-const FUSED_RELU: &str = "::qbench_fused_relu";
-
 /// Packs what a step can pack: conv weights, constant Gemm `B`.
-fn prepare(node: &Node, consts: &HashMap<String, Tensor>) -> Result<Kernel> {
+fn prepare(
+    node: &Node,
+    activation: Option<Activation>,
+    consts: &BTreeMap<String, Tensor>,
+) -> Result<Kernel> {
     let err = |e: &dyn std::fmt::Display| exec_err(&node.name, &node.op, e);
     match &node.op {
         Op::Conv { spatial, group } => {
@@ -491,8 +345,7 @@ fn prepare(node: &Node, consts: &HashMap<String, Tensor>) -> Result<Kernel> {
             };
             let packed = PackedConvF32::new(w.f32s()?, ws[0], ws[1], *group, window, bias)
                 .map_err(|e| err(&e))?;
-            let relu = node.inputs.get(3).is_some_and(|i| i == FUSED_RELU);
-            Ok(Kernel::Conv { packed, relu })
+            Ok(Kernel::Conv { packed, activation })
         }
         Op::Gemm { alpha, trans_b, .. } => {
             let Some(b) = node.inputs.get(1).and_then(|b| consts.get(b)) else {
@@ -690,15 +543,15 @@ fn eval(
     let one = |v: Val| Ok(vec![v]);
     match op {
         Op::Conv { .. } => {
-            let Kernel::Conv { packed, relu } = kernel else {
+            let Kernel::Conv { packed, activation } = kernel else {
                 return Err(ModelError::Tensor("conv was not prepared".into()));
             };
             let (x, shape) = to_nhwc(arg(a, 0)?)?;
             let os = packed.output_shape(shape)?;
             let mut out = vec![0f32; os.len()];
             packed.run(x.f32s()?, shape, &mut out, threads)?;
-            if *relu {
-                out.iter_mut().for_each(|v| *v = self::relu(*v));
+            if let Some(act) = activation {
+                act.apply(&mut out);
             }
             one(Val {
                 t: Tensor::new(vec![os.n, os.h, os.w, os.c], out)?,

@@ -24,6 +24,7 @@ use rayon::prelude::*;
 
 use crate::error::{ModelError, Result};
 use crate::ir::{Dim, Graph, Node, Op, Spatial};
+use crate::passes::BnFold;
 use crate::tensor::Tensor;
 
 use super::batchnorm::{self, BnCache};
@@ -687,19 +688,11 @@ impl Network {
                     }
                     let (gamma, beta) = (par(3).unwrap(), par(4).unwrap());
                     let (mean, var) = (par(5).unwrap(), par(6).unwrap());
-                    // s = γ/√(σ²+ε), computed as the static pipeline's fold computes it,
-                    // so the folded weights (and their qparams) are the converted ones.
-                    let scale: Vec<f32> = gamma
-                        .iter()
-                        .zip(var)
-                        .map(|(&g, &v)| g / (v + eps).sqrt())
-                        .collect();
+                    // s = γ/√(σ²+ε) and the folded weights by the shared BatchNorm fold,
+                    // so they (and their qparams) are the ones the static pipeline converts.
+                    let fold = BnFold::factors(gamma, var, *eps);
                     let inv_std: Vec<f32> = var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
-                    let per_out = wp.value.len() / s.cout;
-                    let mut wf = wp.value.clone();
-                    for (c, row) in wf.chunks_mut(per_out).enumerate() {
-                        row.iter_mut().for_each(|x| *x *= scale[c]);
-                    }
+                    let wf = fold.scale_weights(&wp.value);
                     let (w, mask) = match wq.filter(|_| fq_on) {
                         Some(q) => {
                             let (wv, mask) = self.weight_fq[q]
@@ -712,9 +705,7 @@ impl Network {
                     if let (Mode::Eval, Some(q)) = (mode, wq.filter(|_| fq_on)) {
                         // Inference as the int8 model runs it: the conv of the folded
                         // weights plus the folded bias `(b − μ)·s + β` on the int32 grid.
-                        let folded: Vec<f32> = (0..s.cout)
-                            .map(|c| (b.map_or(0.0, |b| b[c]) - mean[c]) * scale[c] + beta[c])
-                            .collect();
+                        let folded = fold.bias(b, mean, beta);
                         let bq = self.weight_fq[q]
                             .fake_quantize_bias(&folded)
                             .map_err(|e| exec_err(step, e))?;
@@ -732,7 +723,7 @@ impl Network {
                             .for_each(|(plane, zs)| {
                                 let c = plane % s.cout;
                                 let add = b.map_or(0.0, |b| b[c]);
-                                zs.iter_mut().for_each(|v| *v = *v / scale[c] + add);
+                                zs.iter_mut().for_each(|v| *v = *v / fold.factors[c] + add);
                             });
                         let train = mode == Mode::Train && !self.bn_frozen;
                         let (y, bn, mu, var) =
@@ -750,7 +741,7 @@ impl Network {
                             shape: s,
                             w,
                             mask,
-                            scale,
+                            scale: fold.factors,
                             inv_std,
                             u,
                             bn,
