@@ -381,27 +381,7 @@ impl Dataset {
 }
 
 /// A deterministic permutation of `0..n` (Fisher–Yates driven by SplitMix64).
-pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
-    let mut state = seed;
-    let mut perm: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        // Lemire's multiply-shift maps a u64 to 0..=i without division; its bias is at
-        // most i/2^64, far below anything a dataset shuffle could notice.
-        let r = splitmix64(&mut state);
-        let j = ((u128::from(r) * (i as u128 + 1)) >> 64) as usize;
-        perm.swap(i, j);
-    }
-    perm
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014): a tiny, well-mixed, fully specified generator.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub use crate::rng::permutation;
 
 /// One batch: borrowed slices of a [`Dataset`].
 #[derive(Debug, Clone, Copy, PartialEq)]

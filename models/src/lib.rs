@@ -1,11 +1,14 @@
 //! qbench-models: tensors, the graph IR, the fp32 executor, training, file formats and
 //! the zoo of real models with real data.
 //!
-//! Tensors, the IR, the fp32 executor (NHWC inside, packed convs on the kernels crate),
+//! Tensors, the IR, the graph passes shared by every consumer (`passes`: constant
+//! folding, BatchNorm folding, Conv + activation fusion), the one interpreter (`plan`,
+//! generic over the value type), the fp32 executor (NHWC inside, packed convs on the kernels crate),
 //! ONNX import/export through tract-onnx's protobuf types with a tract cross-check, the
 //! IDX reader and datasets, the trainer (`train`: gradients, SGD/Adam, the architectures
 //! of the zoo models qbench trains), the zoo manifests, fetching large models into a
-//! cache, and the sentence-transformers BERT encoder (MiniLM) built from safetensors.
+//! cache, the sentence-transformers BERT encoder (MiniLM) built from safetensors, and the
+//! seeded RNG (`rng`) behind every initialisation, shuffle and split.
 
 pub mod atomic;
 pub mod bert;
@@ -16,6 +19,9 @@ pub mod fetch;
 pub mod idx;
 pub mod ir;
 pub mod onnx;
+pub mod passes;
+pub mod plan;
+pub mod rng;
 pub mod rotten_tomatoes;
 pub mod tensor;
 pub mod train;

@@ -175,16 +175,9 @@ pub fn split(
         )));
     }
     let mut idx: Vec<usize> = (0..snippets.len()).collect();
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = crate::rng::Rng::new(seed);
     for i in (1..idx.len()).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
+        let j = rng.at_most_mod(i);
         idx.swap(i, j);
     }
     let pick = |r: std::ops::Range<usize>| idx[r].iter().map(|&i| snippets[i].clone()).collect();

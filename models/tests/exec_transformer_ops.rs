@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use qbench_models::exec::{Executor, Options};
 use qbench_models::ir::{CastTo, Dim, Graph, Node, Op, ValueInfo};
 use qbench_models::onnx;
+use qbench_models::rng::Rng;
 use qbench_models::tensor::Tensor;
 
 fn vi(name: &str, dims: &[usize]) -> ValueInfo {
@@ -59,21 +60,10 @@ fn run(g: &Graph, xs: &[&Tensor]) -> Tensor {
         .remove(0)
 }
 
-/// Deterministic values in about [-3, 3] (a cheap LCG, so tests need no RNG crate).
+/// Deterministic values in [-3, 3) from the workspace's seeded generator.
 fn values(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let v = (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 6.0 - 3.0
-        })
-        .collect();
-    Tensor::new(shape.to_vec(), v).unwrap()
+    Tensor::new(shape.to_vec(), Rng::new(seed).uniforms_f32(n, -3.0, 3.0)).unwrap()
 }
 
 fn assert_close(got: &Tensor, shape: &[usize], want: &[f64], tol: f64) {

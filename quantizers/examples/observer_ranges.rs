@@ -6,36 +6,19 @@
 //! Data: splitmix64-driven Irwin–Hall "Gaussians" (sum of 12 uniforms − 6), as in
 //! tests/observers.rs, so the numbers are the same on every machine.
 
+use qbench_models::rng::Rng;
 use qbench_quantizers::observer::ObserverKind;
 use qbench_quantizers::qparams::QSpec;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-    fn gauss(&mut self) -> f64 {
-        (0..12).map(|_| self.uniform()).sum::<f64>() - 6.0
-    }
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut r = Rng(7);
-    let mut outliers: Vec<f32> = (0..1_000_000).map(|_| r.gauss() as f32).collect();
+    let mut r = Rng::new(7);
+    let mut outliers: Vec<f32> = (0..1_000_000).map(|_| r.irwin_hall() as f32).collect();
     outliers.extend([40.0, -50.0, 60.0]);
-    let mut r = Rng(8);
+    let mut r = Rng::new(8);
     let relu: Vec<f32> = (0..1_000_000)
-        .map(|_| (r.gauss() as f32).max(0.0))
+        .map(|_| (r.irwin_hall() as f32).max(0.0))
         .collect();
-    let mut r = Rng(9);
+    let mut r = Rng::new(9);
     let uniform: Vec<f32> = (0..1_000_000)
         .map(|_| (r.uniform() * 4.0 - 1.0) as f32)
         .collect();

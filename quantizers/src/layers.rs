@@ -110,21 +110,8 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// The Relu that is the only reader of `tensor` (and not a graph output), if any.
-pub fn sole_relu_reader<'g>(graph: &'g Graph, tensor: &str) -> Option<&'g Node> {
-    if graph.outputs.iter().any(|o| o.name == tensor) {
-        return None;
-    }
-    let readers: Vec<&Node> = graph
-        .nodes
-        .iter()
-        .filter(|n| n.inputs.iter().any(|i| i == tensor))
-        .collect();
-    match readers.as_slice() {
-        [n] if n.op == Op::Relu => Some(n),
-        _ => None,
-    }
-}
+/// The Relu that is the only reader of `tensor`: the rule the fp32 executor fuses by.
+pub use qbench_models::passes::sole_relu_reader;
 
 /// Quantizes a float layer's weights with `config`'s weight observer and spec
 /// (per-channel on the output channel, axis 0 in both layouts).

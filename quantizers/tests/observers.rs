@@ -11,35 +11,17 @@ use qbench_quantizers::observer::{
 use qbench_quantizers::qparams::{Granularity, QDType, QParams, QSpec};
 use qbench_quantizers::QuantError;
 
-/// splitmix64; uniform in [0, 1) from the top 53 bits. The PyTorch fixture below was made
-/// with the same generator in Python.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-    /// Irwin–Hall: sum of 12 uniforms − 6, mean 0, variance 1, range ±6 (additions only,
-    /// so Python reproduces it bit for bit).
-    fn gauss(&mut self) -> f64 {
-        (0..12).map(|_| self.uniform()).sum::<f64>() - 6.0
-    }
-}
+// The workspace's SplitMix64; the PyTorch fixture below was made with the same generator
+// and the same Irwin–Hall draws in Python.
+use qbench_models::rng::Rng;
 
 fn gauss(seed: u64, n: usize, sigma: f64) -> Vec<f32> {
-    let mut r = Rng(seed);
-    (0..n).map(|_| (r.gauss() * sigma) as f32).collect()
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| (r.irwin_hall() * sigma) as f32).collect()
 }
 
 fn uniform(seed: u64, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     (0..n)
         .map(|_| (r.uniform() * (hi - lo) + lo) as f32)
         .collect()

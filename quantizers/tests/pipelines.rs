@@ -11,6 +11,7 @@ use qbench_kernels::reference;
 use qbench_models::data::{Dataset, DatasetKind, Split};
 use qbench_models::exec::{Executor, Options};
 use qbench_models::ir::{Dim, Graph, Node, Op, Spatial, ValueInfo};
+use qbench_models::rng::Rng;
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::model::LayerKind;
 use qbench_quantizers::observer::ObserverKind;
@@ -20,18 +21,9 @@ use qbench_quantizers::{
     QExecutor, QuantError,
 };
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
+/// Test data in [-scale, scale) from the workspace's seeded generator.
+fn uniform_vec(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+    rng.uniforms_f32(n, -scale, scale)
 }
 
 fn vi(name: &str, dims: Vec<Dim>) -> ValueInfo {
@@ -52,18 +44,24 @@ fn node(name: &str, op: Op, inputs: &[&str], outputs: &[&str]) -> Node {
 
 /// x[N,2,6,6] → Conv 3x3 pad 1 (4 out) → Relu → MaxPool 2 → Flatten → Gemm (36 → 5).
 fn small_cnn() -> Graph {
-    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut rng = Rng::new(0x9e3779b97f4a7c15);
     let mut init = BTreeMap::new();
     init.insert(
         "w1".into(),
-        Tensor::new(vec![4, 2, 3, 3], rng.vec(72, 0.5)).unwrap(),
+        Tensor::new(vec![4, 2, 3, 3], uniform_vec(&mut rng, 72, 0.5)).unwrap(),
     );
-    init.insert("b1".into(), Tensor::new(vec![4], rng.vec(4, 0.1)).unwrap());
+    init.insert(
+        "b1".into(),
+        Tensor::new(vec![4], uniform_vec(&mut rng, 4, 0.1)).unwrap(),
+    );
     init.insert(
         "w2".into(),
-        Tensor::new(vec![5, 36], rng.vec(180, 0.3)).unwrap(),
+        Tensor::new(vec![5, 36], uniform_vec(&mut rng, 180, 0.3)).unwrap(),
     );
-    init.insert("b2".into(), Tensor::new(vec![5], rng.vec(5, 0.1)).unwrap());
+    init.insert(
+        "b2".into(),
+        Tensor::new(vec![5], uniform_vec(&mut rng, 5, 0.1)).unwrap(),
+    );
     let conv = Op::Conv {
         spatial: Spatial {
             pads: [1, 1, 1, 1],
@@ -108,9 +106,9 @@ fn small_cnn() -> Graph {
 }
 
 fn batches(n: usize, batch: usize, seed: u64) -> Vec<Tensor> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     (0..n)
-        .map(|_| Tensor::new(vec![batch, 2, 6, 6], rng.vec(batch * 72, 1.0)).unwrap())
+        .map(|_| Tensor::new(vec![batch, 2, 6, 6], uniform_vec(&mut rng, batch * 72, 1.0)).unwrap())
         .collect()
 }
 
@@ -524,8 +522,12 @@ fn constant_built_weights_and_sum_residuals_run_in_int8() {
         .iter()
         .filter(|n| matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }))
         .count();
-    let mut rng = Rng(42);
-    let x = Tensor::new(vec![1, 3, 224, 224], rng.vec(3 * 224 * 224, 1.0)).unwrap();
+    let mut rng = Rng::new(42);
+    let x = Tensor::new(
+        vec![1, 3, 224, 224],
+        uniform_vec(&mut rng, 3 * 224 * 224, 1.0),
+    )
+    .unwrap();
     let mut prepared = prepare(&g, Backend::Vnni, minmax_config(Backend::Vnni)).unwrap();
     prepared
         .calibrate(std::slice::from_ref(&x).iter(), |_, _| {})

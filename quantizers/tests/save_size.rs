@@ -8,6 +8,7 @@ use std::path::Path;
 use std::slice::from_ref;
 
 use qbench_models::data::{Dataset, DatasetKind, Split};
+use qbench_models::rng::Rng;
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::fp16::quantize_fp16;
 use qbench_quantizers::{
@@ -200,15 +201,7 @@ fn format_1_files_still_load() {
 #[test]
 fn resnet50_static_loads_back_and_runs() {
     let g = qbench_models::onnx::load(zoo("light/light_resnet50.onnx")).unwrap();
-    let mut rng = 0x9e37_79b9_u32;
-    let x: Vec<f32> = (0..3 * 224 * 224)
-        .map(|_| {
-            rng ^= rng << 13;
-            rng ^= rng >> 17;
-            rng ^= rng << 5;
-            rng as f32 / u32::MAX as f32 * 4.0 - 2.0
-        })
-        .collect();
+    let x = Rng::new(0x9e37_79b9).uniforms_f32(3 * 224 * 224, -2.0, 2.0);
     let x = Tensor::new(vec![1, 3, 224, 224], x).unwrap();
     let m = static_model(&g, Backend::Vnni, from_ref(&x));
     let back =

@@ -1,11 +1,11 @@
 //! The fp32 executor: runs a [`Graph`] on the kernels crate's strong fp32 paths.
 //!
-//! At construction ([`Executor::new`]) it
-//! 1. folds every node whose inputs are all constant (initializers, `Constant`,
-//!    `ConstantOfShape`, `Shape`-derived arithmetic on constants, ...), so constant-filled
-//!    weights and shape subgraphs cost nothing per call;
-//! 2. folds an inference BatchNormalization that is the only reader of a Conv's output into
-//!    the conv's weights and bias, and fuses a following Relu into the conv step;
+//! At construction ([`Executor::new`]) it runs the shared graph passes ([`crate::passes`]):
+//! 1. constant folding, so constant-filled weights and shape subgraphs cost nothing per
+//!    call;
+//! 2. BatchNormalization folding (a BatchNorm right after the Conv whose output it alone
+//!    reads goes into the conv's weights and bias), and Conv + Relu fusion (the Relu
+//!    becomes the conv step's activation);
 //! 3. packs every Conv once into a [`PackedConvF32`] and pre-transposes every constant Gemm
 //!    `B` (with `alpha` folded in), so a call does no weight preparation.
 //!
@@ -23,20 +23,23 @@
 //! (softmax, layer norm, GELU: whole rows across threads, [`rows`]); 1 = the calling
 //! thread only, the default. Results have the same bits for every thread count.
 
+mod dispatch;
 pub mod nn;
 mod ops;
 mod rows;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use qbench_kernels::conv::fp32::PackedConvF32;
-use qbench_kernels::fp32::sgemm_into;
 use qbench_kernels::{Nhwc, Window};
 
 use crate::error::{ModelError, Result};
 use crate::ir::{AutoPad, Dim, Graph, Node, Op, ValueInfo};
-use crate::tensor::{broadcast_binary, broadcast_shapes, Data, Tensor};
+use crate::passes::{self, Activation, FusedNode, OutputNodes, Reach};
+use crate::plan::{Plan, PlanStep};
+use crate::tensor::{broadcast_binary, broadcast_shapes, Tensor};
+use dispatch::eval;
 
 pub use ops::{norm_axis, reshape_target};
 
@@ -84,7 +87,8 @@ enum Kernel {
     Generic,
     Conv {
         packed: PackedConvF32,
-        relu: bool,
+        /// Fused by [`passes::fuse_activations`]: applied to the conv's output buffer.
+        activation: Option<Activation>,
     },
     /// Constant `B` as `k × n` row-major, `alpha` folded in.
     Gemm {
@@ -94,11 +98,10 @@ enum Kernel {
     },
 }
 
+/// What one step of the [`Plan`] runs.
 struct Step {
     name: String,
     op: Op,
-    inputs: Vec<Option<usize>>,
-    outputs: Vec<Option<usize>>,
     kernel: Kernel,
 }
 
@@ -109,9 +112,7 @@ pub struct Executor {
     outputs: Vec<(usize, String)>,
     /// Constants by slot (folded and initializers that running steps still read).
     consts: Vec<Option<Val>>,
-    steps: Vec<Step>,
-    /// How many steps (and graph outputs) read each slot.
-    uses: Vec<usize>,
+    plan: Plan<Step>,
     threads: usize,
 }
 
@@ -128,36 +129,11 @@ impl Executor {
     pub fn new(graph: &Graph, opts: Options) -> Result<Executor> {
         graph.validate(&graph.name)?;
         let threads = opts.threads.max(1);
-        let mut consts: HashMap<String, Tensor> = graph
-            .initializers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut live: Vec<Node> = Vec::new();
-        for node in &graph.nodes {
-            let all_const = node
-                .inputs
-                .iter()
-                .all(|i| i.is_empty() || consts.contains_key(i));
-            if all_const && !matches!(node.op, Op::Conv { .. }) {
-                let args: Vec<Option<Cow<Val>>> = node
-                    .inputs
-                    .iter()
-                    .map(|i| (!i.is_empty()).then(|| Cow::Owned(Val::plain(consts[i].clone()))))
-                    .collect();
-                let outs = eval(&node.op, &Kernel::Generic, args, threads)
-                    .map_err(|e| exec_err(&node.name, &node.op, e))?;
-                for (name, v) in node.outputs.iter().zip(outs) {
-                    if !name.is_empty() {
-                        consts.insert(name.clone(), v.t);
-                    }
-                }
-            } else {
-                live.push(node.clone());
-            }
-        }
-        let graph_outputs: Vec<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
-        let live = fuse(live, &mut consts, &graph_outputs)?;
+        let mut g = graph.clone();
+        passes::fold_constants(&mut g, OutputNodes::Fold)?;
+        passes::fold_batch_norms(&mut g, Reach::Adjacent)?;
+        let live = passes::fuse_activations(&g);
+        let consts = g.initializers;
 
         // Slots: every name a running step or a graph output reads or writes.
         let mut slot_of: HashMap<String, usize> = HashMap::new();
@@ -171,8 +147,8 @@ impl Executor {
             .map(|vi| (slot(&vi.name), vi.clone()))
             .collect();
         let mut steps = Vec::with_capacity(live.len());
-        for node in live {
-            let kernel = prepare(&node, &consts)?;
+        for FusedNode { node, activation } in live {
+            let kernel = prepare(&node, activation, &consts)?;
             // A conv step reads only X and a packed gemm step A and C: the weights live
             // in the kernel, so their slots are not read (and not kept) at run time.
             let read = |k: usize| match kernel {
@@ -191,12 +167,14 @@ impl Executor {
                 .iter()
                 .map(|o| (!o.is_empty()).then(|| slot(o)))
                 .collect();
-            steps.push(Step {
-                name: node.name,
-                op: node.op,
+            steps.push(PlanStep {
+                op: Step {
+                    name: node.name,
+                    op: node.op,
+                    kernel,
+                },
                 inputs: ins,
                 outputs: outs,
-                kernel,
             });
         }
         let outputs: Vec<(usize, String)> = graph
@@ -213,28 +191,19 @@ impl Executor {
                 }
             }
         }
-        let mut uses = vec![0usize; nslots];
-        for st in &steps {
-            for s in st.inputs.iter().flatten() {
-                uses[*s] += 1;
-            }
-        }
-        for (s, _) in &outputs {
-            uses[*s] += 1;
-        }
+        let out_slots: Vec<usize> = outputs.iter().map(|(s, _)| *s).collect();
         Ok(Executor {
             inputs,
             outputs,
             consts: const_slots,
-            steps,
-            uses,
+            plan: Plan::new(nslots, steps, &out_slots),
             threads,
         })
     }
 
     /// Number of steps that run per call (after folding and fusion).
     pub fn num_steps(&self) -> usize {
-        self.steps.len()
+        self.plan.steps().len()
     }
 
     /// Runs on `inputs` in the graph's input order; returns the outputs in its output
@@ -254,60 +223,21 @@ impl Executor {
                 inputs.len()
             )));
         }
-        let mut vals: Vec<Option<Val>> = vec![None; self.consts.len()];
+        let mut vals = self.plan.slots();
         for ((slot, vi), t) in self.inputs.iter().zip(inputs) {
             check_input(vi, &t)?;
             vals[*slot] = Some(Val::plain(t));
         }
-        let mut remaining = self.uses.clone();
-        for st in &self.steps {
-            let ins = &st.inputs[..];
-            // Take a runtime value this step is the last reader of, so element-wise ops
-            // can work in place; borrow everything else.
-            let mut owned: Vec<Option<Val>> = ins
-                .iter()
-                .map(|s| match s {
-                    Some(s)
-                        if remaining[*s] == 1
-                            && vals[*s].is_some()
-                            && ins.iter().filter(|x| **x == Some(*s)).count() == 1 =>
-                    {
-                        vals[*s].take()
-                    }
-                    _ => None,
-                })
-                .collect();
-            let mut args: Vec<Option<Cow<Val>>> = Vec::with_capacity(ins.len());
-            for (k, s) in ins.iter().enumerate() {
-                args.push(match (owned[k].take(), s) {
-                    (Some(v), _) => Some(Cow::Owned(v)),
-                    (None, None) => None,
-                    (None, Some(s)) => {
-                        let v =
-                            vals[*s]
-                                .as_ref()
-                                .or(self.consts[*s].as_ref())
-                                .ok_or_else(|| {
-                                    exec_err(&st.name, &st.op, format!("input slot {s} is empty"))
-                                })?;
-                        Some(Cow::Borrowed(v))
-                    }
-                });
-            }
-            let outs = eval(&st.op, &st.kernel, args, self.threads)
-                .map_err(|e| exec_err(&st.name, &st.op, e))?;
-            for s in ins.iter().flatten() {
-                remaining[*s] = remaining[*s].saturating_sub(1);
-                if remaining[*s] == 0 {
-                    vals[*s] = None;
-                }
-            }
-            for (s, v) in st.outputs.iter().zip(outs) {
-                if let Some(s) = s {
-                    vals[*s] = Some(v);
-                }
-            }
-        }
+        let mut vals = self.plan.run(
+            vals,
+            &self.consts,
+            false,
+            |st, args| {
+                eval(&st.op, &st.kernel, args, self.threads)
+                    .map_err(|e| exec_err(&st.name, &st.op, e))
+            },
+            |st, s| exec_err(&st.name, &st.op, format!("input slot {s} is empty")),
+        )?;
         // Outputs are moved out (an output read twice is cloned the second time), not
         // copied: a sub-graph of the int8 runtime returns activations on every call.
         let mut last_read: HashMap<usize, usize> = HashMap::new();
@@ -352,102 +282,27 @@ fn check_input(vi: &ValueInfo, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Folds Conv → BatchNormalization into the conv, and Conv → Relu into one step (the
-/// conv takes the Relu's outputs and a marker 4th input). Both need the conv output to
-/// have no other reader and not be a graph output.
-fn fuse(
-    nodes: Vec<Node>,
-    consts: &mut HashMap<String, Tensor>,
-    graph_outputs: &[&str],
-) -> Result<Vec<Node>> {
-    let mut readers: HashMap<String, usize> = HashMap::new();
-    for n in &nodes {
-        for i in n.inputs.iter().filter(|i| !i.is_empty()) {
-            *readers.entry(i.clone()).or_default() += 1;
-        }
-    }
-    let mut out: Vec<Node> = Vec::with_capacity(nodes.len());
-    let mut nodes = nodes.into_iter().peekable();
-    while let Some(mut node) = nodes.next() {
-        if let Op::Conv { .. } = node.op {
-            let private =
-                |name: &str| readers.get(name) == Some(&1) && !graph_outputs.contains(&name);
-            // BatchNorm right after, reading this conv's output only.
-            if let Some(bn) = nodes.peek() {
-                let foldable = matches!(bn.op, Op::BatchNorm { .. })
-                    && bn.inputs.first() == node.outputs.first()
-                    && private(&node.outputs[0])
-                    && bn.inputs.len() == 5
-                    && bn.inputs[1..].iter().all(|i| consts.contains_key(i))
-                    && node.inputs.get(1).is_some_and(|w| consts.contains_key(w))
-                    && node
-                        .inputs
-                        .get(2)
-                        .is_none_or(|b| b.is_empty() || consts.contains_key(b));
-                if foldable {
-                    let bn = nodes.next().expect("peeked");
-                    let Op::BatchNorm { epsilon } = bn.op else {
-                        unreachable!()
-                    };
-                    let p = |i: usize| consts[&bn.inputs[i]].f32s().map(<[f32]>::to_vec);
-                    let (scale, beta, mean, var) = (p(1)?, p(2)?, p(3)?, p(4)?);
-                    let w = &consts[&node.inputs[1]];
-                    let co = w.shape().first().copied().unwrap_or(0);
-                    if [&scale, &beta, &mean, &var].iter().any(|v| v.len() != co) {
-                        return Err(exec_err(
-                            &bn.name,
-                            &bn.op,
-                            format!("parameters do not have {co} channels"),
-                        ));
-                    }
-                    let per = w.len() / co.max(1);
-                    let mut wv = w.f32s()?.to_vec();
-                    let bias0: Vec<f32> = match node.inputs.get(2).filter(|b| !b.is_empty()) {
-                        Some(b) => consts[b].f32s()?.to_vec(),
-                        None => vec![0.0; co],
-                    };
-                    let mut bias = vec![0f32; co];
-                    for c in 0..co {
-                        let s = scale[c] / (var[c] + epsilon).sqrt();
-                        wv[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= s);
-                        bias[c] = (bias0[c] - mean[c]) * s + beta[c];
-                    }
-                    let wname = format!("{}::bn_folded_w", node.name);
-                    let bname = format!("{}::bn_folded_b", node.name);
-                    consts.insert(wname.clone(), Tensor::new(w.shape().to_vec(), wv)?);
-                    consts.insert(bname.clone(), Tensor::new(vec![co], bias)?);
-                    node.inputs = vec![node.inputs[0].clone(), wname, bname];
-                    node.outputs = vec![bn.outputs[0].clone()];
-                }
-            }
-            // Relu right after: the conv step applies it (its outputs become the Relu's).
-            if let Some(r) = nodes.peek() {
-                if r.op == Op::Relu
-                    && r.inputs.first() == node.outputs.first()
-                    && private(&node.outputs[0])
-                {
-                    let r = nodes.next().expect("peeked");
-                    node.outputs = r.outputs.clone();
-                    node.name = format!("{}+{}", node.name, r.name);
-                    // Marker input: an empty 4th input slot says "fused relu".
-                    node.inputs.resize(3, String::new());
-                    node.inputs.push(FUSED_RELU.to_string());
-                }
-            }
-        }
-        out.push(node);
-    }
-    if out.iter().any(|n| n.inputs.iter().any(|i| i == FUSED_RELU)) {
-        consts.insert(FUSED_RELU.to_string(), Tensor::scalar(0.0));
-    }
-    Ok(out)
+/// Evaluates a node whose inputs are all constants (`None` for an omitted optional
+/// input), on the calling thread: constant folding ([`crate::passes::constants`]) runs
+/// the executor's own ops, so a folded value has the bits a running step would give.
+pub(crate) fn eval_constant(node: &Node, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    let args = inputs
+        .into_iter()
+        .map(|t| t.map(|t| Cow::Owned(Val::plain(t))))
+        .collect();
+    let outs =
+        eval(&node.op, &Kernel::Generic, args, 1).map_err(|e| exec_err(&node.name, &node.op, e))?;
+    outs.into_iter()
+        .map(|v| Ok(to_plain(Cow::Owned(v))?.into_owned()))
+        .collect()
 }
 
-/// Name of the marker constant whose presence as a Conv's 4th input means "fused Relu".
-const FUSED_RELU: &str = "::qbench_fused_relu";
-
 /// Packs what a step can pack: conv weights, constant Gemm `B`.
-fn prepare(node: &Node, consts: &HashMap<String, Tensor>) -> Result<Kernel> {
+fn prepare(
+    node: &Node,
+    activation: Option<Activation>,
+    consts: &BTreeMap<String, Tensor>,
+) -> Result<Kernel> {
     let err = |e: &dyn std::fmt::Display| exec_err(&node.name, &node.op, e);
     match &node.op {
         Op::Conv { spatial, group } => {
@@ -491,8 +346,7 @@ fn prepare(node: &Node, consts: &HashMap<String, Tensor>) -> Result<Kernel> {
             };
             let packed = PackedConvF32::new(w.f32s()?, ws[0], ws[1], *group, window, bias)
                 .map_err(|e| err(&e))?;
-            let relu = node.inputs.get(3).is_some_and(|i| i == FUSED_RELU);
-            Ok(Kernel::Conv { packed, relu })
+            Ok(Kernel::Conv { packed, activation })
         }
         Op::Gemm { alpha, trans_b, .. } => {
             let Some(b) = node.inputs.get(1).and_then(|b| consts.get(b)) else {
@@ -677,387 +531,4 @@ fn fold_binary<F: Fn(f32, f32) -> f32 + Copy>(
         acc = Cow::Owned(binary(acc, b, f)?);
     }
     Ok(acc.into_owned())
-}
-
-/// Evaluates one op. `args[i]` is `None` for an omitted optional input.
-fn eval(
-    op: &Op,
-    kernel: &Kernel,
-    mut args: Vec<Option<Cow<Val>>>,
-    threads: usize,
-) -> Result<Vec<Val>> {
-    let a = &mut args;
-    let one = |v: Val| Ok(vec![v]);
-    match op {
-        Op::Conv { .. } => {
-            let Kernel::Conv { packed, relu } = kernel else {
-                return Err(ModelError::Tensor("conv was not prepared".into()));
-            };
-            let (x, shape) = to_nhwc(arg(a, 0)?)?;
-            let os = packed.output_shape(shape)?;
-            let mut out = vec![0f32; os.len()];
-            packed.run(x.f32s()?, shape, &mut out, threads)?;
-            if *relu {
-                out.iter_mut().for_each(|v| *v = self::relu(*v));
-            }
-            one(Val {
-                t: Tensor::new(vec![os.n, os.h, os.w, os.c], out)?,
-                nhwc: true,
-            })
-        }
-        Op::Gemm {
-            alpha,
-            beta,
-            trans_a,
-            trans_b,
-        } => {
-            let at = to_plain(arg(a, 0)?)?;
-            if at.rank() != 2 {
-                return Err(ModelError::Tensor(format!(
-                    "Gemm A must be 2-D, has shape {:?}",
-                    at.shape()
-                )));
-            }
-            let at = if *trans_a {
-                Cow::Owned(at.transposed(&[1, 0])?)
-            } else {
-                at
-            };
-            let (m, ka) = (at.shape()[0], at.shape()[1]);
-            let runtime_b;
-            let (bv, k, n): (&[f32], usize, usize) = match kernel {
-                Kernel::Gemm { b, k, n } => (b, *k, *n),
-                _ => {
-                    let b = to_plain(arg(a, 1)?)?;
-                    if b.rank() != 2 {
-                        return Err(ModelError::Tensor(format!(
-                            "Gemm B must be 2-D, has shape {:?}",
-                            b.shape()
-                        )));
-                    }
-                    let bt = if *trans_b {
-                        b.transposed(&[1, 0])?
-                    } else {
-                        b.into_owned()
-                    };
-                    let (k, n) = (bt.shape()[0], bt.shape()[1]);
-                    runtime_b = bt.f32s()?.iter().map(|x| x * alpha).collect::<Vec<f32>>();
-                    (&runtime_b, k, n)
-                }
-            };
-            if k != ka {
-                return Err(ModelError::Tensor(format!(
-                    "Gemm: A is {m}x{ka}, B' is {k}x{n}"
-                )));
-            }
-            let mut out = match opt_arg(a, 2) {
-                Some(c) => {
-                    let c = to_plain(c)?;
-                    let z = Tensor::zeros(vec![m, n]);
-                    let beta = *beta;
-                    broadcast_binary(&z, &c, move |_, c| beta * c)?.into_f32s()?
-                }
-                None => vec![0f32; m * n],
-            };
-            if out.len() != m * n {
-                return Err(ModelError::Tensor(format!(
-                    "Gemm: C does not broadcast to {m}x{n}"
-                )));
-            }
-            sgemm_into(m, n, k, at.f32s()?, k, bv, n, &mut out, n, threads);
-            one(Val::plain(Tensor::new(vec![m, n], out)?))
-        }
-        Op::MatMul => {
-            let x = to_plain(arg(a, 0)?)?;
-            let y = to_plain(arg(a, 1)?)?;
-            one(Val::plain(ops::matmul(&x, &y, threads)?))
-        }
-        Op::BatchNorm { epsilon } => {
-            let x = arg(a, 0)?;
-            let p = |a: &mut Vec<Option<Cow<Val>>>, i| -> Result<Vec<f32>> {
-                Ok(to_plain(arg(a, i)?)?.f32s()?.to_vec())
-            };
-            let (scale, bias, mean, var) = (p(a, 1)?, p(a, 2)?, p(a, 3)?, p(a, 4)?);
-            let c = x.logical_shape().get(1).copied().unwrap_or(0);
-            if [&scale, &bias, &mean, &var].iter().any(|v| v.len() != c) {
-                return Err(ModelError::Tensor(format!(
-                    "BatchNormalization parameters must have {c} values"
-                )));
-            }
-            let s: Vec<f32> = (0..c)
-                .map(|i| scale[i] / (var[i] + epsilon).sqrt())
-                .collect();
-            let b: Vec<f32> = (0..c).map(|i| bias[i] - mean[i] * s[i]).collect();
-            let mut v = x.into_owned();
-            let shape = v.t.shape().to_vec();
-            ops::channel_affine(v.t.f32s_mut()?, &shape, v.nhwc, &s, &b);
-            one(v)
-        }
-        Op::Relu => one(map_in_place(arg(a, 0)?, relu)?),
-        Op::Clip { min, max } => {
-            let x = arg(a, 0)?;
-            let lo = match min {
-                Some(m) => *m,
-                None => scalar_arg(a, 1)?.unwrap_or(f32::NEG_INFINITY),
-            };
-            let hi = match max {
-                Some(m) => *m,
-                None => scalar_arg(a, 2)?.unwrap_or(f32::INFINITY),
-            };
-            one(map_in_place(x, move |v| clip(v, lo, hi))?)
-        }
-        Op::Sigmoid => one(map_in_place(arg(a, 0)?, |x| 1.0 / (1.0 + (-x).exp()))?),
-        Op::HardSigmoid { alpha, beta } => {
-            let (al, be) = (*alpha, *beta);
-            one(map_in_place(arg(a, 0)?, move |x| {
-                (al * x + be).clamp(0.0, 1.0)
-            })?)
-        }
-        Op::HardSwish => one(map_in_place(arg(a, 0)?, |x| {
-            x * (x / 6.0 + 0.5).clamp(0.0, 1.0)
-        })?),
-        Op::Identity => one(arg(a, 0)?.into_owned()),
-        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Sum => match op {
-            Op::Sub => one(fold_binary(op, args, |x, y| x - y)?),
-            Op::Mul => one(fold_binary(op, args, |x, y| x * y)?),
-            Op::Div => one(fold_binary(op, args, |x, y| x / y)?),
-            _ => one(fold_binary(op, args, |x, y| x + y)?),
-        },
-        Op::MaxPool { spatial } | Op::AveragePool { spatial, .. } => {
-            let (x, shape) = to_nhwc(arg(a, 0)?)?;
-            let g = ops::pool_geom(spatial, shape)?;
-            let (max, cip) = match op {
-                Op::AveragePool {
-                    count_include_pad, ..
-                } => (false, *count_include_pad),
-                _ => (true, false),
-            };
-            let out = ops::pool_nhwc(x.f32s()?, shape, &g, max, cip);
-            one(Val {
-                t: Tensor::new(vec![shape.n, g.oh, g.ow, shape.c], out)?,
-                nhwc: true,
-            })
-        }
-        Op::GlobalAveragePool => {
-            let (x, shape) = to_nhwc(arg(a, 0)?)?;
-            let out = ops::global_avg_nhwc(x.f32s()?, shape);
-            one(Val {
-                t: Tensor::new(vec![shape.n, 1, 1, shape.c], out)?,
-                nhwc: true,
-            })
-        }
-        Op::Lrn {
-            alpha,
-            beta,
-            bias,
-            size,
-        } => {
-            let (x, shape) = to_nhwc(arg(a, 0)?)?;
-            let out = ops::lrn_nhwc(x.f32s()?, shape.c, *alpha, *beta, *bias, *size);
-            one(Val {
-                t: Tensor::new(x.shape().to_vec(), out)?,
-                nhwc: true,
-            })
-        }
-        Op::Flatten { axis } => {
-            let x = to_plain(arg(a, 0)?)?.into_owned();
-            let r = x.rank() as i64;
-            let ax = if *axis < 0 { axis + r } else { *axis };
-            if ax < 0 || ax > r {
-                return Err(ModelError::Tensor(format!(
-                    "Flatten axis {axis} out of range for rank {r}"
-                )));
-            }
-            let ax = ax as usize;
-            let shape = vec![
-                x.shape()[..ax].iter().product(),
-                x.shape()[ax..].iter().product(),
-            ];
-            one(Val::plain(x.reshaped(shape)?))
-        }
-        Op::Reshape => {
-            let x = to_plain(arg(a, 0)?)?.into_owned();
-            let spec = to_plain(arg(a, 1)?)?;
-            let target = ops::reshape_target(x.shape(), spec.i64s()?)?;
-            one(Val::plain(x.reshaped(target)?))
-        }
-        Op::Transpose { perm } => {
-            let x = to_plain(arg(a, 0)?)?;
-            let perm: Vec<usize> = perm
-                .clone()
-                .unwrap_or_else(|| (0..x.rank()).rev().collect());
-            one(Val::plain(x.transposed(&perm)?))
-        }
-        Op::Concat { axis } => {
-            let items: Vec<Cow<Val>> = args.into_iter().flatten().collect();
-            let rank = items.first().map_or(0, |v| v.t.rank());
-            let ax = ops::norm_axis(*axis, rank)?;
-            if rank == 4 && items.iter().any(|v| v.nhwc) {
-                let phys = [0, 3, 1, 2][ax];
-                let parts = items
-                    .into_iter()
-                    .map(|v| to_nhwc(v).map(|p| p.0))
-                    .collect::<Result<Vec<_>>>()?;
-                let refs: Vec<&Tensor> = parts.iter().map(|c| c.as_ref()).collect();
-                return one(Val {
-                    t: ops::concat(&refs, phys)?,
-                    nhwc: true,
-                });
-            }
-            let parts = items
-                .into_iter()
-                .map(to_plain)
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&Tensor> = parts.iter().map(|c| c.as_ref()).collect();
-            one(Val::plain(ops::concat(&refs, ax)?))
-        }
-        Op::Softmax { axis, legacy } => {
-            let x = to_plain(arg(a, 0)?)?;
-            one(Val::plain(ops::softmax(&x, *axis, *legacy, threads)?))
-        }
-        Op::Constant { value } => one(Val::plain(value.clone())),
-        Op::ConstantOfShape { value } => {
-            let s = to_plain(arg(a, 0)?)?;
-            let shape = s
-                .i64s()?
-                .iter()
-                .map(|&d| {
-                    usize::try_from(d)
-                        .map_err(|_| ModelError::Tensor(format!("negative dimension {d}")))
-                })
-                .collect::<Result<Vec<usize>>>()?;
-            let n = shape
-                .iter()
-                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-                .filter(|&n| n <= crate::onnx::MAX_ELEMENTS)
-                .ok_or_else(|| ModelError::Tensor(format!("shape {shape:?} is too large")))?;
-            let t = match value.data() {
-                Data::F32(v) => Tensor::new(shape, vec![v.first().copied().unwrap_or(0.0); n])?,
-                Data::I64(v) => Tensor::new_i64(shape, vec![v.first().copied().unwrap_or(0); n])?,
-            };
-            one(Val::plain(t))
-        }
-        Op::Shape => {
-            let x = arg(a, 0)?;
-            one(Val::plain(Tensor::from_i64s(
-                x.logical_shape().iter().map(|&d| d as i64).collect(),
-            )))
-        }
-        Op::Gather { axis } => {
-            let x = to_plain(arg(a, 0)?)?;
-            let idx = to_plain(arg(a, 1)?)?;
-            let ax = ops::norm_axis(*axis, x.rank())?;
-            one(Val::plain(ops::gather(&x, &idx, ax)?))
-        }
-        Op::Unsqueeze { axes } | Op::Squeeze { axes } => {
-            let x = to_plain(arg(a, 0)?)?.into_owned();
-            let axes: Option<Vec<i64>> = match axes {
-                Some(ax) => Some(ax.clone()),
-                None => opt_arg(a, 1)
-                    .map(|t| to_plain(t).and_then(|t| Ok(t.i64s()?.to_vec())))
-                    .transpose()?,
-            };
-            let mut shape = x.shape().to_vec();
-            if matches!(op, Op::Unsqueeze { .. }) {
-                let axes = axes.ok_or_else(|| ModelError::Tensor("Unsqueeze needs axes".into()))?;
-                let out_rank = shape.len() + axes.len();
-                let mut norm = axes
-                    .iter()
-                    .map(|&ax| ops::norm_axis(ax, out_rank))
-                    .collect::<Result<Vec<_>>>()?;
-                norm.sort_unstable();
-                for ax in norm {
-                    shape.insert(ax, 1);
-                }
-            } else {
-                match axes {
-                    Some(axes) => {
-                        let mut norm = axes
-                            .iter()
-                            .map(|&ax| ops::norm_axis(ax, shape.len()))
-                            .collect::<Result<Vec<_>>>()?;
-                        norm.sort_unstable();
-                        for ax in norm.into_iter().rev() {
-                            if shape[ax] != 1 {
-                                return Err(ModelError::Tensor(format!(
-                                    "Squeeze axis {ax} has size {}",
-                                    shape[ax]
-                                )));
-                            }
-                            shape.remove(ax);
-                        }
-                    }
-                    None => shape.retain(|&d| d != 1),
-                }
-            }
-            one(Val::plain(x.reshaped(shape)?))
-        }
-        Op::LayerNorm { axis, epsilon } => {
-            let x = to_plain(arg(a, 0)?)?;
-            let scale = to_plain(arg(a, 1)?)?;
-            let bias = opt_arg(a, 2).map(to_plain).transpose()?;
-            one(Val::plain(nn::layer_norm(
-                &x,
-                &scale,
-                bias.as_deref(),
-                *axis,
-                *epsilon,
-                threads,
-            )?))
-        }
-        Op::Gelu { tanh } => {
-            let mut x = to_plain(arg(a, 0)?)?.into_owned();
-            if *tanh {
-                rows::for_rows(x.f32s_mut()?, 1, threads, nn::gelu_tanh);
-            } else {
-                rows::for_rows(x.f32s_mut()?, 1, threads, nn::gelu_erf);
-            }
-            one(Val::plain(x))
-        }
-        Op::Erf => one(map_in_place(arg(a, 0)?, nn::erf)?),
-        Op::ReduceSum {
-            axes,
-            keepdims,
-            noop_with_empty_axes,
-        }
-        | Op::ReduceMean {
-            axes,
-            keepdims,
-            noop_with_empty_axes,
-        } => {
-            let x = to_plain(arg(a, 0)?)?;
-            let axes: Option<Vec<i64>> = match axes {
-                Some(ax) => Some(ax.clone()),
-                None => opt_arg(a, 1)
-                    .map(|t| to_plain(t).and_then(|t| Ok(t.i64s()?.to_vec())))
-                    .transpose()?,
-            };
-            let how = if matches!(op, Op::ReduceSum { .. }) {
-                nn::Reduction::Sum
-            } else {
-                nn::Reduction::Mean
-            };
-            one(Val::plain(nn::reduce(
-                &x,
-                axes.as_deref(),
-                *keepdims,
-                *noop_with_empty_axes,
-                how,
-            )?))
-        }
-        Op::LpNormalization { axis, p } => {
-            let x = to_plain(arg(a, 0)?)?;
-            one(Val::plain(nn::lp_normalize(&x, *axis, *p)?))
-        }
-        Op::Range => {
-            let s = to_plain(arg(a, 0)?)?;
-            let l = to_plain(arg(a, 1)?)?;
-            let d = to_plain(arg(a, 2)?)?;
-            one(Val::plain(nn::range(&s, &l, &d)?))
-        }
-        Op::Cast { to } => {
-            let x = to_plain(arg(a, 0)?)?;
-            one(Val::plain(nn::cast(&x, *to)?))
-        }
-    }
 }

@@ -10,25 +10,17 @@
 
 use crate::error::{ModelError, Result};
 use crate::ir::{Graph, Op};
+use crate::rng::Lcg;
 use crate::tensor::Tensor;
 
 use super::MAX_ELEMENTS;
 
-/// Uniform values in [-1, 1) from a fixed LCG, so runs are reproducible from `seed`.
+/// Uniform values in [-1, 1) from the seeded LCG ([`Lcg`]), so runs are reproducible
+/// from `seed`.
 pub fn uniform(shape: &[usize], seed: u64) -> Result<Tensor> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut rng = Lcg::new(seed);
     let n: usize = shape.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            // The top 24 bits make an exactly representable f32 in [0, 1).
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
+    let v = (0..n).map(|_| rng.uniform_f32()).collect();
     Tensor::new(shape.to_vec(), v)
 }
 

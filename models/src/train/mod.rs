@@ -10,8 +10,10 @@
 //! runs in parallel; each group's weight-gradient partial is summed in group order, so
 //! the result is bit-identical whatever the number of threads.
 //!
-//! Files: `network` (graph → steps, forward, backward), `conv`, `linear`, `batchnorm`,
-//! `pool`, `simple` (Relu, Add, Flatten), `loss`, `optim`, `init` (seeded RNG),
+//! Files: `network` (`compile`: graph → steps; `forward`; `backward`; `shapes`), `conv`,
+//! `linear`, `batchnorm`,
+//! `pool`, `simple` (Relu, Add, Flatten), `loss`, `optim`, `init` (He-normal on the
+//! workspace's seeded RNG, [`crate::rng`]),
 //! `builder` (graphs with initialised weights), `arch` (the zoo models qbench trains),
 //! `fit` (the epoch loop and evaluation).
 

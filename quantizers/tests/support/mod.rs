@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use qbench_models::ir::Graph;
+use qbench_models::rng::Rng;
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::export::{self, Form};
 use qbench_quantizers::{prepare, Backend, QConfig, QConfigMap, QuantizedModel};
@@ -16,19 +17,10 @@ pub fn zoo(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// Deterministic inputs in [-1, 1) of `shape` (xorshift).
+/// Deterministic inputs in [-1, 1) of `shape` (the workspace's seeded generator).
 pub fn seeded(shape: &[usize], seed: u64) -> Tensor {
-    let mut s = seed;
     let n: usize = shape.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::new(shape.to_vec(), v).unwrap()
+    Tensor::new(shape.to_vec(), Rng::new(seed).uniforms_f32(n, -1.0, 1.0)).unwrap()
 }
 
 /// `g` statically quantized under `backend`'s preset, calibrated on `calib`.
