@@ -1,5 +1,5 @@
 //! Prints, for every activation observer, the range it picks and the mean squared
-//! fake-quantization error on three synthetic distributions (the README's observer table):
+//! fake-quantization error on three synthetic distributions (the observer table of docs/quantization.md):
 //!
 //!     cargo run -p qbench-quantizers --example observer_ranges
 //!

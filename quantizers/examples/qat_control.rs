@@ -1,4 +1,4 @@
-//! The control run for the README's QAT table: the QAT fine-tuning recipe (the
+//! The control run for the QAT table of reports/record/2026-11-27-amd-epyc-zen4.md: the QAT fine-tuning recipe (the
 //! `QatConfig` defaults, one epoch over the training split) with fake quantization
 //! switched off, so the table can tell what fine-tuning itself does to a model from
 //! what quantization-aware training recovers.

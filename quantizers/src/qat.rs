@@ -80,7 +80,7 @@ impl Default for QatConfig {
     /// the first epoch, BatchNorm statistics from the start: fine-tuning a converged
     /// model at a small rate barely moves them, and the running statistics of the last
     /// few batches (momentum 0.9) are noisier than the pretrained ones (measured on
-    /// resnet-fashion: README, "Quantization-aware training").
+    /// resnet-fashion: docs/quantization.md, "Quantization-aware training").
     fn default() -> QatConfig {
         QatConfig {
             epochs: 1,

@@ -3,7 +3,7 @@
 //! (quantization in plain ops + MatMulInteger) under fbgemm, vnni and
 //! qnnpack, and fp16 (FLOAT16 weights). The tolerance is the policy of
 //! `qbench_quantizers::export::tract_check` (`TractCheck::passes`); each test prints the
-//! measured figures (`-- --nocapture`) that the README quotes.
+//! measured figures (`-- --nocapture`) that docs/quantization.md quotes.
 //!
 //! Inputs are a slice of each model's test set (resnet50, speed-only with constant
 //! weights, gets seeded random inputs), calibration 64 training images, so the file runs

@@ -4,7 +4,7 @@
 //! six real sentences (padded to the longest), under `tract_check`'s policy where they
 //! meet it and to the int8 error where 36 quantizers in a row amplify sub-ulp fp32
 //! differences (see the assertion's comment), and the first encoder layer alone exactly;
-//! every figure is printed (`-- --nocapture`) for the README. The output is the
+//! every figure is printed (`-- --nocapture`) for docs/minilm.md. The output is the
 //! unit-length sentence embedding, so the check's unit is max |embedding| / 127.5; the
 //! test also reports the embeddings' cosine, the measure users read for this model.
 //!

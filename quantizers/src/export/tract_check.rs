@@ -27,7 +27,7 @@
 //! - An output that an fp32 fallback node computes has no qparams: its LSB is taken as
 //!   max|tract output| / 127.5 (the step of a u8 grid over that range).
 //!
-//! Measured on the zoo (`tests/export_zoo.rs`, figures in the README): every model and
+//! Measured on the zoo (`tests/export_zoo.rs`, figures in docs/quantization.md): every model and
 //! scheme bit-exact in QOperator form except resnet-fashion static, within 1 LSB on 4–8 %
 //! of the output elements; the bounds below are twice that, so a real regression (a wrong
 //! scale or bias moves many elements by many LSB) still fails. Every static model's QDQ
