@@ -166,7 +166,7 @@ impl<'t> FusedTile<'t> {
 }
 
 /// The largest `MR · NR` of any kernel: the stack tile the driver hands to kernels.
-pub(crate) const MAX_TILE: usize = 16 * 64;
+pub(crate) const MAX_TILE: usize = 32 * 64;
 
 /// Activations prepared for one call, with what the corrections need: either packed
 /// (rows padded with zeros to `stride`, a multiple of 64, stored as `a XOR a_offset`) or,

@@ -41,7 +41,7 @@ impl PackedB {
         let (k, n, nr, kr) = (b.rows, b.cols, kernels.nr, kernels.kr);
         let kgroups = k.div_ceil(kr);
         let panels = n.div_ceil(nr);
-        let mut data = vec![0i8; panels * kgroups * nr * kr];
+        let mut data = vec![0i8; panels * kgroups * nr * kr + kernels.b_slack()];
         for panel in 0..panels {
             for g in 0..kgroups {
                 let group = &mut data[(panel * kgroups + g) * nr * kr..][..nr * kr];
