@@ -10,7 +10,8 @@
 //! Blocking (as MLAS's AMX kernel): a tile of 32 rows × 64 columns is computed in two
 //! halves of 32 columns, each with 2×2 accumulator tiles of 16×16 i32 (tmm0–3), two A
 //! tiles of 16 rows × 64 k (tmm4–5) and two B tiles of 16 k-groups × 16 columns (tmm6–7):
-//! four loads feed four `tdpbusd` per 64 values of k.
+//! four loads feed four `tdpbusd` per 64 values of k. A tile of 16 rows or fewer uses
+//! the four accumulators across all 64 columns in one pass, so its A is loaded once.
 //!
 //! Layout: B is the shared packed layout with 64-column panels and k in groups of 4
 //! (`[panel][group][column][4]`), the same as `avx512vnni`'s, so one `PackedB` serves
@@ -101,18 +102,19 @@ pub(crate) fn kernels() -> &'static RungKernels {
     }
 }
 
-/// The configuration for a tile of `rows` (1..=32) rows: A0 and its accumulators C00, C01
-/// hold the first 16 rows (or fewer), A1, C10 and C11 the rest (unused, and left at 16
-/// rows, when there is no rest); B tiles always have 16 groups.
+/// The configuration for a tile of `rows` (1..=32) rows. Over 16 rows ([`program_2x2`]):
+/// A0 and its accumulators C00, C01 hold the first 16 rows, A1, C10 and C11 the rest. Up
+/// to 16 ([`program_1x4`]): A0 and all four accumulators hold them (A1 unused). B tiles
+/// always have 16 groups.
 fn config_for(rows: usize) -> TileConfig {
     debug_assert!((1..=MR).contains(&rows));
-    let r0 = rows.min(TILE_ROWS) as u8;
-    let r1 = if rows > TILE_ROWS {
-        (rows - TILE_ROWS) as u8
+    if rows > TILE_ROWS {
+        let r1 = (rows - TILE_ROWS) as u8;
+        TileConfig::with_rows([16, 16, r1, r1, 16, r1, 16, 16])
     } else {
-        16
-    };
-    TileConfig::with_rows([r0, r0, r1, r1, r0, r1, 16, 16])
+        let r0 = rows as u8;
+        TileConfig::with_rows([r0, r0, r0, r0, r0, 16, 16, 16])
+    }
 }
 
 /// The tile program over the instructions `T`.
@@ -144,9 +146,9 @@ impl<T: TileOps> MicroKernel for Tiles<T> {
                 T::configure(&config_for(rows));
             }
             if rows > TILE_ROWS {
-                program::<T, true>(kgroups, a, a_stride, b, acc, acc_stride);
+                program_2x2::<T>(kgroups, a, a_stride, b, acc, acc_stride);
             } else {
-                program::<T, false>(kgroups, a, a_stride, b, acc, acc_stride);
+                program_1x4::<T>(kgroups, a, a_stride, b, acc, acc_stride);
             }
             if short {
                 T::configure(&config_for(MR));
@@ -155,15 +157,60 @@ impl<T: TileOps> MicroKernel for Tiles<T> {
     }
 }
 
-/// One micro-tile: A0 (and A1 when `TWO`) against the 64 columns of the panel at `b`, in
-/// two halves of 32 columns, stored as i32 at `acc`, rows `acc_stride` values apart.
+/// Up to 16 rows: A0 against the 64 columns of the panel at `b` in one pass over k, with
+/// four accumulators: one A load and four B loads feed four `tdpbusd`, where two passes
+/// of [`program_2x2`]'s upper half would load A twice.
+///
+/// # Safety
+/// As [`program_2x2`].
+#[inline(always)]
+unsafe fn program_1x4<T: TileOps>(
+    kgroups: usize,
+    a: *const u8,
+    a_stride: usize,
+    b: *const i8,
+    acc: *mut i32,
+    acc_stride: usize,
+) {
+    let steps = kgroups.div_ceil(STEP_GROUPS);
+    let c_stride = 4 * acc_stride;
+    // SAFETY: all offsets stay within the memory the caller's contract names.
+    unsafe {
+        T::zero::<C00>();
+        T::zero::<C01>();
+        T::zero::<C10>();
+        T::zero::<C11>();
+        let b = b.cast::<u8>();
+        for s in 0..steps {
+            let bs = b.add(s * STEP_GROUPS * B_STRIDE);
+            T::load::<A0>(a.add(s * 64), a_stride);
+            T::load::<B0>(bs, B_STRIDE);
+            T::load::<B1>(bs.add(64), B_STRIDE);
+            T::dpbusd::<C00, A0, B0>();
+            T::dpbusd::<C01, A0, B1>();
+            T::load::<B0>(bs.add(128), B_STRIDE);
+            T::load::<B1>(bs.add(192), B_STRIDE);
+            T::dpbusd::<C10, A0, B0>();
+            T::dpbusd::<C11, A0, B1>();
+        }
+        let c = acc.cast::<u8>();
+        T::store::<C00>(c, c_stride);
+        T::store::<C01>(c.add(64), c_stride);
+        T::store::<C10>(c.add(128), c_stride);
+        T::store::<C11>(c.add(192), c_stride);
+    }
+}
+
+/// 17 to 32 rows: A0 and A1 against the 64 columns of the panel at `b`, in two halves of
+/// 32 columns with 2×2 accumulators, stored as i32 at `acc`, rows `acc_stride` values
+/// apart.
 ///
 /// # Safety
 /// A configuration for this tile's rows is loaded; A has the configured rows at
 /// `a_stride` with `64 · ceil(kgroups / 16)` readable bytes each; `b` is a panel followed
 /// by at least that many groups' bytes; `acc` has 64 writable values on each row.
 #[inline(always)]
-unsafe fn program<T: TileOps, const TWO: bool>(
+unsafe fn program_2x2<T: TileOps>(
     kgroups: usize,
     a: *const u8,
     a_stride: usize,
@@ -178,10 +225,8 @@ unsafe fn program<T: TileOps, const TWO: bool>(
         unsafe {
             T::zero::<C00>();
             T::zero::<C01>();
-            if TWO {
-                T::zero::<C10>();
-                T::zero::<C11>();
-            }
+            T::zero::<C10>();
+            T::zero::<C11>();
             let b_half = b.cast::<u8>().add(half * 2 * 64);
             for s in 0..steps {
                 let bs = b_half.add(s * STEP_GROUPS * B_STRIDE);
@@ -189,24 +234,18 @@ unsafe fn program<T: TileOps, const TWO: bool>(
                 T::load::<A0>(at, a_stride);
                 T::load::<B0>(bs, B_STRIDE);
                 T::load::<B1>(bs.add(64), B_STRIDE);
-                if TWO {
-                    T::load::<A1>(at.add(TILE_ROWS * a_stride), a_stride);
-                }
+                T::load::<A1>(at.add(TILE_ROWS * a_stride), a_stride);
                 T::dpbusd::<C00, A0, B0>();
                 T::dpbusd::<C01, A0, B1>();
-                if TWO {
-                    T::dpbusd::<C10, A1, B0>();
-                    T::dpbusd::<C11, A1, B1>();
-                }
+                T::dpbusd::<C10, A1, B0>();
+                T::dpbusd::<C11, A1, B1>();
             }
             let c = acc.add(half * 32).cast::<u8>();
             T::store::<C00>(c, c_stride);
             T::store::<C01>(c.add(64), c_stride);
-            if TWO {
-                let c1 = c.add(TILE_ROWS * c_stride);
-                T::store::<C10>(c1, c_stride);
-                T::store::<C11>(c1.add(64), c_stride);
-            }
+            let c1 = c.add(TILE_ROWS * c_stride);
+            T::store::<C10>(c1, c_stride);
+            T::store::<C11>(c1.add(64), c_stride);
         }
     }
 }
