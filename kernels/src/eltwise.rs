@@ -47,7 +47,7 @@ pub fn add_on(
 ) -> Result<&'static str, KernelError> {
     let k = check_add(a, b, q, out)?;
     check_rung(rung)?;
-    Ok(match rung {
+    Ok(match rung.borrowed() {
         #[cfg(target_arch = "x86_64")]
         Rung::Avx2 | Rung::Avx512Vnni if std::arch::is_x86_feature_detected!("avx2") => {
             // SAFETY: AVX2 was detected on this CPU just above.

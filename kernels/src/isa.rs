@@ -6,11 +6,20 @@
 //! uses the highest rung at or below it that the CPU supports. Tests and CI use it to
 //! run the same suite once per rung; [`Selection::honoured`] tells whether the request
 //! was met, so a test can fail when CI asked for a rung this machine silently lacks.
+//!
+//! A rung without its own kernel for some family of operations borrows the one of the
+//! rung below it ([`Rung::borrowed`]): the `amx` rung has tile kernels for GEMM only, and
+//! its pooling, element-wise, depthwise and fp32 row code is the `avx512vnni` rung's.
 
 use std::sync::OnceLock;
 
 /// Environment variable that caps (forces) the kernel rung.
 pub const KERNEL_ENV: &str = "QBENCH_KERNEL";
+
+/// Environment variable that, set to `1`, runs the `amx` rung's tile program on a tile
+/// emulator in plain Rust (slow, bit-identical), on any x86-64 CPU: how machines without
+/// AMX test it.
+pub const AMX_EMULATE_ENV: &str = "QBENCH_AMX_EMULATE";
 
 /// One rung of an ISA ladder. Order within an architecture is from slowest to fastest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,6 +30,8 @@ pub enum Rung {
     Avx2,
     /// x86-64 AVX-512 VNNI (`vpdpbusd`).
     Avx512Vnni,
+    /// x86-64 Advanced Matrix Extensions (`tdpbusd` on 16×64-byte tiles), GEMM only.
+    Amx,
     /// aarch64 Advanced SIMD without the dot-product extension.
     Neon,
     /// aarch64 with the dot-product extension (`sdot`).
@@ -29,10 +40,11 @@ pub enum Rung {
 
 impl Rung {
     /// Every rung of every architecture.
-    pub const ALL: [Rung; 5] = [
+    pub const ALL: [Rung; 6] = [
         Rung::Generic,
         Rung::Avx2,
         Rung::Avx512Vnni,
+        Rung::Amx,
         Rung::Neon,
         Rung::NeonDotprod,
     ];
@@ -43,6 +55,7 @@ impl Rung {
             Rung::Generic => "generic",
             Rung::Avx2 => "avx2",
             Rung::Avx512Vnni => "avx512vnni",
+            Rung::Amx => "amx",
             Rung::Neon => "neon",
             Rung::NeonDotprod => "neon-dotprod",
         }
@@ -57,7 +70,7 @@ impl Rung {
     pub fn arch(self) -> Option<&'static str> {
         match self {
             Rung::Generic => None,
-            Rung::Avx2 | Rung::Avx512Vnni => Some("x86_64"),
+            Rung::Avx2 | Rung::Avx512Vnni | Rung::Amx => Some("x86_64"),
             Rung::Neon | Rung::NeonDotprod => Some("aarch64"),
         }
     }
@@ -74,6 +87,8 @@ impl Rung {
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "x86_64")]
+            Rung::Amx => crate::x86_64::amx::availability().is_ok(),
             #[cfg(target_arch = "aarch64")]
             Rung::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[cfg(target_arch = "aarch64")]
@@ -91,6 +106,12 @@ impl Rung {
         if self.is_available() {
             return None;
         }
+        #[cfg(target_arch = "x86_64")]
+        if self == Rung::Amx {
+            if let Err(why) = crate::x86_64::amx::availability() {
+                return Some(why.clone());
+            }
+        }
         Some(match self.arch() {
             Some(arch) if arch != std::env::consts::ARCH => {
                 format!(
@@ -101,6 +122,23 @@ impl Rung {
             }
             _ => format!("this CPU lacks the {} instructions", self.name()),
         })
+    }
+
+    /// The rung whose kernels this one uses for the operations it has no kernel of its
+    /// own for (everything but GEMM, for `amx`): the highest available rung below it, so
+    /// the ladder's rule "a rung without a specialisation borrows the one below" holds
+    /// in one place. Every other rung is its own.
+    pub fn borrowed(self) -> Rung {
+        match self {
+            Rung::Amx => ladder()
+                .iter()
+                .copied()
+                .skip_while(|&r| r != Rung::Amx)
+                .skip(1)
+                .find(|r| r.is_available())
+                .unwrap_or(Rung::Generic),
+            other => other,
+        }
     }
 }
 
@@ -113,7 +151,7 @@ impl std::fmt::Display for Rung {
 /// The rungs of this architecture's ladder, fastest first, ending with `generic`.
 pub fn ladder() -> &'static [Rung] {
     if cfg!(target_arch = "x86_64") {
-        &[Rung::Avx512Vnni, Rung::Avx2, Rung::Generic]
+        &[Rung::Amx, Rung::Avx512Vnni, Rung::Avx2, Rung::Generic]
     } else if cfg!(target_arch = "aarch64") {
         &[Rung::NeonDotprod, Rung::Neon, Rung::Generic]
     } else {
@@ -229,6 +267,21 @@ mod tests {
         for &rung in ladder() {
             let s = resolve(Some(rung.name()));
             assert_eq!(s.honoured(), rung.is_available(), "{rung}");
+        }
+    }
+
+    #[test]
+    fn a_rung_borrows_from_below_only_what_it_lacks() {
+        for &rung in ladder() {
+            let lent = rung.borrowed();
+            assert!(lent <= rung, "{rung} borrows {lent}");
+            assert!(lent == Rung::Generic || lent.is_available() || lent == rung);
+        }
+        if cfg!(target_arch = "x86_64") {
+            assert_ne!(Rung::Amx.borrowed(), Rung::Amx);
+            if Rung::Avx512Vnni.is_available() {
+                assert_eq!(Rung::Amx.borrowed(), Rung::Avx512Vnni);
+            }
         }
     }
 

@@ -63,7 +63,7 @@ pub fn max_pool_on(
 ) -> Result<(Nhwc, &'static str), KernelError> {
     let out_shape = check_max_pool(input, shape, window, out)?;
     check_rung(rung)?;
-    let name = match rung {
+    let name = match rung.borrowed() {
         #[cfg(target_arch = "x86_64")]
         Rung::Avx2 | Rung::Avx512Vnni if std::arch::is_x86_feature_detected!("avx2") => {
             // SAFETY: AVX2 was detected on this CPU just above.
@@ -127,7 +127,7 @@ pub fn avg_pool_on(
         count_include_pad,
         q,
     };
-    let name = match rung {
+    let name = match rung.borrowed() {
         #[cfg(target_arch = "x86_64")]
         Rung::Avx2 | Rung::Avx512Vnni if std::arch::is_x86_feature_detected!("avx2") => {
             // SAFETY: AVX2 was detected on this CPU just above.
@@ -170,7 +170,7 @@ pub fn global_avg_pool_on(
 ) -> Result<(Nhwc, &'static str), KernelError> {
     let out_shape = check_global_avg_pool(input, shape, q, out)?;
     check_rung(rung)?;
-    let name = match rung {
+    let name = match rung.borrowed() {
         #[cfg(target_arch = "x86_64")]
         Rung::Avx2 | Rung::Avx512Vnni if std::arch::is_x86_feature_detected!("avx2") => {
             // SAFETY: AVX2 was detected on this CPU just above.

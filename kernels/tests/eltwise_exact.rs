@@ -28,7 +28,7 @@ fn forced_rung_is_the_one_running() {
 fn name_of(rung: Rung) -> &'static str {
     match rung {
         Rung::Generic => "generic_add_u8",
-        Rung::Avx2 | Rung::Avx512Vnni => "avx2_add_u8",
+        Rung::Avx2 | Rung::Avx512Vnni | Rung::Amx => "avx2_add_u8",
         Rung::Neon | Rung::NeonDotprod => "neon_add_u8",
     }
 }

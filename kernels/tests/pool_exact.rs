@@ -33,7 +33,7 @@ fn forced_rung_is_the_one_running() {
 fn prefix(rung: Rung) -> &'static str {
     match rung {
         Rung::Generic => "generic_",
-        Rung::Avx2 | Rung::Avx512Vnni => "avx2_",
+        Rung::Avx2 | Rung::Avx512Vnni | Rung::Amx => "avx2_",
         Rung::Neon | Rung::NeonDotprod => "neon_",
     }
 }

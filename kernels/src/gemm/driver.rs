@@ -166,13 +166,15 @@ impl<'t> FusedTile<'t> {
 }
 
 /// The largest `MR · NR` of any kernel: the stack tile the driver hands to kernels.
-pub(crate) const MAX_TILE: usize = 16 * 64;
+pub(crate) const MAX_TILE: usize = 32 * 64;
 
 /// Activations prepared for one call, with what the corrections need: either packed
 /// (rows padded with zeros to `stride`, a multiple of 64, stored as `a XOR a_offset`) or,
 /// when nothing needs changing, the caller's matrix itself ([`PackedA::direct`]).
 pub(crate) struct PackedA<'a> {
     pub data: Cow<'a, [u8]>,
+    /// Where row 0 starts in `data`: packed rows start on a 64-byte boundary.
+    pub start: usize,
     pub rows: usize,
     pub stride: usize,
     pub kgroups: usize,
@@ -193,6 +195,7 @@ impl<'a> PackedA<'a> {
         debug_assert!(a.cols.is_multiple_of(kr));
         PackedA {
             data: Cow::Borrowed(a.data),
+            start: 0,
             rows: a.rows,
             stride: a.stride,
             kgroups: a.cols / kr,
@@ -206,7 +209,11 @@ impl<'a> PackedA<'a> {
         let k = a.cols;
         let kgroups = k.div_ceil(kr);
         let stride = (kgroups * kr).div_ceil(64).max(1) * 64;
-        let mut data = vec![0u8; a.rows * stride];
+        // Rows start on a cache line (the stride is a multiple of 64), so a 64-byte load
+        // of a row (an AMX tile row) touches one line.
+        let mut storage = vec![0u8; a.rows * stride + 63];
+        let start = storage.as_ptr().align_offset(64);
+        let data = &mut storage[start..start + a.rows * stride];
         let mut col_coef = Vec::with_capacity(a.rows);
         let mut row_term = Vec::with_capacity(a.rows);
         let mut max = 0u8;
@@ -228,7 +235,8 @@ impl<'a> PackedA<'a> {
             row_term.push(sum.wrapping_sub((k as i32).wrapping_mul(za)));
         }
         PackedA {
-            data: Cow::Owned(data),
+            data: Cow::Owned(storage),
+            start,
             rows: a.rows,
             stride,
             kgroups,
@@ -247,7 +255,8 @@ impl<'a> PackedA<'a> {
             &self.row_term[range.clone()]
         };
         PackedA {
-            data: Cow::Borrowed(&self.data[range.start * self.stride..]),
+            data: Cow::Borrowed(&self.data[self.start + range.start * self.stride..]),
+            start: 0,
             rows: range.len(),
             stride: self.stride,
             kgroups: self.kgroups,
@@ -413,7 +422,7 @@ fn corrects(a: &PackedA, m0: usize, rows: usize) -> bool {
 /// The first of rows `m0..` of packed A.
 #[inline(always)]
 fn a_rows(a: &PackedA, m0: usize) -> *const u8 {
-    a.data[m0 * a.stride..].as_ptr()
+    a.data[a.start + m0 * a.stride..].as_ptr()
 }
 
 /// Runs the micro-kernel for rows `m0..m0 + rows` and the full panel at `n0` directly

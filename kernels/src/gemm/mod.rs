@@ -128,7 +128,7 @@ fn run(a: &MatA, b: &PackedB, out: &mut Output, threads: usize) -> &'static str 
     // pixels); skip it when the kernels can read the caller's rows as they are.
     let direct = kernels.reads_exactly_k
         && kernels.a_offset == 0
-        && a.cols.is_multiple_of(kernels.kr)
+        && a.cols.is_multiple_of(kernels.direct_k_multiple())
         && b.zero_points().is_none()
         && kernels.kernels[0].max_activation == u8::MAX;
     let packed_a = if direct {
@@ -136,7 +136,7 @@ fn run(a: &MatA, b: &PackedB, out: &mut Output, threads: usize) -> &'static str 
     } else {
         PackedA::pack(a, kernels.kr, kernels.a_offset)
     };
-    let kernel = kernels.pick(packed_a.max);
+    let kernel = kernels.pick(packed_a.max, a.rows);
     if a.rows == 0 || b.n() == 0 {
         return kernel.name;
     }

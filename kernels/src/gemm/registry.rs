@@ -17,8 +17,9 @@ pub(crate) struct KernelEntry {
 }
 
 /// The kernels of one rung. They share the B layout (`nr`, `kr`) and the activation
-/// offset; they differ in the activation domain they are exact for. Listed fastest first;
-/// the last one covers full-range u8.
+/// offset; they differ in the activation domain they are exact for, or in the row counts
+/// they are fastest at. Listed fastest first; the last one covers full-range u8 and any
+/// row count.
 pub(crate) struct RungKernels {
     pub rung: Rung,
     pub nr: usize,
@@ -34,16 +35,53 @@ pub(crate) struct RungKernels {
 impl RungKernels {
     /// The kernels of `rung`, if this binary has them.
     pub(crate) fn of(rung: Rung) -> Option<&'static RungKernels> {
+        // The tile program runs on the hardware or on its emulator, decided once.
+        #[cfg(target_arch = "x86_64")]
+        if rung == Rung::Amx {
+            return Some(crate::x86_64::amx::kernels());
+        }
         ALL.iter().copied().find(|k| k.rung == rung)
     }
 
-    /// The fastest kernel whose domain holds activations up to `max`.
-    pub(crate) fn pick(&self, max: u8) -> &'static KernelEntry {
+    /// The fastest kernel whose domain holds activations up to `max` and which is worth
+    /// running on `rows` rows.
+    pub(crate) fn pick(&self, max: u8, rows: usize) -> &'static KernelEntry {
         self.kernels
             .iter()
-            .find(|k| max <= k.max_activation)
-            .expect("every rung ends with a full-range kernel")
+            .find(|k| max <= k.max_activation && rows >= min_rows(k))
+            .expect("every rung ends with a full-range kernel for any row count")
     }
+
+    /// Whether the caller's activation rows can be read in place when k is a multiple of
+    /// this (the kernels never read past `k` bytes then): the k group, or for AMX a whole
+    /// tile row of 64 bytes, since its last k step reads that far.
+    pub(crate) fn direct_k_multiple(&self) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if self.rung == Rung::Amx {
+            return crate::x86_64::amx::DIRECT_K_MULTIPLE;
+        }
+        self.kr
+    }
+
+    /// Zero bytes kept after the last panel of packed B, which a kernel may read past it.
+    pub(crate) fn b_slack(&self) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if self.rung == Rung::Amx {
+            return crate::x86_64::amx::B_SLACK;
+        }
+        0
+    }
+}
+
+/// The fewest rows of A a kernel is run on; with fewer, the rung's next kernel runs. AMX
+/// tiles are 16 rows tall, and below that the VNNI kernel is faster.
+fn min_rows(k: &KernelEntry) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if k.name == crate::x86_64::amx::HW_NAME {
+        return crate::x86_64::amx::MIN_ROWS;
+    }
+    let _ = k;
+    0
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -341,16 +341,20 @@ unsafe fn run(a: &PackedA, b: &PackedB, out: &mut Output) {
     unsafe { drive::<Vnni>(a, b, out) }
 }
 
+/// The kernel, also listed by the `amx` rung, which shares its B layout and runs it below
+/// 16 rows.
+pub(crate) const ENTRY: KernelEntry = KernelEntry {
+    name: "avx512vnni_gemm_u8s8i32_6x64",
+    mr: Vnni::MR,
+    max_activation: 255,
+    run,
+};
+
 pub(crate) const KERNELS: RungKernels = RungKernels {
     rung: Rung::Avx512Vnni,
     nr: Vnni::NR,
     kr: Vnni::KR,
     a_offset: 0,
     reads_exactly_k: true,
-    kernels: &[KernelEntry {
-        name: "avx512vnni_gemm_u8s8i32_6x64",
-        mr: Vnni::MR,
-        max_activation: 255,
-        run,
-    }],
+    kernels: &[ENTRY],
 };
