@@ -220,6 +220,25 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Depthwise on every rung: channel counts across every partial channel block (2..=40
+    /// covers 8- and 16-lane blocks plus every remainder), 3x3 and 5x5 at stride 1 and 2,
+    /// dilation 1 and 2, uneven padding up to the kernel size, one or two images.
+    #[test]
+    fn depthwise_random(seed in any::<u64>(), n in 1usize..3, h in 1usize..12, w in 1usize..12, c in 2usize..41,
+                        k in prop::sample::select(vec![3usize, 5]), s in 1usize..3, d in 1usize..3,
+                        pads in prop::array::uniform4(0usize..4), full in any::<bool>()) {
+        if let Some((shape, cout, groups, window)) = geometry(n, h, w, 1, 1, c, k, s, d, pads) {
+            for rung in rungs_under_test() {
+                let case = ConvCase::random(&mut Rng::new(seed), shape, cout, groups, window, if full { 255 } else { 127 });
+                prop_assert_eq!(check(rung, &case), "depthwise", "{:?}", case.window);
+            }
+        }
+    }
+}
+
 #[test]
 fn every_path_on_named_edge_cases() {
     let cases = [

@@ -135,41 +135,47 @@ pub(super) fn run(
     };
     let name = match rung {
         #[cfg(target_arch = "x86_64")]
-        Rung::Avx512Vnni => {
+        Rung::Avx2 => {
+            if window.kernel == [3, 3] {
+                let full = c / 8 * 8;
+                let mut finish = finish_of(&mut out);
+                for c0 in (0..full).step_by(8) {
+                    // SAFETY: the avx2 rung (checked when packing) implies AVX2; the block
+                    // is within the channels, the window is 3x3, out_shape is its output
+                    // shape, and the vectors hold c values.
+                    unsafe {
+                        crate::x86_64::dwconv::dw3x3_u8_block8_avx2(
+                            input,
+                            shape,
+                            za,
+                            taps,
+                            window,
+                            out_shape,
+                            c0,
+                            &mut finish,
+                        )
+                    };
+                }
+                if full < c {
+                    // SAFETY: as above.
+                    unsafe { rest_avx2(&args, &mut out, full, c - full) };
+                }
+            } else {
+                // SAFETY: as above; the avx2 rung implies AVX2.
+                unsafe { body_avx2(&args, &mut out) };
+            }
+            "avx2_dwconv_u8s8_c8"
+        }
+        // Any x86 rung at or above avx512vnni (they all imply AVX-512 F and BW).
+        #[cfg(target_arch = "x86_64")]
+        r if r >= Rung::Avx512Vnni => {
             let full = c / BLOCK * BLOCK;
             if window.kernel == [3, 3] {
-                let mut finish = match &mut out {
-                    Out::Requant {
-                        bias,
-                        multiplier,
-                        zero_point,
-                        qmin,
-                        qmax,
-                        out,
-                    } => crate::x86_64::dwconv::Finish::Requant {
-                        bias,
-                        multiplier,
-                        zero_point: *zero_point,
-                        qmin: *qmin,
-                        qmax: *qmax,
-                        out,
-                    },
-                    Out::Dequant {
-                        a_scale,
-                        b_scale,
-                        bias,
-                        out,
-                    } => crate::x86_64::dwconv::Finish::Dequant {
-                        a_scale: *a_scale,
-                        b_scale,
-                        bias,
-                        out,
-                    },
-                };
+                let mut finish = finish_of(&mut out);
                 for c0 in (0..full).step_by(BLOCK) {
-                    // SAFETY: the avx512vnni rung (checked when packing) implies AVX-512
-                    // F and BW; the block is within the channels, the window is 3x3,
-                    // out_shape is its output shape, and the vectors hold c values.
+                    // SAFETY: the rung (checked when packing) implies AVX-512 F and BW;
+                    // the block is within the channels, the window is 3x3, out_shape is
+                    // its output shape, and the vectors hold c values.
                     unsafe {
                         crate::x86_64::dwconv::dw3x3_u8_block16(
                             input,
@@ -192,12 +198,6 @@ pub(super) fn run(
             }
             "avx512_dwconv_u8s8_c16"
         }
-        #[cfg(target_arch = "x86_64")]
-        Rung::Avx2 => {
-            // SAFETY: as above; the avx2 rung implies AVX2.
-            unsafe { body_avx2(&args, &mut out) };
-            "avx2_dwconv_u8s8_c16"
-        }
         #[cfg(target_arch = "aarch64")]
         Rung::Neon | Rung::NeonDotprod => {
             // SAFETY: both aarch64 rungs imply Advanced SIMD.
@@ -218,6 +218,47 @@ pub(super) fn run(
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn body_avx512(args: &Args, out: &mut Out) {
     body(args, out);
+}
+
+/// The x86 kernels' view of the output stage (per-channel vectors borrowed).
+#[cfg(target_arch = "x86_64")]
+fn finish_of<'o>(out: &'o mut Out<'_>) -> crate::x86_64::dwconv::Finish<'o> {
+    match out {
+        Out::Requant {
+            bias,
+            multiplier,
+            zero_point,
+            qmin,
+            qmax,
+            out,
+        } => crate::x86_64::dwconv::Finish::Requant {
+            bias,
+            multiplier,
+            zero_point: *zero_point,
+            qmin: *qmin,
+            qmax: *qmax,
+            out,
+        },
+        Out::Dequant {
+            a_scale,
+            b_scale,
+            bias,
+            out,
+        } => crate::x86_64::dwconv::Finish::Dequant {
+            a_scale: *a_scale,
+            b_scale,
+            bias,
+            out,
+        },
+    }
+}
+
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rest_avx2(args: &Args, out: &mut Out, c0: usize, width: usize) {
+    block_any(args, out, c0, width);
 }
 
 /// # Safety

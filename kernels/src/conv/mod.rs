@@ -400,18 +400,52 @@ fn run(
                     stage,
                 )
             };
-            let one = |s: Nhwc| Nhwc::new(1, s.h, s.w, s.c);
-            if threads <= 1 || shape.n <= 1 || one(shape).is_empty() {
+            let [kh, kw] = conv.window.kernel;
+            let threads = gemm::split::useful_threads(out_shape.len() * kh * kw, threads);
+            if threads <= 1 || out_shape.is_empty() {
                 return image(input, shape, out_shape, stage);
             }
-            // Images are independent and each one's output is a contiguous block: they
-            // are shared out whole. One image runs on one thread.
-            let jobs: Vec<(&[u8], Stage)> = input
-                .chunks_exact(one(shape).len())
-                .map(|img| (img, stage.split_off_front(one(out_shape).len())))
+            // Bands of output rows, each image cut into enough bands that every thread
+            // gets one even at batch 1. A band's output rows are contiguous; its input is
+            // the rows its taps reach, with the top padding it still sees.
+            let per_image = threads.div_ceil(shape.n).min(out_shape.h);
+            let jobs: Vec<_> = (0..shape.n)
+                .flat_map(|img| {
+                    (0..per_image).map(move |b| {
+                        let (y0, y1) = (
+                            out_shape.h * b / per_image,
+                            out_shape.h * (b + 1) / per_image,
+                        );
+                        (img, y0, y1)
+                    })
+                })
+                .filter(|&(_, y0, y1)| y0 < y1)
+                .map(|(img, y0, y1)| {
+                    let out_band = Nhwc::new(1, y1 - y0, out_shape.w, out_shape.c);
+                    (img, y0, y1, stage.split_off_front(out_band.len()))
+                })
                 .collect();
             jobs.into_par_iter()
-                .map(|(img, mut part)| image(img, one(shape), one(out_shape), &mut part))
+                .map(|(img, y0, y1, mut part)| {
+                    let w = &conv.window;
+                    let (s, d, top) = (w.stride[0], w.dilation[0], w.pads[0]);
+                    let origin = (y0 * s) as isize - top as isize;
+                    let first = origin.max(0) as usize;
+                    let end = ((y1 - 1) * s + (kh - 1) * d + 1)
+                        .saturating_sub(top)
+                        .min(shape.h)
+                        .max(first);
+                    let mut window = *w;
+                    window.pads[0] = (-origin).max(0) as usize;
+                    let in_band = Nhwc::new(1, end - first, shape.w, shape.c);
+                    let row = shape.w * shape.c;
+                    let start = (img * shape.h + first) * row;
+                    let input = &input[start..start + in_band.len()];
+                    let out_band = Nhwc::new(1, y1 - y0, out_shape.w, out_shape.c);
+                    depthwise::run(
+                        input, in_band, za, taps, &window, out_band, conv.rung, &mut part,
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(|names| names[0])
         }
