@@ -25,6 +25,7 @@ use qbench::results::{
     self, Accuracy, Backend, Cell, CellKey, Latency, LayerSqnr, Measure, Method, Shard, Sqnr,
     State, SweepConfig,
 };
+use qbench_kernels::isa::Rung;
 use qbench_models::data::IMAGE_LEN;
 use qbench_models::exec::{Executor, Options};
 use qbench_models::ir::Graph;
@@ -330,11 +331,13 @@ fn to_quant_method(m: Method) -> Option<qbench_quantizers::Method> {
 /// Why this machine cannot time `backend`'s kernels natively, if it cannot. Accuracy is
 /// still computed: every rung is bit-exact with the reference, so the scheme's numbers
 /// are the same on whichever rung runs here.
-pub(crate) fn speed_absent(backend: Backend, rung: &str) -> Option<String> {
+pub(crate) fn speed_absent(backend: Backend, rung: Rung) -> Option<String> {
+    // A rung above the scheme's own (amx above avx512vnni) runs it natively too: it has
+    // the instructions the scheme's kernels were written for, and faster ones.
     let native = match backend {
-        Backend::Fbgemm => matches!(rung, "avx2" | "avx512vnni"),
-        Backend::Vnni => rung == "avx512vnni",
-        Backend::Qnnpack => matches!(rung, "neon" | "neon-dotprod"),
+        Backend::Fbgemm => matches!(rung, Rung::Avx2 | Rung::Avx512Vnni | Rung::Amx),
+        Backend::Vnni => matches!(rung, Rung::Avx512Vnni | Rung::Amx),
+        Backend::Qnnpack => matches!(rung, Rung::Neon | Rung::NeonDotprod),
     };
     let isa = match backend {
         Backend::Fbgemm => "x86-64 AVX2",
@@ -635,8 +638,7 @@ fn run_group(
         built.insert(method, b);
     }
 
-    let rung = qbench_kernels::isa::active().name();
-    let no_speed = speed_absent(backend, rung);
+    let no_speed = speed_absent(backend, qbench_kernels::isa::active());
     let facts = Facts {
         model,
         backend,
@@ -1038,5 +1040,22 @@ pub(crate) fn latency(s: &crate::stats::Summary, batch: usize) -> Latency {
         spread: s.spread,
         samples: s.samples,
         throughput: batch as f64 / (ms / 1e3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rung_above_the_schemes_own_times_it_natively() {
+        assert_eq!(speed_absent(Backend::Vnni, Rung::Amx), None);
+        assert_eq!(speed_absent(Backend::Vnni, Rung::Avx512Vnni), None);
+        assert_eq!(speed_absent(Backend::Fbgemm, Rung::Amx), None);
+        assert_eq!(speed_absent(Backend::Fbgemm, Rung::Avx2), None);
+        let why = speed_absent(Backend::Vnni, Rung::Avx2).expect("avx2 lacks VNNI");
+        assert!(why.contains("AVX-512 VNNI") && why.contains("avx2"), "{why}");
+        assert!(speed_absent(Backend::Qnnpack, Rung::Amx).is_some());
+        assert_eq!(speed_absent(Backend::Qnnpack, Rung::NeonDotprod), None);
     }
 }

@@ -355,8 +355,7 @@ pub fn run_group(
         }
     }
 
-    let rung = qbench_kernels::isa::active().name();
-    let no_speed = crate::sweep::speed_absent(backend, rung);
+    let no_speed = crate::sweep::speed_absent(backend, qbench_kernels::isa::active());
     let per_tensor_built = per_tensor.as_ref().and_then(|b| b.as_ref().ok());
     let executors: BTreeMap<u32, std::result::Result<Executors, String>> = config
         .threads
