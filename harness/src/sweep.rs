@@ -1054,7 +1054,10 @@ mod tests {
         assert_eq!(speed_absent(Backend::Fbgemm, Rung::Amx), None);
         assert_eq!(speed_absent(Backend::Fbgemm, Rung::Avx2), None);
         let why = speed_absent(Backend::Vnni, Rung::Avx2).expect("avx2 lacks VNNI");
-        assert!(why.contains("AVX-512 VNNI") && why.contains("avx2"), "{why}");
+        assert!(
+            why.contains("AVX-512 VNNI") && why.contains("avx2"),
+            "{why}"
+        );
         assert!(speed_absent(Backend::Qnnpack, Rung::Amx).is_some());
         assert_eq!(speed_absent(Backend::Qnnpack, Rung::NeonDotprod), None);
     }
