@@ -533,13 +533,18 @@ struct EvalData {
     labels: Vec<usize>,
 }
 
-/// Predictions over the eval set, in parallel batches of 256 across rayon threads (the
-/// latency measurement, not this, is what uses exactly the requested threads).
+/// Images per batch when the sweep evaluates accuracy. Dynamic quantization takes one
+/// activation scale per tensor, i.e. per batch, so tract's cross-check
+/// (`sweep_tract`) must feed the same batches: both use this one constant.
+pub(crate) const EVAL_BATCH: usize = 256;
+
+/// Predictions over the eval set, in parallel batches of [`EVAL_BATCH`] across rayon threads
+/// (the latency measurement, not this, is what uses exactly the requested threads).
 fn predict(
     run: &(dyn Fn(&[Tensor]) -> Result<Vec<Tensor>> + Sync),
     data: &EvalData,
 ) -> Result<Vec<usize>> {
-    let chunks: Vec<&[f32]> = data.images.chunks(256 * IMAGE_LEN).collect();
+    let chunks: Vec<&[f32]> = data.images.chunks(EVAL_BATCH * IMAGE_LEN).collect();
     let preds: Vec<Vec<usize>> = chunks
         .par_iter()
         .map(|x| {

@@ -13,7 +13,8 @@
 //!   split of the Rotten Tomatoes snippets, scored on the held-out split; agreement = the
 //!   share of held-out snippets where the probe's label equals its label on fp32; the
 //!   cosine of each embedding to fp32's (mean, worst) goes in `embedding`;
-//! - speed at `batch` × 128 real tokens, single thread, fp32 and every method interleaved.
+//! - speed at `batch` × 128 real tokens on each requested thread count, fp32 and every
+//!   method interleaved.
 //!
 //! The fp32 embeddings and the probe are computed once per process and shared by the
 //! backends' groups.

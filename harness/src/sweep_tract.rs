@@ -38,17 +38,17 @@ use qbench_quantizers::QuantizedModel;
 
 use crate::eval;
 use crate::measure::{self, Budget, Candidate};
-use crate::sweep::Executors;
+use crate::sweep::{Executors, EVAL_BATCH};
 use tract_linalg::multithread::{multithread_tract_scope, Executor as TractExecutor};
 
 /// Eval inputs compared with tract: the first `EVAL_SLICE` (`QUICK_EVAL_SLICE` in
-/// `--quick`), in chunks of `CHUNK` (tract plans have fixed shapes). `CHUNK` must be the
-/// batch the sweep evaluates our models in (`sweep::predict`: 256) and the slices whole
+/// `--quick`), in chunks of `CHUNK` (tract plans have fixed shapes). `CHUNK` is the
+/// batch the sweep evaluates our models in ([`EVAL_BATCH`]) and the slices are whole
 /// chunks: dynamic quantization takes one activation scale per tensor, i.e. per batch, so
 /// tract must see the same batches as our executor did or the two quantize differently.
 const EVAL_SLICE: usize = 4 * CHUNK;
 const QUICK_EVAL_SLICE: usize = CHUNK;
-const CHUNK: usize = 256;
+const CHUNK: usize = EVAL_BATCH;
 
 /// One built method of the group.
 pub struct Built<'a> {
