@@ -34,7 +34,7 @@ pub enum Width {
 impl Width {
     /// The widest build the active kernel rung allows.
     pub fn active() -> Width {
-        match isa::active() {
+        match isa::active().borrowed() {
             Rung::Avx512Vnni => Width::Avx512,
             Rung::Avx2 => Width::Avx2,
             _ => Width::Portable,

@@ -243,3 +243,19 @@ fn all_finite_finds_every_bad_value_at_every_position() {
     }
     assert!(fmath::all_finite(&[]));
 }
+
+/// A rung without row-math builds of its own (amx) uses the one of the rung it borrows
+/// from: without that, the amx rung ran softmax, layer norm and GELU in portable code.
+#[test]
+fn the_active_width_follows_the_rung_it_borrows_from() {
+    use qbench_kernels::{isa, Rung};
+    let expected = match isa::active().borrowed() {
+        Rung::Avx512Vnni => Width::Avx512,
+        Rung::Avx2 => Width::Avx2,
+        _ => Width::Portable,
+    };
+    assert_eq!(Width::active(), expected, "active rung {}", isa::active());
+    if isa::active() == Rung::Amx {
+        assert_eq!(Width::active(), Width::Avx512);
+    }
+}
