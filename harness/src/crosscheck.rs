@@ -333,20 +333,37 @@ fn crosscheck_quantized(args: &CrosscheckArgs) -> Result<()> {
     )
 }
 
-/// Uniform values in [-1, 1) from SplitMix64, so a run is reproducible from its seed.
+/// Uniform values in [-1, 1) from the shared SplitMix64 (`qbench_models::rng`), so a run
+/// is reproducible from its seed.
 fn random_input(shape: &[usize], seed: u64) -> Result<Tensor> {
-    let mut state = seed;
     let n: usize = shape.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            // The top 24 bits make an exactly representable f32 in [0, 1).
-            (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
+    let v = qbench_models::rng::Rng::new(seed).uniforms_f32(n, -1.0, 1.0);
     Ok(Tensor::new(shape.to_vec(), v)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `crosscheck` prints its seed so a run can be repeated: the inputs drawn for a seed
+    /// must stay those of the SplitMix64 formula it has always used, spelled out here.
+    #[test]
+    fn random_inputs_for_a_seed_are_the_recorded_stream() {
+        for seed in [0u64, 7, 0xdead_beef] {
+            let mut state = seed;
+            let expected: Vec<u32> = (0..257)
+                .map(|_| {
+                    state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    z ^= z >> 31;
+                    ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0).to_bits()
+                })
+                .collect();
+            let got = random_input(&[1, 257], seed).unwrap();
+            let got: Vec<u32> = got.f32s().unwrap().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, expected, "seed {seed}");
+        }
+    }
 }
