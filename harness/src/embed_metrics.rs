@@ -195,13 +195,8 @@ mod tests {
     #[test]
     fn probe_recovers_a_planted_direction_and_sits_at_the_optimum() {
         let d = 8;
-        let mut state = 1u64;
-        let mut rnd = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0
-        };
+        let mut rng = qbench_models::rng::Rng::new(1);
+        let mut rnd = || rng.uniform() * 2.0 - 1.0;
         let truth: Vec<f64> = (0..d)
             .map(|i| if i % 2 == 0 { 1.0 } else { -0.5 })
             .collect();
