@@ -486,3 +486,39 @@ fn fp32_conv_matches_f64_within_the_dot_product_bound() {
         }
     }
 }
+
+/// A rung without depthwise kernels of its own (amx) runs the ones of the rung it borrows
+/// from (`Rung::borrowed`), not the portable body.
+#[test]
+fn a_borrowing_rung_runs_the_lenders_depthwise_kernel() {
+    let window = Window::new(3, 3).pads([1; 4]);
+    let case = ConvCase::random(
+        &mut Rng::new(5),
+        Nhwc::new(1, 6, 6, 32),
+        32,
+        32,
+        window,
+        255,
+    );
+    let kernel_on = |rung: Rung| {
+        let conv =
+            PackedConv::for_rung(&case.weights(), case.groups, case.window, rung).expect("pack");
+        let os = conv.output_shape(case.shape).expect("fits");
+        let mut out = vec![0u8; os.len()];
+        let requant = case.requant();
+        conv_requant(
+            &case.input,
+            case.shape,
+            case.za,
+            &conv,
+            &requant,
+            &mut out,
+            1,
+        )
+        .expect("runs")
+        .1
+    };
+    for rung in rungs_under_test() {
+        assert_eq!(kernel_on(rung), kernel_on(rung.borrowed()), "{rung}");
+    }
+}

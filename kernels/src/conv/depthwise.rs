@@ -133,7 +133,8 @@ pub(super) fn run(
         window,
         out_shape,
     };
-    let name = match rung {
+    // A rung without depthwise kernels of its own (amx) runs the ones it borrows.
+    let name = match rung.borrowed() {
         #[cfg(target_arch = "x86_64")]
         Rung::Avx2 => {
             if window.kernel == [3, 3] {
@@ -166,9 +167,8 @@ pub(super) fn run(
             }
             "avx2_dwconv_u8s8_c8"
         }
-        // Any x86 rung at or above avx512vnni (they all imply AVX-512 F and BW).
         #[cfg(target_arch = "x86_64")]
-        r if r >= Rung::Avx512Vnni => {
+        Rung::Avx512Vnni => {
             let full = c / BLOCK * BLOCK;
             if window.kernel == [3, 3] {
                 let mut finish = finish_of(&mut out);
