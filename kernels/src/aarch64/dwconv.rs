@@ -85,12 +85,21 @@ struct Block {
     width: usize,
 }
 
-/// 16 values of a per-channel vector from `c0`, zero past `width`.
+/// The block's values of a per-channel vector, readable as `8·V` lanes: in place for a
+/// full block, else copied into `buf` with zeros past `width`.
 #[inline(always)]
-fn padded<T: Copy + Default>(values: &[T], b: Block) -> [T; 16] {
-    let mut out = [T::default(); 16];
-    out[..b.width].copy_from_slice(&values[b.c0..b.c0 + b.width]);
-    out
+fn lanes<T: Copy + Default, const TAIL: bool>(
+    values: &[T],
+    b: Block,
+    buf: &mut [T; 16],
+) -> *const T {
+    let values = &values[b.c0..b.c0 + b.width];
+    if TAIL {
+        buf[..b.width].copy_from_slice(values);
+        buf.as_ptr()
+    } else {
+        values.as_ptr()
+    }
 }
 
 /// int8 `K`x`K` depthwise over all channels, every image and output row of `out_shape`.
@@ -190,14 +199,16 @@ unsafe fn row<
     finish: &mut Finish,
 ) {
     let c = g.shape.c;
-    // SAFETY: NEON is available (caller's contract); every vector load reads a 16-value
-    // stack array at lane offsets below 16.
+    let mut buf_i16 = [0i16; 16];
+    let (mut buf_i32, mut buf_f32, mut buf2_f32) = ([0i32; 16], [0f32; 16], [0f32; 16]);
+    // SAFETY: NEON is available (caller's contract); every vector load reads within the
+    // 8·V values `lanes` vouches for (lane offsets below 8·V).
     unsafe {
         let mut w = [[vdupq_n_s16(0); V]; TAPS];
         for (t, w) in w.iter_mut().enumerate() {
-            let lanes = padded(&g.taps[t * c..(t + 1) * c], b);
+            let lanes = lanes::<_, TAIL>(&g.taps[t * c..(t + 1) * c], b, &mut buf_i16);
             for (h, w) in w.iter_mut().enumerate() {
-                *w = vld1q_s16(lanes.as_ptr().add(8 * h));
+                *w = vld1q_s16(lanes.add(8 * h));
             }
         }
         let out_pixel = g.out_shape.index(img, oy, 0, 0) + b.c0;
@@ -211,14 +222,14 @@ unsafe fn row<
                 qmax,
                 out,
             } => {
-                let bias = padded(bias, b);
-                let multiplier = padded(multiplier, b);
+                let bias = lanes::<_, TAIL>(bias, b, &mut buf_i32);
+                let multiplier = lanes::<_, TAIL>(multiplier, b, &mut buf_f32);
                 let mut init = [[vdupq_n_s32(0); 2]; V];
                 let mut m = [[vdupq_n_f32(0.0); 2]; V];
                 for h in 0..V {
                     for q in 0..2 {
-                        init[h][q] = vld1q_s32(bias.as_ptr().add(8 * h + 4 * q));
-                        m[h][q] = vld1q_f32(multiplier.as_ptr().add(8 * h + 4 * q));
+                        init[h][q] = vld1q_s32(bias.add(8 * h + 4 * q));
+                        m[h][q] = vld1q_f32(multiplier.add(8 * h + 4 * q));
                     }
                 }
                 let (lo_t, hi_t) = (vdupq_n_f32(-LIMIT), vdupq_n_f32(LIMIT));
@@ -260,16 +271,15 @@ unsafe fn row<
                 bias,
                 out,
             } => {
-                let b_scale = padded(b_scale, b);
-                let bias = padded(bias, b);
+                let b_scale = lanes::<_, TAIL>(b_scale, b, &mut buf_f32);
+                let bias = lanes::<_, TAIL>(bias, b, &mut buf2_f32);
                 let a_scale = vdupq_n_f32(*a_scale);
                 let mut scale = [[vdupq_n_f32(0.0); 2]; V];
                 let mut add = [[vdupq_n_f32(0.0); 2]; V];
                 for h in 0..V {
                     for q in 0..2 {
-                        scale[h][q] =
-                            vmulq_f32(a_scale, vld1q_f32(b_scale.as_ptr().add(8 * h + 4 * q)));
-                        add[h][q] = vld1q_f32(bias.as_ptr().add(8 * h + 4 * q));
+                        scale[h][q] = vmulq_f32(a_scale, vld1q_f32(b_scale.add(8 * h + 4 * q)));
+                        add[h][q] = vld1q_f32(bias.add(8 * h + 4 * q));
                     }
                 }
                 let init = [[vdupq_n_s32(0); 2]; V];
