@@ -11,12 +11,14 @@
 //! the contract's wrapping i32 does. The accumulators start at the bias (requantized
 //! output) or zero (dequantized), so `acc + bias` is the same wrapping sum.
 //!
-//! The output stage is the shared epilogue's operations in its order on four lanes at a
-//! time: `scvtf`, `fmul`, clamp to ±2^22, round half to even by adding and subtracting
-//! 1.5·2^23, add the zero point, clamp to `[qmin, qmax]`, then an exact conversion and
-//! narrowing (`fcvtzs`, `sqxtn`, `sqxtun` on integers already in 0..=255); the dequantized
-//! stage is a separate `fmul` and `fadd` (never `fmla`). So every result is the portable
-//! body's, bit for bit.
+//! The output stage computes the shared epilogue's result on four lanes at a time:
+//! `scvtf` and `fmul` as the epilogue does, then the clamp moved before the rounding
+//! (to `[qmin − z, qmax − z]`, which equals the epilogue's clamps to ±2^22 and to
+//! `[qmin, qmax]` around it: see `Requant4`), `fcvtns` (round half to even) and an integer add
+//! of the zero point; six operations where the literal sequence takes ten. Narrowing
+//! (`sqxtn`, `sqxtun`) is exact on integers already in 0..=255. The dequantized stage is
+//! a separate `fmul` and `fadd` (never `fmla`). So every result is the portable body's,
+//! bit for bit.
 //!
 //! Padding stays out of the inner loop: for each output row the columns whose window lies
 //! wholly inside the image (in width) are computed apart; in rows whose window is also
@@ -24,10 +26,12 @@
 //! from one pointer that advances by `stride·c` per pixel. Border pixels visit only their
 //! in-image taps (the padding means the value zero, which adds nothing).
 //!
-//! Channels: blocks of 16 (two 8-lane halves: 2·K·K weight registers for 3x3 plus four
-//! accumulators, within aarch64's 32 vector registers), then one block of 8, then the last
-//! `c mod 8` channels through the same code with 8-lane vectors whose input loads and
-//! output stores go through a small stack buffer, so no channel leaves the kernel.
+//! Channels: blocks of 16 (two 8-lane halves; for 3x3, 18 weight registers and four
+//! accumulators, which with the output constants is more than aarch64's 32 vector
+//! registers, so the compiler reloads some weights from the stack per pixel), then one
+//! block of 8, then the last `c mod 8` channels through the same code with 8-lane vectors
+//! whose input loads and output stores go through a small stack buffer, so no channel
+//! leaves the kernel.
 //!
 //! Why no `sdot` on the neon-dotprod rung: `sdot` sums four adjacent bytes of one lane,
 //! but a depthwise output sums taps of *one* channel at different pixels, which NHWC
@@ -37,14 +41,13 @@
 //! needs no correction and no shuffle, so both aarch64 rungs run this one kernel.
 
 use core::arch::aarch64::{
-    float32x4_t, int16x8_t, int32x4_t, uint8x8_t, vaddq_f32, vcombine_s16, vcvtq_f32_s32,
-    vcvtq_s32_f32, vdup_n_u8, vdupq_n_f32, vdupq_n_s16, vdupq_n_s32, vget_low_s16, vld1_u8,
-    vld1q_f32, vld1q_s16, vld1q_s32, vmaxq_f32, vminq_f32, vmlal_high_s16, vmlal_s16, vmulq_f32,
-    vqmovn_s32, vqmovun_s16, vreinterpretq_s16_u16, vst1_u8, vst1q_f32, vsubl_u8, vsubq_f32,
+    float32x4_t, int16x8_t, int32x4_t, uint8x8_t, vaddq_f32, vaddq_s32, vcombine_s16,
+    vcvtnq_s32_f32, vcvtq_f32_s32, vdup_n_u8, vdupq_n_f32, vdupq_n_s16, vdupq_n_s32, vget_low_s16,
+    vld1_u8, vld1q_f32, vld1q_s16, vld1q_s32, vmaxq_f32, vminq_f32, vmlal_high_s16, vmlal_s16,
+    vmulq_f32, vqmovn_s32, vqmovun_s16, vreinterpretq_s16_u16, vst1_u8, vst1q_f32, vsubl_u8,
 };
 
 use crate::conv::depthwise::tap_range;
-use crate::epilogue::{LIMIT, ROUNDER};
 use crate::nhwc::{Nhwc, Window};
 
 /// How the kernel finishes a pixel: the output stages of the portable epilogue, with
@@ -232,25 +235,14 @@ unsafe fn row<
                         m[h][q] = vld1q_f32(multiplier.add(8 * h + 4 * q));
                     }
                 }
-                let (lo_t, hi_t) = (vdupq_n_f32(-LIMIT), vdupq_n_f32(LIMIT));
-                let rounder = vdupq_n_f32(ROUNDER);
-                let zp = vdupq_n_f32(*zero_point as f32);
-                let (lo, hi) = (vdupq_n_f32(*qmin as f32), vdupq_n_f32(*qmax as f32));
-                // The scalar epilogue's operations, in its order, on four lanes.
-                let requant = |acc: int32x4_t, m: float32x4_t| {
-                    let t = vmulq_f32(vcvtq_f32_s32(acc), m);
-                    let t = vminq_f32(vmaxq_f32(t, lo_t), hi_t);
-                    let t = vsubq_f32(vaddq_f32(t, rounder), rounder);
-                    // An integer in [qmin, qmax] ⊆ [0, 255]: the conversion is exact.
-                    vcvtq_s32_f32(vminq_f32(vmaxq_f32(vaddq_f32(t, zp), lo), hi))
-                };
+                let requant = Requant4::new(*zero_point, *qmin, *qmax);
                 sweep::<K, TAPS, S, V, TAIL>(g, img, oy, b, &w, init, |ox, acc| {
                     let dst = &mut out[out_pixel + ox * out_c..][..b.width];
                     let mut bytes = [0u8; 16];
                     for h in 0..V {
                         let q = vcombine_s16(
-                            vqmovn_s32(requant(acc[h][0], m[h][0])),
-                            vqmovn_s32(requant(acc[h][1], m[h][1])),
+                            vqmovn_s32(requant.apply(acc[h][0], m[h][0])),
+                            vqmovn_s32(requant.apply(acc[h][1], m[h][1])),
                         );
                         let q = vqmovun_s16(q);
                         if TAIL {
@@ -306,6 +298,53 @@ unsafe fn row<
                     }
                 });
             }
+        }
+    }
+}
+
+/// The requantized output stage on four lanes (see [`crate::epilogue::requantize`]).
+///
+/// It computes the epilogue's result in fewer operations, equal by construction: with
+/// `a = qmin − z` and `b = qmax − z` (integers in [−255, 255], inside ±2^22) and `r` round
+/// half to even (monotone, and fixing integers),
+/// `clamp(r(clamp(t, ±2^22)) + z, qmin, qmax) = r(clamp(t, a, b)) + z` for every `t`,
+/// infinities included (`t` is never NaN: the multiplier is finite and positive). `fcvtns`
+/// is `r` to i32 and the add of `z` is exact. The unit test below compares it with the
+/// scalar epilogue on accumulator, multiplier, zero point and clamp extremes and on ties.
+#[derive(Clone, Copy)]
+struct Requant4 {
+    lo: float32x4_t,
+    hi: float32x4_t,
+    zero_point: int32x4_t,
+}
+
+impl Requant4 {
+    /// # Safety
+    /// NEON is available.
+    #[inline(always)]
+    unsafe fn new(zero_point: i32, qmin: i32, qmax: i32) -> Requant4 {
+        // SAFETY: NEON is available (caller's contract).
+        unsafe {
+            Requant4 {
+                lo: vdupq_n_f32((qmin - zero_point) as f32),
+                hi: vdupq_n_f32((qmax - zero_point) as f32),
+                zero_point: vdupq_n_s32(zero_point),
+            }
+        }
+    }
+
+    /// `clamp(round_half_even((acc as f32) · m) + z, qmin, qmax)` lane by lane (the bias
+    /// is already in `acc`).
+    ///
+    /// # Safety
+    /// NEON is available.
+    #[inline(always)]
+    unsafe fn apply(&self, acc: int32x4_t, m: float32x4_t) -> int32x4_t {
+        // SAFETY: NEON is available (caller's contract).
+        unsafe {
+            let t = vmulq_f32(vcvtq_f32_s32(acc), m);
+            let t = vminq_f32(vmaxq_f32(t, self.lo), self.hi);
+            vaddq_s32(vcvtnq_s32_f32(t), self.zero_point)
         }
     }
 }
@@ -460,5 +499,80 @@ unsafe fn sweep<
     }
     for ox in hi..g.out_shape.w {
         store(ox, pixel(ox, border(ox)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Requant4;
+    use crate::epilogue::requantize;
+    use core::arch::aarch64::{vdupq_n_f32, vld1q_s32, vst1q_s32};
+
+    /// The four-lane output stage against the scalar epilogue, value for value.
+    #[test]
+    fn requant4_is_the_epilogue() {
+        let mut accs = vec![
+            i32::MIN,
+            i32::MIN + 1,
+            -1 << 24,
+            -255,
+            -3,
+            -1,
+            0,
+            1,
+            2,
+            3,
+            5,
+            255,
+        ];
+        accs.extend([1 << 22, (1 << 24) + 1, i32::MAX - 1, i32::MAX]);
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Every magnitude: shift a random word right by 0..=31 bits.
+            accs.push((x as i32) >> (x >> 59));
+        }
+        while accs.len() % 4 != 0 {
+            accs.push(0);
+        }
+        let multipliers = [
+            f32::MIN_POSITIVE,
+            1e-9,
+            1e-4,
+            3.1e-3,
+            0.25,
+            0.5, // every odd accumulator is a tie
+            1.0,
+            1.5, // 1.5 · odd is a tie too
+            7.0,
+            1e6,
+            f32::MAX,
+        ];
+        for zero_point in [0, 1, 127, 128, 254, 255] {
+            for (qmin, qmax) in [(0, 255), (0, 0), (255, 255), (17, 17), (0, 6), (3, 200)] {
+                // SAFETY: NEON is part of the aarch64 baseline these tests run on.
+                let r = unsafe { Requant4::new(zero_point, qmin, qmax) };
+                for &m in &multipliers {
+                    for acc in accs.chunks(4) {
+                        let mut got = [0i32; 4];
+                        // SAFETY: as above; `acc` and `got` hold four i32.
+                        unsafe {
+                            let q = r.apply(vld1q_s32(acc.as_ptr()), vdupq_n_f32(m));
+                            vst1q_s32(got.as_mut_ptr(), q);
+                        }
+                        for (lane, &a) in acc.iter().enumerate() {
+                            let want = requantize(a, 0, m, zero_point, qmin, qmax);
+                            assert_eq!(
+                                got[lane],
+                                i32::from(want),
+                                "acc {a} m {m:e} z {zero_point} [{qmin}, {qmax}]"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
