@@ -522,3 +522,114 @@ fn a_borrowing_rung_runs_the_lenders_depthwise_kernel() {
         assert_eq!(kernel_on(rung), kernel_on(rung.borrowed()), "{rung}");
     }
 }
+
+/// Depthwise at the edges of the SIMD kernels' paths, on every rung: channel counts on
+/// both sides of the 8- and 16-lane blocks (and below 8, all tail), 1x1 and one-row or
+/// one-column images, windows larger than the image, symmetric and asymmetric padding,
+/// strides 1, 2 (specialised), 3 (any stride) and unequal per axis, dilation 2; and the
+/// arithmetic at its extremes: activations and zero points at 0 and 255, weights and
+/// weight zero points at -128 and 127 (`|w − zw| = 255`), biases at `i32::MIN`/`MAX`
+/// (the accumulator wraps), multipliers from 1e-9 to 1e6 (the ±2^22 clamp), output zero
+/// points at 0 and 255 and clamps from full range to a single value.
+#[test]
+fn depthwise_edges() {
+    let images = [(1, 1), (1, 6), (6, 1), (2, 2), (3, 3), (4, 9), (9, 13)];
+    let channels = [2, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33];
+    let mut rng = Rng::new(22);
+    let mut i = 0usize;
+    for k in [3usize, 5] {
+        for stride in [[1, 1], [2, 2], [3, 3], [2, 1], [1, 2]] {
+            for d in [1usize, 2] {
+                for pads in [[0; 4], [1; 4], [k - 1; 4], [2, 0, 1, 3]] {
+                    for (h, w) in images {
+                        let window = Window::new(k, k)
+                            .stride(stride[0], stride[1])
+                            .dilation(d, d)
+                            .pads(pads);
+                        if window.output_hw(h, w).is_err() {
+                            continue;
+                        }
+                        let c = channels[i % channels.len()];
+                        let shape = Nhwc::new(1 + i % 3 / 2, h, w, c);
+                        let mut case = ConvCase::random(&mut rng, shape, c, c, window, 255);
+                        if i % 2 == 1 {
+                            extremes(&mut rng, &mut case, i);
+                        }
+                        i += 1;
+                        for rung in rungs_under_test() {
+                            assert_eq!(check(rung, &case), "depthwise", "{shape:?} {window:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(i >= 300, "only {i} cases");
+}
+
+/// Pushes a depthwise case's values to the limits of the arithmetic (see
+/// [`depthwise_edges`]); `i` picks among the variants.
+fn extremes(rng: &mut Rng, case: &mut ConvCase, i: usize) {
+    let c = case.out_channels;
+    let heads = |rng: &mut Rng| rng.below(2) == 0;
+    for x in &mut case.input {
+        *x = if heads(rng) { 0 } else { 255 };
+    }
+    case.za = if i % 4 == 1 { 0 } else { 255 };
+    for w in &mut case.weights {
+        *w = if heads(rng) { -128 } else { 127 };
+    }
+    case.w_zero = (0..c)
+        .map(|_| if heads(rng) { -128 } else { 127 })
+        .collect();
+    case.bias_i32 = (0..c)
+        .map(|ch| match ch % 3 {
+            0 => i32::MAX - rng.below(1000) as i32,
+            1 => i32::MIN + rng.below(1000) as i32,
+            _ => rng.below(2001) as i32 - 1000,
+        })
+        .collect();
+    case.multiplier = (0..c)
+        .map(|ch| [1e-9, 1e-6, 3e-5, 1.0, 1e6][(ch + i) % 5])
+        .collect();
+    case.out_zero = if i % 8 < 4 { 0 } else { 255 };
+    (case.qmin, case.qmax) = match i % 3 {
+        0 => (0, 255),
+        1 => (17, 17),
+        _ => (0, 6),
+    };
+}
+
+/// On the aarch64 rungs, 3x3 and 5x5 depthwise runs the NEON kernel (other kernel sizes
+/// the portable body), whatever the stride, padding and channel count.
+#[test]
+fn neon_rungs_run_the_neon_depthwise_kernel() {
+    for rung in rungs_under_test() {
+        if !matches!(rung, Rung::Neon | Rung::NeonDotprod) {
+            continue;
+        }
+        for (k, c, stride, want) in [
+            (3, 32, 1, "neon_dwconv_u8s8_c16"),
+            (3, 7, 2, "neon_dwconv_u8s8_c16"),
+            (5, 19, 3, "neon_dwconv_u8s8_c16"),
+            (7, 16, 1, "neon_dwconv_u8s8_portable"),
+        ] {
+            let window = Window::new(k, k).stride(stride, stride).pads([k / 2; 4]);
+            let case = ConvCase::random(&mut Rng::new(7), Nhwc::new(1, 9, 9, c), c, c, window, 255);
+            let conv = PackedConv::for_rung(&case.weights(), c, window, rung).expect("pack");
+            let os = conv.output_shape(case.shape).expect("fits");
+            let mut out = vec![0u8; os.len()];
+            let (_, kernel) = conv_requant(
+                &case.input,
+                case.shape,
+                case.za,
+                &conv,
+                &case.requant(),
+                &mut out,
+                1,
+            )
+            .expect("runs");
+            assert_eq!(kernel, want, "{rung} {window:?}");
+        }
+    }
+}

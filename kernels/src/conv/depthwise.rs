@@ -13,10 +13,14 @@
 //! so every rung gives identical results by construction (the tests check anyway).
 
 use super::Stage;
+#[cfg(target_arch = "aarch64")]
+use crate::aarch64::dwconv::Finish;
 use crate::epilogue::{dequantize_row, requantize_row};
 use crate::error::KernelError;
 use crate::isa::Rung;
 use crate::nhwc::{Nhwc, Window};
+#[cfg(target_arch = "x86_64")]
+use crate::x86_64::dwconv::Finish;
 
 /// Channels per block: one zmm of i32 lanes, two ymm, four NEON q registers.
 const BLOCK: usize = 16;
@@ -200,9 +204,27 @@ pub(super) fn run(
         }
         #[cfg(target_arch = "aarch64")]
         Rung::Neon | Rung::NeonDotprod => {
-            // SAFETY: both aarch64 rungs imply Advanced SIMD.
-            unsafe { body_neon(&args, &mut out) };
-            "neon_dwconv_u8s8_c16"
+            if window.kernel == [3, 3] || window.kernel == [5, 5] {
+                // SAFETY: both aarch64 rungs imply Advanced SIMD; the window is 3x3 or
+                // 5x5, out_shape is its output shape, taps is [kh·kw][c], and the vectors
+                // hold c values.
+                unsafe {
+                    crate::aarch64::dwconv::dw_u8_neon(
+                        input,
+                        shape,
+                        za,
+                        taps,
+                        window,
+                        out_shape,
+                        &mut finish_of(&mut out),
+                    )
+                };
+                "neon_dwconv_u8s8_c16"
+            } else {
+                // SAFETY: both aarch64 rungs imply Advanced SIMD.
+                unsafe { body_neon(&args, &mut out) };
+                "neon_dwconv_u8s8_portable"
+            }
         }
         _ => {
             body(&args, &mut out);
@@ -220,9 +242,9 @@ unsafe fn body_avx512(args: &Args, out: &mut Out) {
     body(args, out);
 }
 
-/// The x86 kernels' view of the output stage (per-channel vectors borrowed).
-#[cfg(target_arch = "x86_64")]
-fn finish_of<'o>(out: &'o mut Out<'_>) -> crate::x86_64::dwconv::Finish<'o> {
+/// The SIMD kernels' view of the output stage (per-channel vectors borrowed).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn finish_of<'o>(out: &'o mut Out<'_>) -> Finish<'o> {
     match out {
         Out::Requant {
             bias,
@@ -231,7 +253,7 @@ fn finish_of<'o>(out: &'o mut Out<'_>) -> crate::x86_64::dwconv::Finish<'o> {
             qmin,
             qmax,
             out,
-        } => crate::x86_64::dwconv::Finish::Requant {
+        } => Finish::Requant {
             bias,
             multiplier,
             zero_point: *zero_point,
@@ -244,7 +266,7 @@ fn finish_of<'o>(out: &'o mut Out<'_>) -> crate::x86_64::dwconv::Finish<'o> {
             b_scale,
             bias,
             out,
-        } => crate::x86_64::dwconv::Finish::Dequant {
+        } => Finish::Dequant {
             a_scale: *a_scale,
             b_scale,
             bias,
