@@ -215,10 +215,8 @@ impl Lanes for Avx512 {
         // SAFETY: the ISA is available (caller's contract).
         unsafe {
             // A multiply, then an add: never fused.
-            let y = |h: usize| {
-                _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[h]), scale[h]), bias[h])
-            };
-            let (even, odd) = (y(0), y(1));
+            let even = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[0]), scale[0]), bias[0]);
+            let odd = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[1]), scale[1]), bias[1]);
             // Lane i of the first half is channel i: even lane i/2 or odd lane i/2.
             let lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
             let hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
@@ -341,10 +339,8 @@ impl Lanes for Avx2 {
         // SAFETY: the ISA is available (caller's contract).
         unsafe {
             // A multiply, then an add: never fused.
-            let y = |h: usize| {
-                _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[h]), scale[h]), bias[h])
-            };
-            let (even, odd) = (y(0), y(1));
+            let even = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[0]), scale[0]), bias[0]);
+            let odd = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[1]), scale[1]), bias[1]);
             // [c0..c3 | c8..c11] and [c4..c7 | c12..c15], then the halves in order.
             let lo = _mm256_unpacklo_ps(even, odd);
             let hi = _mm256_unpackhi_ps(even, odd);
@@ -610,9 +606,18 @@ unsafe fn row<L: Lanes, const K: usize, const TAPS: usize, const S: usize, const
                 *w = L::load_i32(p.weights.as_ptr().add(((b * TAPS + t) * 2 + i) * h));
             }
         }
-        let init_border = [0, 1].map(|i| L::load_i32(p.init_border.as_ptr().add(lane(i))));
-        let init_interior = [0, 1].map(|i| L::load_i32(p.init_interior.as_ptr().add(lane(i))));
-        let scale = [0, 1].map(|i| L::load_f32(p.scale.as_ptr().add(lane(i))));
+        let init_border = [
+            L::load_i32(p.init_border.as_ptr().add(lane(0))),
+            L::load_i32(p.init_border.as_ptr().add(lane(1))),
+        ];
+        let init_interior = [
+            L::load_i32(p.init_interior.as_ptr().add(lane(0))),
+            L::load_i32(p.init_interior.as_ptr().add(lane(1))),
+        ];
+        let scale = [
+            L::load_f32(p.scale.as_ptr().add(lane(0))),
+            L::load_f32(p.scale.as_ptr().add(lane(1))),
+        ];
         let out_pixel = g.out_shape.index(img, oy, 0, c0);
         let out_c = g.out_shape.c;
         let inits = (init_border, init_interior);
@@ -626,20 +631,29 @@ unsafe fn row<L: Lanes, const K: usize, const TAPS: usize, const S: usize, const
             } => {
                 let r = Requant::new(*zero_point, *qmin, *qmax);
                 debug_assert!(out.len() >= g.out_shape.len());
-                let dst = out.as_mut_ptr().add(out_pixel);
-                sweep::<L, K, TAPS, S, TAIL>(g, img, oy, c0, width, &w, inits, |ox, acc| {
-                    // SAFETY: pixel ox of this output row has `width` channels from c0.
-                    L::requant_store::<TAIL>(acc, scale, &r, dst.add(ox * out_c), width)
-                });
+                let store = RequantStore::<L> {
+                    dst: out.as_mut_ptr().add(out_pixel),
+                    out_c,
+                    width,
+                    scale,
+                    r,
+                };
+                sweep::<L, K, TAPS, S, TAIL, _>(g, img, oy, c0, width, &w, inits, &store);
             }
             Finish::Dequant { out, .. } => {
-                let bias = [0, 1].map(|i| L::load_f32(p.bias.as_ptr().add(lane(i))));
+                let bias = [
+                    L::load_f32(p.bias.as_ptr().add(lane(0))),
+                    L::load_f32(p.bias.as_ptr().add(lane(1))),
+                ];
                 debug_assert!(out.len() >= g.out_shape.len());
-                let dst = out.as_mut_ptr().add(out_pixel);
-                sweep::<L, K, TAPS, S, TAIL>(g, img, oy, c0, width, &w, inits, |ox, acc| {
-                    // SAFETY: as above.
-                    L::dequant_store::<TAIL>(acc, scale, bias, dst.add(ox * out_c), width)
-                });
+                let store = DequantStore::<L> {
+                    dst: out.as_mut_ptr().add(out_pixel),
+                    out_c,
+                    width,
+                    scale,
+                    bias,
+                };
+                sweep::<L, K, TAPS, S, TAIL, _>(g, img, oy, c0, width, &w, inits, &store);
             }
         }
     }
@@ -654,7 +668,14 @@ unsafe fn row<L: Lanes, const K: usize, const TAPS: usize, const S: usize, const
 /// As [`row`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn sweep<L: Lanes, const K: usize, const TAPS: usize, const S: usize, const TAIL: bool>(
+unsafe fn sweep<
+    L: Lanes,
+    const K: usize,
+    const TAPS: usize,
+    const S: usize,
+    const TAIL: bool,
+    St: Store<L>,
+>(
     g: &Geometry,
     img: usize,
     oy: usize,
@@ -662,7 +683,7 @@ unsafe fn sweep<L: Lanes, const K: usize, const TAPS: usize, const S: usize, con
     width: usize,
     w: &[[L::V; 2]; TAPS],
     (init_border, init_interior): ([L::V; 2], [L::V; 2]),
-    mut store: impl FnMut(usize, [L::V; 2]),
+    store: &St,
 ) {
     let (shape, window) = (g.shape, g.window);
     let c = shape.c as isize;
@@ -684,31 +705,26 @@ unsafe fn sweep<L: Lanes, const K: usize, const TAPS: usize, const S: usize, con
     let input = g.input.as_ptr();
     // SAFETY: the ISA is available (caller's contract).
     let za = unsafe { L::splat_words(g.za as i16) };
-    // SAFETY (for the loads below): every visited tap lies in the image, by tap_range for
+    // SAFETY (for the loads below, here and in `pixel`): every visited tap lies in the image, by tap_range for
     // border pixels and by `interior_columns` and `ys` for the others, so the block's
     // `width` channels of its pixel lie in `input` (`W` of them for a full block).
-    let pixel = |ox: usize, xs: (usize, usize)| {
-        let mut acc = init_border;
-        let origin = base(ox);
-        for ky in ys.0..ys.1 {
-            for kx in xs.0..xs.1 {
-                let t = ky * K + kx;
-                // SAFETY: see above.
-                unsafe {
-                    let x = L::sub_words(
-                        L::load_x::<TAIL>(input.offset(origin + offset[t]), width),
-                        za,
-                    );
-                    acc[0] = L::mac(acc[0], x, w[t][0]);
-                    acc[1] = L::mac(acc[1], x, w[t][1]);
-                }
-            }
-        }
-        acc
-    };
     let border = |ox: usize| tap_range(ox, sx, dx, pad_left, K, shape.w);
-    for ox in 0..lo {
-        store(ox, pixel(ox, border(ox)));
+    // SAFETY: see above; `store` writes pixel ox of this row (caller's contract).
+    unsafe {
+        for ox in 0..lo {
+            let acc = pixel::<L, K, TAPS, TAIL>(
+                input,
+                base(ox),
+                ys,
+                border(ox),
+                &offset,
+                width,
+                za,
+                w,
+                init_border,
+            );
+            store.store(ox, acc);
+        }
     }
     if ys == (0, K) && lo < hi {
         // The interior: no tap search, no zero-point subtraction, the window unrolled,
@@ -725,16 +741,149 @@ unsafe fn sweep<L: Lanes, const K: usize, const TAPS: usize, const S: usize, con
                     acc[1] = L::mac(acc[1], x, w[t][1]);
                 }
             }
-            store(ox, acc);
+            // SAFETY: pixel ox of this row (caller's contract).
+            unsafe { store.store(ox, acc) };
             q += step;
         }
     } else {
         for ox in lo..hi {
-            store(ox, pixel(ox, (0, K)));
+            // SAFETY: as for the border columns.
+            unsafe {
+                let acc = pixel::<L, K, TAPS, TAIL>(
+                    input,
+                    base(ox),
+                    ys,
+                    (0, K),
+                    &offset,
+                    width,
+                    za,
+                    w,
+                    init_border,
+                );
+                store.store(ox, acc);
+            }
         }
     }
     for ox in hi..g.out_shape.w {
-        store(ox, pixel(ox, border(ox)));
+        // SAFETY: as for the left border columns.
+        unsafe {
+            let acc = pixel::<L, K, TAPS, TAIL>(
+                input,
+                base(ox),
+                ys,
+                border(ox),
+                &offset,
+                width,
+                za,
+                w,
+                init_border,
+            );
+            store.store(ox, acc);
+        }
+    }
+}
+
+/// One pixel over its in-image taps `ys × xs`, with `x − za`, from `init` (a border
+/// pixel, or an interior one in a row whose window leaves the image in height).
+///
+/// # Safety
+/// The ISA is available; every tap of `ys × xs` at `origin + offset[t]` lies in the image
+/// (`width` bytes readable, `W` unless `TAIL`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pixel<L: Lanes, const K: usize, const TAPS: usize, const TAIL: bool>(
+    input: *const u8,
+    origin: isize,
+    ys: (usize, usize),
+    xs: (usize, usize),
+    offset: &[isize; TAPS],
+    width: usize,
+    za: L::V,
+    w: &[[L::V; 2]; TAPS],
+    init: [L::V; 2],
+) -> [L::V; 2] {
+    let mut acc = init;
+    for ky in ys.0..ys.1 {
+        for kx in xs.0..xs.1 {
+            let t = ky * K + kx;
+            // SAFETY: the caller's contract.
+            unsafe {
+                let x = L::sub_words(
+                    L::load_x::<TAIL>(input.offset(origin + offset[t]), width),
+                    za,
+                );
+                acc[0] = L::mac(acc[0], x, w[t][0]);
+                acc[1] = L::mac(acc[1], x, w[t][1]);
+            }
+        }
+    }
+    acc
+}
+
+/// Where a pixel's accumulators go: a trait rather than a closure, so that everything
+/// inlines into the `#[target_feature]` entry point (a closure would be a function
+/// without the features, and the intrinsics in it calls).
+trait Store<L: Lanes> {
+    /// # Safety
+    /// The ISA is available; pixel `ox` lies in the output row.
+    unsafe fn store(&self, ox: usize, acc: [L::V; 2]);
+}
+
+struct RequantStore<L: Lanes> {
+    dst: *mut u8,
+    out_c: usize,
+    width: usize,
+    scale: [L::F; 2],
+    r: Requant,
+}
+
+impl<L: Lanes> Store<L> for RequantStore<L> {
+    #[inline(always)]
+    unsafe fn store(&self, ox: usize, acc: [L::V; 2]) {
+        // SAFETY: pixel ox of the output row has `width` channels from the block's first
+        // (caller's contract).
+        unsafe {
+            if self.width == L::W {
+                L::requant_store::<false>(
+                    acc,
+                    self.scale,
+                    &self.r,
+                    self.dst.add(ox * self.out_c),
+                    L::W,
+                )
+            } else {
+                L::requant_store::<true>(
+                    acc,
+                    self.scale,
+                    &self.r,
+                    self.dst.add(ox * self.out_c),
+                    self.width,
+                )
+            }
+        }
+    }
+}
+
+struct DequantStore<L: Lanes> {
+    dst: *mut f32,
+    out_c: usize,
+    width: usize,
+    scale: [L::F; 2],
+    bias: [L::F; 2],
+}
+
+impl<L: Lanes> Store<L> for DequantStore<L> {
+    #[inline(always)]
+    unsafe fn store(&self, ox: usize, acc: [L::V; 2]) {
+        // SAFETY: as for the requantized store.
+        unsafe {
+            let dst = self.dst.add(ox * self.out_c);
+            if self.width == L::W {
+                L::dequant_store::<false>(acc, self.scale, self.bias, dst, L::W)
+            } else {
+                L::dequant_store::<true>(acc, self.scale, self.bias, dst, self.width)
+            }
+        }
     }
 }
 
