@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use qbench::compare::{self, Rules, Verdict};
+use qbench::ci::compare::{self, Rules, Verdict};
 use qbench::results::{Backend, Cell, Measure, Method, Results, State};
 use std::path::Path;
 
