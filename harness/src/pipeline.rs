@@ -154,6 +154,7 @@ pub fn build(
 ) -> Result<(QuantizedModel, Duration)> {
     let start = Instant::now();
     let mut model = match spec.method {
+        Method::Fp32 => bail!("fp32 is the baseline: there is nothing to quantize"),
         Method::Dynamic => {
             let mut opts = DynamicOptions::new(spec.backend);
             opts.act_scales = spec.act_scales;

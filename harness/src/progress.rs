@@ -129,8 +129,8 @@ pub fn cell_names(cells: &[&CellKey]) -> String {
     let mut name = format!(
         "{} / {} / {} / {}",
         list(cells, |c| c.model.clone()),
-        list(cells, |c| c.method.as_str().to_owned()),
-        list(cells, |c| c.backend.as_str().to_owned()),
+        list(cells, |c| c.method.name().to_owned()),
+        list(cells, |c| c.backend.name().to_owned()),
         list(cells, |c| format!("b{}", c.batch)),
     );
     if cells.iter().any(|c| c.threads != 1) {

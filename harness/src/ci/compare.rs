@@ -22,7 +22,7 @@
 //!   download skips the baseline's 18 measured MiniLM cells). Cells new in head, and
 //!   cells in base only that were not measured there, are listed, not judged.
 //!
-//! Owns the rules and their rendering; reading is `results`', exit codes `main`'s.
+//! Owns the rules and their rendering; reading is `results`', exit codes `cli`'s.
 
 use super::TOLERANCE;
 use crate::results::{Cell, CellKey, Measure, Results, State};

@@ -4,7 +4,7 @@
 //!
 //! A limit on a measurement that a cell lacks is never passed: a skipped cell or an n/a
 //! measurement is reported as "not checked" with its reason, and a failed cell violates
-//! every limit that applies to it. Exit codes are the caller's (`main`): 0 when nothing
+//! every limit that applies to it. Exit codes are the caller's (`cli`): 0 when nothing
 //! is violated, 1 otherwise; reading errors are 2.
 
 use super::thresholds::{Limit, Thresholds};

@@ -4,8 +4,10 @@
 use qbench_quantizers::observer::ObserverKind;
 use qbench_quantizers::{Backend, Method};
 
+/// A quantization method (`fp32`, the baseline, is no method to quantize with).
 pub fn parse_method(s: &str) -> Result<Method, String> {
     Method::from_name(s)
+        .filter(|m| Method::QUANTIZED.contains(m))
         .ok_or_else(|| format!("unknown method {s:?}; valid: dynamic, fp16, static, qat"))
 }
 

@@ -294,6 +294,7 @@ fn crosscheck_quantized(args: &CrosscheckArgs) -> Result<()> {
     let forms: &[Form] = match model.recipe.method {
         Method::Static | Method::Qat => &[Form::QOperator, Form::Qdq],
         Method::Dynamic | Method::Fp16 => &[Form::QOperator],
+        Method::Fp32 => anyhow::bail!("{}: an fp32 model is not quantized", args.model),
     };
     println!(
         "crosscheck {} ({} / {}, from {})",

@@ -281,7 +281,7 @@ fn manifest_text(
         String::new()
     };
     format!(
-        r#"# The {name} zoo model, written by `qbench train` (harness/src/train.rs). Schema:
+        r#"# The {name} zoo model, written by `qbench train` (harness/src/commands/train.rs). Schema:
 # models/src/zoo.rs. Details: README.md here.
 name = "{name}"
 description = {desc}

@@ -34,7 +34,7 @@ pub(super) struct EvalData {
 
 /// Images per batch when the sweep evaluates accuracy. Dynamic quantization takes one
 /// activation scale per tensor, i.e. per batch, so tract's cross-check
-/// (`sweep_tract`) must feed the same batches: both use this one constant.
+/// ([`super::tract`]) must feed the same batches: both use this one constant.
 pub(crate) const EVAL_BATCH: usize = 256;
 
 /// Predictions over the eval set, in parallel batches of [`EVAL_BATCH`] across rayon threads

@@ -22,24 +22,6 @@ use crate::target::{self, Target};
 use crate::timing::measure::{self, Candidate};
 use crate::timing::pools;
 
-fn to_quant(b: Backend) -> qbench_quantizers::Backend {
-    match b {
-        Backend::Fbgemm => qbench_quantizers::Backend::Fbgemm,
-        Backend::Vnni => qbench_quantizers::Backend::Vnni,
-        Backend::Qnnpack => qbench_quantizers::Backend::Qnnpack,
-    }
-}
-
-fn to_quant_method(m: Method) -> Option<qbench_quantizers::Method> {
-    match m {
-        Method::Fp32 => None,
-        Method::Fp16 => Some(qbench_quantizers::Method::Fp16),
-        Method::Dynamic => Some(qbench_quantizers::Method::Dynamic),
-        Method::Static => Some(qbench_quantizers::Method::Static),
-        Method::Qat => Some(qbench_quantizers::Method::Qat),
-    }
-}
-
 /// One (model, backend) group: build and evaluate each method once, then per batch time
 /// fp32 and every method interleaved and hand that batch's cells to `emit`, final (tract's
 /// columns included). Skipped cells are handed over before any work, and the cells of a
@@ -204,7 +186,7 @@ pub(super) fn run_group(
                 })
                 .collect();
             progress.cells(&group, "tract");
-            // tract never fails a cell (see sweep_tract); not even by panicking.
+            // tract never fails a cell (see `tract`); not even by panicking.
             let tract_ran = match (&mut tract, execs) {
                 (Ok(t), Ok(execs)) => isolate::run(|| {
                     t.fill(batch, threads, execs, &mut cells);
@@ -239,8 +221,11 @@ fn build_method(
     sqnr_input: &Tensor,
     progress: &Progress,
 ) -> Result<Built> {
-    let qm = to_quant_method(method).context("fp32 is not built")?;
-    let mut spec = QuantSpec::new(qm, to_quant(backend));
+    ensure!(
+        method != Method::Fp32,
+        "fp32 is the baseline: nothing to build"
+    );
+    let mut spec = QuantSpec::new(method, backend);
     spec.calib_samples = config.calib_samples;
     // QAT: `qat_epochs` over `qat_train_samples` training images; its time is the
     // cell's quantization time.
@@ -321,7 +306,7 @@ fn time_batch(
             let exec = exec.get();
             exec.run(input)?;
             candidates.push(Candidate {
-                name: m.as_str().into(),
+                name: m.name().into(),
                 run: Box::new(move || {
                     std::hint::black_box(exec.run(input).ok());
                 }),

@@ -230,8 +230,7 @@ fn build(s: &Shared, model: QuantizedModel, took: Duration) -> Result<Built> {
 
 fn dynamic(s: &Shared, backend: Backend, act: ActScales) -> Result<Built> {
     let start = Instant::now();
-    let b = to_quant(backend);
-    let mut opts = DynamicOptions::new(b);
+    let mut opts = DynamicOptions::new(backend);
     opts.act_scales = act;
     opts.op_types = vec!["MatMul".into()];
     // The schemes' weight granularity (per channel under fbgemm and vnni, as their static
@@ -239,18 +238,10 @@ fn dynamic(s: &Shared, backend: Backend, act: ActScales) -> Result<Built> {
     // PyTorch's `default_dynamic_qconfig` (per-tensor weights), which `qbench quantize
     // --method dynamic --backend fbgemm` mirrors: on MiniLM it keeps a mean cosine of
     // only 0.934 (per-tensor activations) / 0.962 (per-token) here.
-    opts.per_channel = b.per_channel_weights();
+    opts.per_channel = backend.per_channel_weights();
     let mut model = quantize_dynamic(&s.graph, &opts)?;
     model.recipe.source = "minilm".into();
     build(s, model, start.elapsed())
-}
-
-fn to_quant(b: Backend) -> qbench_quantizers::Backend {
-    match b {
-        Backend::Fbgemm => qbench_quantizers::Backend::Fbgemm,
-        Backend::Vnni => qbench_quantizers::Backend::Vnni,
-        Backend::Qnnpack => qbench_quantizers::Backend::Qnnpack,
-    }
 }
 
 fn probe_accuracy(value: f64, fp32: f64, samples: usize) -> Accuracy {

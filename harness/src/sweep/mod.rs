@@ -8,7 +8,7 @@
 //!    quantized model once, evaluates it once (accuracy does not depend on the latency
 //!    batch), then per (batch, threads) times fp32 and every method interleaved in one
 //!    run, so each speedup is against an fp32 baseline measured alongside it.
-//! 3. Cells are recorded as soon as they are final (`sweep_store`: an atomic rewrite of
+//! 3. Cells are recorded as soon as they are final (`store`: an atomic rewrite of
 //!    `results.json`): skipped ones before any work, a failed build's at once, measured
 //!    ones per (batch, threads) after that batch's interleaved run (ours and tract's). An
 //!    interrupted sweep keeps every recorded cell and `--resume DIR` completes the rest.
@@ -66,7 +66,7 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
         if keys.is_empty() {
             continue;
         }
-        progress.group(&model, backend.as_str(), keys.len());
+        progress.group(&model, backend.name(), keys.len());
         isolated_group(&plan, &model, backend, &keys, &progress, &mut store)?;
     }
     progress.finish();
@@ -135,7 +135,7 @@ fn isolated_group(
         .collect();
     progress.note(&format!(
         "{model} / {}: {} cell(s) failed: {reason}",
-        backend.as_str(),
+        backend.name(),
         rest.len()
     ));
     let n = rest.len();

@@ -124,10 +124,10 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
         config.models = m.iter().map(|s| s.trim().to_owned()).collect();
     }
     if let Some(m) = &args.methods {
-        config.methods = parse_names("--methods", m, &results::METHODS, Method::as_str)?;
+        config.methods = parse_names("--methods", m, &Method::ALL, Method::name)?;
     }
     if let Some(b) = &args.backends {
-        config.backends = parse_names("--backends", b, &results::BACKENDS, Backend::as_str)?;
+        config.backends = parse_names("--backends", b, &Backend::ALL, Backend::name)?;
     }
     if let Some(b) = &args.batch {
         config.batch = b.clone();
@@ -173,7 +173,7 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
     let mut skips = BTreeMap::new();
     let mut has_eval = BTreeMap::new();
     let mut fixed_batches: BTreeMap<String, usize> = BTreeMap::new();
-    // Models built from fetched weights (MiniLM): their own rules (sweep_minilm); absent
+    // Models built from fetched weights (MiniLM): their own rules (below; `minilm` runs them); absent
     // weights skip their cells with the fetch message instead of failing the plan.
     let mut weights_models: BTreeMap<String, Option<String>> = BTreeMap::new();
     for m in &config.models {
@@ -300,11 +300,11 @@ pub fn print_plan(plan: &Plan) {
     let names = |v: Vec<&str>| v.join(", ");
     println!(
         "methods: {}",
-        names(c.methods.iter().map(|m| m.as_str()).collect())
+        names(c.methods.iter().map(|m| m.name()).collect())
     );
     println!(
         "backends: {}",
-        names(c.backends.iter().map(|b| b.as_str()).collect())
+        names(c.backends.iter().map(|b| b.name()).collect())
     );
     println!(
         "batch: {:?}  threads: {:?}  seed: {}",

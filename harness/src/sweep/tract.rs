@@ -90,7 +90,7 @@ impl Source<'_> {
         Ok(match self {
             Source::Fp32(p) => TractPlan::new(p, &[shape])?,
             Source::Export(m, proto) => {
-                TractPlan::from_proto(proto, &format!("the {} export", m.as_str()), &[shape])?
+                TractPlan::from_proto(proto, &format!("the {} export", m.name()), &[shape])?
             }
         })
     }
@@ -341,7 +341,7 @@ fn time_batch(
             }
             who.push((*method, false));
             candidates.push(Candidate {
-                name: method.as_str().into(),
+                name: method.name().into(),
                 run: Box::new(move || {
                     std::hint::black_box(exec.run(input).ok());
                 }),
@@ -351,7 +351,7 @@ fn time_batch(
             who.push((*m, true));
             let tract_threads = &tract_threads;
             candidates.push(Candidate {
-                name: format!("tract-{}", m.as_str()),
+                name: format!("tract-{}", m.name()),
                 run: Box::new(move || {
                     multithread_tract_scope(tract_threads.clone(), || {
                         std::hint::black_box(p.run(input).ok())
