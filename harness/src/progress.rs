@@ -9,8 +9,8 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::results::CellKey;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use qbench::results::CellKey;
 
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -129,8 +129,8 @@ pub fn cell_names(cells: &[&CellKey]) -> String {
     let mut name = format!(
         "{} / {} / {} / {}",
         list(cells, |c| c.model.clone()),
-        list(cells, |c| c.method.as_str().to_owned()),
-        list(cells, |c| c.backend.as_str().to_owned()),
+        list(cells, |c| c.method.name().to_owned()),
+        list(cells, |c| c.backend.name().to_owned()),
         list(cells, |c| format!("b{}", c.batch)),
     );
     if cells.iter().any(|c| c.threads != 1) {
@@ -145,7 +145,7 @@ pub fn cell_names(cells: &[&CellKey]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qbench::results::{Backend, Method};
+    use crate::results::{Backend, Method};
 
     fn key(method: Method, batch: u32, threads: u32) -> CellKey {
         CellKey {

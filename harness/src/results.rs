@@ -17,17 +17,10 @@ use std::path::Path;
 /// The `schema` value this qbench writes and reads. A reader refuses any other.
 pub const SCHEMA: &str = "qbench.results/1";
 
-/// The quantization methods of the grid, spelt as in configs and the CLI.
-pub const METHODS: [Method; 5] = [
-    Method::Fp32,
-    Method::Fp16,
-    Method::Dynamic,
-    Method::Static,
-    Method::Qat,
-];
-
-/// The backend presets of the grid.
-pub const BACKENDS: [Backend; 3] = [Backend::Fbgemm, Backend::Vnni, Backend::Qnnpack];
+// A cell's method and backend are the quantizers' own types (serde names `fp32`,
+// `dynamic`, `fbgemm`, ...; `Method::ALL` and `Backend::ALL` are the grid, in report
+// order).
+pub use qbench_quantizers::{Backend, Method};
 
 /// One results file: who produced it (header), under which configuration, and its cells.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -152,49 +145,6 @@ impl Run {
             kernels: Kernels::from(&crate::machine::KernelReport::detect()),
             started_at: rfc3339_utc(std::time::SystemTime::now()),
             finished_at: None,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    Fp32,
-    Fp16,
-    Dynamic,
-    Static,
-    Qat,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Fp32 => "fp32",
-            Method::Fp16 => "fp16",
-            Method::Dynamic => "dynamic",
-            Method::Static => "static",
-            Method::Qat => "qat",
-        }
-    }
-}
-
-/// A backend preset. Every cell has one, fp32 and fp16 included: the grid is split into
-/// shards by (model, backend) and each shard measures its own fp32 baseline, so the fp32
-/// cell of a backend is the baseline its quantized cells were measured against.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Fbgemm,
-    Vnni,
-    Qnnpack,
-}
-
-impl Backend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Fbgemm => "fbgemm",
-            Backend::Vnni => "vnni",
-            Backend::Qnnpack => "qnnpack",
         }
     }
 }
@@ -521,8 +471,8 @@ impl fmt::Display for CellKey {
             f,
             "{}/{}/{}/b{}/t{}",
             self.model,
-            self.method.as_str(),
-            self.backend.as_str(),
+            self.method.name(),
+            self.backend.name(),
             self.batch,
             self.threads
         )

@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use qbench::gate::{self, Outcome};
+use qbench::ci::gate::{self, Outcome};
+use qbench::ci::thresholds::{Limit, Thresholds};
 use qbench::results::{Backend, Cell, Measure, Method, Results, State};
-use qbench::thresholds::{Limit, Thresholds};
 use std::path::Path;
 
 fn rules(text: &str) -> Thresholds {

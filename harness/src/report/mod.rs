@@ -66,7 +66,7 @@ type SectionKey = (String, &'static str, u32, u32);
 fn sections(results: &Results) -> Vec<(SectionKey, Vec<&Cell>)> {
     let mut out: Vec<(SectionKey, Vec<&Cell>)> = Vec::new();
     for c in &results.cells {
-        let key = (c.model.clone(), c.backend.as_str(), c.batch, c.threads);
+        let key = (c.model.clone(), c.backend.name(), c.batch, c.threads);
         match out.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(c),
             None => out.push((key, vec![c])),
@@ -117,8 +117,8 @@ fn tract_speed_text(c: &Cell) -> String {
     };
     let ms = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));
     let mut s = format!("fp32 {}", ms(t.fp32_ms));
-    if c.method.as_str() != "fp32" {
-        let _ = write!(s, ", {} {}", c.method.as_str(), ms(t.int8_ms));
+    if c.method.name() != "fp32" {
+        let _ = write!(s, ", {} {}", c.method.name(), ms(t.int8_ms));
     }
     if let Some(o) = t.ours_ms {
         let _ = write!(s, " (ours {o:.3})");
@@ -159,7 +159,7 @@ fn notes(cells: &[&Cell]) -> Vec<String> {
         match c.state {
             State::Skipped | State::Failed => push(format!(
                 "{} {}: {}",
-                c.method.as_str(),
+                c.method.name(),
                 if c.state == State::Skipped {
                     "skipped"
                 } else {
@@ -169,10 +169,10 @@ fn notes(cells: &[&Cell]) -> Vec<String> {
             )),
             State::Measured => {
                 for (m, r) in &c.not_applicable {
-                    push(format!("{} {} n/a: {r}", c.method.as_str(), m.as_str()));
+                    push(format!("{} {} n/a: {r}", c.method.name(), m.as_str()));
                 }
                 if let Some(n) = c.tract.as_ref().and_then(|t| t.note.as_deref()) {
-                    push(format!("{} tract: {n}", c.method.as_str()));
+                    push(format!("{} tract: {n}", c.method.name()));
                 }
             }
         }
@@ -220,7 +220,7 @@ fn embedding_rows(cells: &[&Cell]) -> Vec<[String; 5]> {
                 )
             });
             Some([
-                c.method.as_str().to_owned(),
+                c.method.name().to_owned(),
                 e.act_scales.as_deref().unwrap_or("—").to_owned(),
                 format!(
                     "{:.4} / {:.4} ({} sentences)",
@@ -285,7 +285,7 @@ pub fn markdown(results: &Results) -> String {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} |",
-                c.method.as_str(),
+                c.method.name(),
                 size_text(c),
                 speed_text(c),
                 accuracy_text(c)
@@ -300,7 +300,7 @@ pub fn markdown(results: &Results) -> String {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                c.method.as_str(),
+                c.method.name(),
                 c.kernel.as_deref().unwrap_or("—"),
                 c.accuracy
                     .as_ref()
@@ -379,8 +379,8 @@ pub fn csv(results: &Results) -> String {
         let a = c.accuracy.as_ref();
         let row = [
             c.model.clone(),
-            c.method.as_str().into(),
-            c.backend.as_str().into(),
+            c.method.name().into(),
+            c.backend.name().into(),
             c.batch.to_string(),
             c.threads.to_string(),
             match c.state {

@@ -56,6 +56,10 @@ pub fn to_model_proto(model: &QuantizedModel, form: Form) -> Result<pb::ModelPro
         (Method::Static | Method::Qat, Form::Qdq) => qdq::to_model_proto(model),
         (Method::Dynamic, Form::QOperator) => dynamic::to_model_proto(model),
         (Method::Fp16, Form::QOperator) => fp16::to_model_proto(model),
+        (Method::Fp32, _) => Err(QuantError::Config {
+            key: "method".into(),
+            msg: "an fp32 model is not quantized: there is no quantized form to export".into(),
+        }),
         (m @ (Method::Dynamic | Method::Fp16), Form::Qdq) => Err(QuantError::Config {
             key: "form".into(),
             msg: format!(

@@ -43,7 +43,7 @@ pub fn changes(old: &Results, new: &Results) -> Vec<String> {
     if old.git_commit != new.git_commit {
         lines.push(format!("commit {} → {}", old.git_commit, new.git_commit));
     }
-    let rules = crate::compare::Rules {
+    let rules = crate::ci::compare::Rules {
         floor: 0.0,
         k: 0.0,
         few_samples: 0,
@@ -51,7 +51,7 @@ pub fn changes(old: &Results, new: &Results) -> Vec<String> {
         acc_pp: 0.0,
         size_pct: 0.0,
     };
-    let cmp = crate::compare::compare(old, new, &rules);
+    let cmp = crate::ci::compare::compare(old, new, &rules);
     for k in &cmp.only_in_base {
         lines.push(format!("removed {k}"));
     }

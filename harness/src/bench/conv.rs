@@ -3,8 +3,8 @@
 //! (requantized u8 output, the static-quantization path) and the fp32 conv, interleaved
 //! in one run per layer, single thread.
 
-use crate::bench_gemm::int8_variants;
-use crate::measure::{interleaved, Budget, Candidate};
+use crate::bench::gemm::int8_variants;
+use crate::timing::measure::{interleaved, Budget, Candidate};
 use anyhow::{bail, Result};
 use qbench_kernels::conv::fp32::PackedConvF32;
 use qbench_kernels::{conv_requant, ConvWeights, Nhwc, PackedConv, Requant, Window};

@@ -22,8 +22,9 @@
 //!   download skips the baseline's 18 measured MiniLM cells). Cells new in head, and
 //!   cells in base only that were not measured there, are listed, not judged.
 //!
-//! Owns the rules and their rendering; reading is `results`', exit codes `main`'s.
+//! Owns the rules and their rendering; reading is `results`', exit codes `cli`'s.
 
+use super::TOLERANCE;
 use crate::results::{Cell, CellKey, Measure, Results, State};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -242,11 +243,11 @@ pub fn compare(base: &Results, head: &Results, rules: &Rules) -> Comparison {
                 ))
             }
             None => Verdict::NotCompared("no accuracy on one side".into()),
-            Some(d) if -d > rules.acc_pp + crate::gate::TOLERANCE => Verdict::Regression(format!(
+            Some(d) if -d > rules.acc_pp + TOLERANCE => Verdict::Regression(format!(
                 "accuracy {:+.2} pp (more than {} pp)",
                 d, rules.acc_pp
             )),
-            Some(d) if d > rules.acc_pp + crate::gate::TOLERANCE => {
+            Some(d) if d > rules.acc_pp + TOLERANCE => {
                 Verdict::Improvement(format!("accuracy {d:+.2} pp"))
             }
             Some(_) => Verdict::Unchanged,

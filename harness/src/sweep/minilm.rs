@@ -2,9 +2,10 @@
 //! an ONNX file (manifest `architecture = "bert-sentence"`: MiniLM).
 //!
 //! Such a model has no image eval set and no ONNX file, so the generic path of
-//! `sweep.rs` (`eval::resolve`, top-1 on MNIST) does not apply to it. This module decides
-//! at plan time what its cells are (absent weights or corpus: every cell skipped with the
-//! fetch message, never a failed plan) and runs its groups:
+//! [`super::group`] (`target::resolve`, top-1 on MNIST) does not apply to it. The plan
+//! decides what its cells are ([`super::plan::weights_model`]: absent weights or corpus
+//! make every cell skipped with the fetch message, never a failed plan); this module runs
+//! its groups:
 //!
 //! - methods fp32, fp16 and dynamic (every Linear in int8; per-token activation scales are
 //!   the cell's numbers, per-tensor ones, PyTorch's default, are measured beside them in
@@ -24,68 +25,30 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use qbench::results::{
+use crate::results::{
     Accuracy, Backend, Cell, CellKey, Embedding, Latency, Measure, Method, SweepConfig, Variant,
 };
+use anyhow::{bail, ensure, Context, Result};
 use qbench_models::bert::{self, tokenize};
 use qbench_models::exec::{Executor, Options};
 use qbench_models::ir::{Dim, Graph};
 use qbench_models::rotten_tomatoes::{self, Snippet};
 use qbench_models::tensor::Tensor;
-use qbench_models::zoo::{self, ZooEntry};
+use qbench_models::zoo::ZooEntry;
 use qbench_quantizers::fp16::quantize_fp16;
 use qbench_quantizers::{
     quantize_dynamic, save, ActScales, DynamicOptions, QExecutor, QuantizedModel,
 };
 use rayon::prelude::*;
 
+use super::cell::{failed, latency, skipped, speed_absent, Emit};
+use super::executors::Rethreaded;
+use super::isolate;
+use super::plan::{budget, weights_model, Plan};
 use crate::embed_metrics::{agreement, cosine_stats, CosineStats, Probe};
-use crate::isolate;
-use crate::measure::{self, Candidate};
 use crate::progress::{cell_names, Progress};
-use crate::sweep::Rethreaded;
-use crate::sweep::{failed, skipped, Emit, Plan};
-
-/// The zoo entry of `name` when it is a model built from weights, else `None` (a file
-/// path, an ONNX zoo model, or an unknown name: the generic path reports those).
-pub fn weights_model(name: &str) -> Result<Option<ZooEntry>> {
-    let dir = zoo::zoo_dir();
-    let entries =
-        zoo::list(&dir).with_context(|| format!("reading the model zoo in {}", dir.display()))?;
-    Ok(entries
-        .into_iter()
-        .find(|e| e.manifest.name == name && e.manifest.architecture.is_some()))
-}
-
-/// Why every cell of `entry` is skipped on this machine, if one is: its weights or its
-/// probe corpus are not fetched (the message says how to fetch them).
-pub fn absent_reason(entry: &ZooEntry) -> Option<String> {
-    if let Err(e) = crate::fetch::fetched_dir(entry) {
-        return Some(format!("{e:#}"));
-    }
-    rotten_tomatoes::ensure_fetched().err().map(|e| {
-        format!(
-            "{e} (`qbench fetch {}` fetches it with the model)",
-            entry.manifest.name
-        )
-    })
-}
-
-/// Why `method` does not apply to a model built from weights, if it does not.
-pub fn method_skip(method: Method) -> Option<&'static str> {
-    match method {
-        Method::Static => Some(
-            "static quantization of the transformer is not built: per-tensor activation scales \
-             calibrated offline cannot hold MiniLM's outlier tokens (dynamic per-token scales are \
-             the method for it)",
-        ),
-        Method::Qat => Some(
-            "qat is not built for MiniLM (it needs a training objective and data for the encoder)",
-        ),
-        _ => None,
-    }
-}
+use crate::timing::measure::{self, Candidate};
+use crate::timing::pools;
 
 /// Sentences of the probe: seeded split sizes. The full run compares ≥ 500 sentences;
 /// `--quick` keeps a smoke-test slice.
@@ -267,8 +230,7 @@ fn build(s: &Shared, model: QuantizedModel, took: Duration) -> Result<Built> {
 
 fn dynamic(s: &Shared, backend: Backend, act: ActScales) -> Result<Built> {
     let start = Instant::now();
-    let b = to_quant(backend);
-    let mut opts = DynamicOptions::new(b);
+    let mut opts = DynamicOptions::new(backend);
     opts.act_scales = act;
     opts.op_types = vec!["MatMul".into()];
     // The schemes' weight granularity (per channel under fbgemm and vnni, as their static
@@ -276,18 +238,10 @@ fn dynamic(s: &Shared, backend: Backend, act: ActScales) -> Result<Built> {
     // PyTorch's `default_dynamic_qconfig` (per-tensor weights), which `qbench quantize
     // --method dynamic --backend fbgemm` mirrors: on MiniLM it keeps a mean cosine of
     // only 0.934 (per-tensor activations) / 0.962 (per-token) here.
-    opts.per_channel = b.per_channel_weights();
+    opts.per_channel = backend.per_channel_weights();
     let mut model = quantize_dynamic(&s.graph, &opts)?;
     model.recipe.source = "minilm".into();
     build(s, model, start.elapsed())
-}
-
-fn to_quant(b: Backend) -> qbench_quantizers::Backend {
-    match b {
-        Backend::Fbgemm => qbench_quantizers::Backend::Fbgemm,
-        Backend::Vnni => qbench_quantizers::Backend::Vnni,
-        Backend::Qnnpack => qbench_quantizers::Backend::Qnnpack,
-    }
 }
 
 fn probe_accuracy(value: f64, fp32: f64, samples: usize) -> Accuracy {
@@ -303,7 +257,7 @@ fn probe_accuracy(value: f64, fp32: f64, samples: usize) -> Accuracy {
 
 /// What the latency inputs are: `batch` rows of exactly 128 real tokens.
 fn latency_input(s: &Shared, batch: usize) -> Result<[Tensor; 2]> {
-    let b = crate::bench_minilm::inputs(&s.dir, batch, LATENCY_TOKENS)?;
+    let b = crate::bench::minilm::inputs(&s.dir, batch, LATENCY_TOKENS)?;
     Ok([b.input_ids, b.attention_mask])
 }
 
@@ -356,7 +310,7 @@ pub fn run_group(
         }
     }
 
-    let no_speed = crate::sweep::speed_absent(backend, qbench_kernels::isa::active());
+    let no_speed = speed_absent(backend, qbench_kernels::isa::active());
     let per_tensor_built = per_tensor.as_ref().and_then(|b| b.as_ref().ok());
     let executors: BTreeMap<u32, std::result::Result<Executors, String>> = config
         .threads
@@ -533,7 +487,7 @@ fn time_batch(
 ) -> Result<BTreeMap<Timed, (Latency, f64)>> {
     let input = latency_input(s, batch)?;
     let fp32 = &execs.fp32;
-    let summaries = measure::on_threads(threads, || {
+    let summaries = pools::on_threads(threads, || {
         fp32.get().run(&input)?;
         let mut candidates = vec![Candidate {
             name: "fp32".into(),
@@ -552,16 +506,13 @@ fn time_batch(
                 }),
             });
         }
-        anyhow::Ok(measure::interleaved(
-            &mut candidates,
-            crate::sweep::budget(config),
-        ))
+        anyhow::Ok(measure::interleaved(&mut candidates, budget(config)))
     })??;
     let names =
         std::iter::once(Timed::Method(Method::Fp32)).chain(execs.timed.iter().map(|(t, _)| *t));
     let base = summaries[0].median;
     Ok(names
         .zip(summaries)
-        .map(|(t, m)| (t, (crate::sweep::latency(&m, batch), base / m.median)))
+        .map(|(t, m)| (t, (latency(&m, batch), base / m.median)))
         .collect())
 }

@@ -4,20 +4,16 @@
 //!
 //! A limit on a measurement that a cell lacks is never passed: a skipped cell or an n/a
 //! measurement is reported as "not checked" with its reason, and a failed cell violates
-//! every limit that applies to it. Exit codes are the caller's (`main`): 0 when nothing
+//! every limit that applies to it. Exit codes are the caller's (`cli`): 0 when nothing
 //! is violated, 1 otherwise; reading errors are 2.
 
+use super::thresholds::{Limit, Thresholds};
+use super::TOLERANCE;
 use crate::results::{Cell, CellKey, Measure, Results, State};
-use crate::thresholds::{Limit, Thresholds};
 use anyhow::{Context, Result};
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
 use std::path::Path;
-
-/// Values within this distance of a limit meet it: drops and ratios are computed in
-/// floating point (0.9906 − 0.9886 is 0.0020000000000000018), and a gate must not flip
-/// on the last bit.
-pub const TOLERANCE: f64 = 1e-9;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {

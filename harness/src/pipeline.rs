@@ -1,27 +1,24 @@
-//! `qbench quantize`: a zoo model or ONNX file through the dynamic, fp16, static or QAT
-//! pipeline into a `.safetensors` quantized model. Also owns what `bench-model` and the
-//! sweep share: building a quantized model from a `<model|file>` ([`build`]), the
-//! calibration batches and the QAT fine-tuning data (the model's training split, never
-//! its test set).
+//! Building a quantized model: a [`QuantSpec`] (method, backend and their options)
+//! through the dynamic, fp16, static or QAT pipeline ([`build`]), with the calibration
+//! batches and the QAT fine-tuning data it needs (the model's training split, never its
+//! test set). `quantize`, `bench-model` and the sweep all build through here.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use qbench_models::data::{Dataset, DatasetKind, Split, IMAGE_LEN};
 use qbench_models::ir::Graph;
 use qbench_models::tensor::Tensor;
-use qbench_quantizers::export::{self, Form};
 use qbench_quantizers::fp16::quantize_fp16;
 use qbench_quantizers::observer::ObserverKind;
 use qbench_quantizers::qparams::QSpec;
 use qbench_quantizers::{
-    prepare, prepare_qat, quantize_dynamic, save, ActScales, Backend, DynamicOptions, Method,
-    QConfig, QConfigMap, QExecutor, QatConfig, QuantizedModel,
+    prepare, prepare_qat, quantize_dynamic, ActScales, Backend, DynamicOptions, Method, QConfig,
+    QConfigMap, QatConfig, QuantizedModel,
 };
 
-use crate::eval::{self, batch_tensor, Target};
 use crate::progress::Progress;
+use crate::target::{self, batch_tensor, Target};
 
 /// What to build.
 #[derive(Clone, Debug)]
@@ -84,7 +81,7 @@ pub fn calibration_batches(
     n: usize,
     calib_data: Option<DatasetKind>,
 ) -> Result<Vec<Tensor>> {
-    let own = eval::eval_spec(target, None, false)?;
+    let own = target::eval_spec(target, None, false)?;
     let spec = match (own, calib_data) {
         (Some(spec), Some(d)) if spec.dataset != d => bail!(
             "--calib-data {}: {} is a zoo model calibrated on its own training split ({}); drop the flag",
@@ -98,7 +95,7 @@ pub fn calibration_batches(
             d.name(),
             target.name
         ),
-        (None, Some(d)) => eval::eval_spec(target, Some(d), false)?,
+        (None, Some(d)) => target::eval_spec(target, Some(d), false)?,
         (None, None) => None,
     };
     let Some(mut spec) = spec else {
@@ -116,27 +113,27 @@ pub fn calibration_batches(
         );
         let batches = n.div_ceil(64).min(4);
         return (0..batches)
-            .map(|i| crate::bench_model::input_batch(target, graph, 1).map(|t| shift(t, i)))
+            .map(|i| crate::target::input_batch(target, graph, 1).map(|t| shift(t, i)))
             .collect();
     };
     spec.split = Split::Train;
-    let ds = eval::load_dataset(&spec, Some(n))?;
-    let images = eval::model_inputs(&ds, &spec);
+    let ds = target::load_dataset(&spec, Some(n))?;
+    let images = target::model_inputs(&ds, &spec);
     images.chunks(64 * IMAGE_LEN).map(batch_tensor).collect()
 }
 
 /// QAT's fine-tuning images: the model's training split, preprocessed as its manifest
 /// says, optionally a seeded shuffled slice of `n` images.
 pub fn qat_training_data(target: &Target, n: Option<usize>, seed: u64) -> Result<Dataset> {
-    let Some(mut spec) = eval::eval_spec(target, None, false)? else {
+    let Some(mut spec) = target::eval_spec(target, None, false)? else {
         bail!(
             "{} has no eval set, so no training split to fine-tune QAT on (static or dynamic quantization work without one)",
             target.name
         );
     };
     spec.split = Split::Train;
-    let ds = eval::load_dataset(&spec, None)?;
-    let ds = match eval::model_inputs(&ds, &spec) {
+    let ds = target::load_dataset(&spec, None)?;
+    let ds = match target::model_inputs(&ds, &spec) {
         std::borrow::Cow::Borrowed(_) => ds,
         std::borrow::Cow::Owned(images) => ds.with_images(images),
     };
@@ -157,6 +154,7 @@ pub fn build(
 ) -> Result<(QuantizedModel, Duration)> {
     let start = Instant::now();
     let mut model = match spec.method {
+        Method::Fp32 => bail!("fp32 is the baseline: there is nothing to quantize"),
         Method::Dynamic => {
             let mut opts = DynamicOptions::new(spec.backend);
             opts.act_scales = spec.act_scales;
@@ -260,108 +258,6 @@ pub fn dynamic_per_channel(backend: Backend) -> bool {
     backend.per_channel_weights() && backend != Backend::Fbgemm
 }
 
-/// `qbench quantize`'s QAT flags as given (`None`: not given).
-#[derive(Default)]
-pub struct QatFlags {
-    pub epochs: Option<usize>,
-    pub lr: Option<f32>,
-    pub batch: Option<usize>,
-    pub freeze_observers_after: Option<usize>,
-    pub freeze_bn_after: Option<usize>,
-    pub seed: Option<u64>,
-    pub train_samples: Option<usize>,
-    pub quick: bool,
-}
-
-impl QatFlags {
-    /// Puts the flags into `spec`, refusing them for methods other than QAT and checking
-    /// the run's numbers before any data is read.
-    pub fn apply(self, spec: &mut QuantSpec) -> Result<()> {
-        let given: Vec<&str> = [
-            ("--epochs", self.epochs.is_some()),
-            ("--lr", self.lr.is_some()),
-            ("--batch", self.batch.is_some()),
-            (
-                "--freeze-observers-after",
-                self.freeze_observers_after.is_some(),
-            ),
-            ("--freeze-bn-after", self.freeze_bn_after.is_some()),
-            ("--seed", self.seed.is_some()),
-            ("--train-samples", self.train_samples.is_some()),
-            ("--quick", self.quick),
-        ]
-        .into_iter()
-        .filter_map(|(f, on)| on.then_some(f))
-        .collect();
-        if spec.method != Method::Qat {
-            if !given.is_empty() {
-                bail!(
-                    "{} appl{} to --method qat only (this is --method {})",
-                    given.join(", "),
-                    if given.len() == 1 { "ies" } else { "y" },
-                    spec.method.name()
-                );
-            }
-            return Ok(());
-        }
-        if self.quick && self.train_samples.is_some() {
-            bail!("--quick and --train-samples both choose the training slice; give one");
-        }
-        let q = &mut spec.qat;
-        q.epochs = self.epochs.unwrap_or(q.epochs);
-        q.lr = self.lr.unwrap_or(q.lr);
-        q.batch = self.batch.unwrap_or(q.batch);
-        if self.freeze_observers_after.is_some() {
-            q.freeze_observers_after = self.freeze_observers_after;
-        }
-        if self.freeze_bn_after.is_some() {
-            q.freeze_bn_after = self.freeze_bn_after;
-        }
-        q.seed = self.seed.unwrap_or(q.seed);
-        spec.qat_samples = if self.quick {
-            Some(QUICK_QAT_SAMPLES)
-        } else {
-            self.train_samples
-        };
-        if spec.qat_samples == Some(0) {
-            bail!("--train-samples 0: give at least one image");
-        }
-        spec.qat.validate().map_err(|e| {
-            anyhow::anyhow!(
-                "{}",
-                e.to_string()
-                    .replacen("qat.", "--", 1)
-                    .replacen("freeze_observers_after", "freeze-observers-after", 1)
-                    .replacen("weight_decay", "weight-decay", 1)
-            )
-        })?;
-        Ok(())
-    }
-}
-
-/// Validated arguments of `qbench quantize`.
-pub struct QuantizeArgs {
-    pub model: String,
-    pub spec: QuantSpec,
-    pub out: PathBuf,
-    /// `--export-onnx FORM FILE.onnx`.
-    pub export_onnx: Option<(Form, PathBuf)>,
-}
-
-/// `--export-onnx`'s two values (form, path), if given.
-pub fn parse_export(v: &[String]) -> Result<Option<(Form, PathBuf)>> {
-    match v {
-        [] => Ok(None),
-        [form, path] => {
-            let f = Form::from_name(form).with_context(|| {
-                format!("--export-onnx: unknown form {form:?}; valid: qdq, qoperator")
-            })?;
-            Ok(Some((f, PathBuf::from(path))))
-        }
-        _ => bail!("--export-onnx takes a form and a path"),
-    }
-}
-
 /// The fp32 model's size in bytes: its file, or, when the file builds its weights at load
 /// (light_resnet50 fills 25.5M weights with `ConstantOfShape`, so its file is 78 KiB), the
 /// f32 bytes of the weights it builds, so that size ratios compare weights with weights.
@@ -375,57 +271,6 @@ pub(crate) fn fp32_size(target: &Target, graph: &Graph) -> Result<u64> {
     Ok(file.max(weights as u64))
 }
 
-/// `qbench quantize`.
-pub fn cmd_quantize(args: &QuantizeArgs) -> Result<()> {
-    let target = eval::resolve(&args.model)?;
-    let graph = eval::load_graph(&target.path)?;
-    let progress = Progress::spinner();
-    let (model, took) = build(&target, &graph, &args.spec, &progress)?;
-    progress.finish();
-    let exec = QExecutor::new(&model).context("preparing the quantized model")?;
-    save::save(&model, &args.out)?;
-    let size = file_len(&args.out)?;
-    let fp32_size = fp32_size(&target, &graph)?;
-    let int8: Vec<&str> = exec
-        .placements()
-        .iter()
-        .filter(|p| p.int8)
-        .map(|p| p.node.as_str())
-        .collect();
-    let fp32: Vec<String> = exec
-        .placements()
-        .iter()
-        .filter(|p| !p.int8)
-        .map(|p| format!("{} ({})", p.node, p.op))
-        .collect();
-    println!(
-        "{} → {}: {} / {}, {} int8 layers, kernel rung {}",
-        target.name,
-        args.out.display(),
-        args.spec.method.name(),
-        args.spec.backend.name(),
-        model.layers.len(),
-        exec.rung().name()
-    );
-    println!(
-        "size {} bytes = {:.3}x fp32 ({} bytes: the file, or the weights it builds at load); took {:.2} s",
-        size,
-        size as f64 / fp32_size as f64,
-        fp32_size,
-        took.as_secs_f64()
-    );
-    println!("int8 nodes ({}): {}", int8.len(), int8.join(", "));
-    if !fp32.is_empty() {
-        println!("fp32 nodes ({}): {}", fp32.len(), fp32.join(", "));
-    }
-    if let Some((form, path)) = &args.export_onnx {
-        export::save(&model, *form, path)
-            .with_context(|| format!("exporting {} as ONNX ({form:?})", target.name))?;
-        println!("ONNX ({form:?}) → {}", path.display());
-    }
-    Ok(())
-}
-
 /// A cheap variation of a synthetic batch, so calibration batches differ.
 fn shift(mut t: Tensor, i: usize) -> Tensor {
     if let Ok(x) = t.f32s_mut() {
@@ -433,10 +278,4 @@ fn shift(mut t: Tensor, i: usize) -> Tensor {
         x.rotate_left((i * 7919) % k);
     }
     t
-}
-
-fn file_len(path: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len())
 }

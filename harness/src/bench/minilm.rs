@@ -17,7 +17,8 @@ use qbench_quantizers::{quantize_dynamic, ActScales, Backend, DynamicOptions, QE
 use serde::Serialize;
 use tract_linalg::multithread::multithread_tract_scope;
 
-use crate::measure::{self, Budget, Candidate};
+use crate::timing::measure::{self, Budget, Candidate};
+use crate::timing::pools;
 
 /// Real English text, repeated as needed, so inputs are ordinary tokens (not padding and
 /// not one id repeated, which could flatter caches).
@@ -191,18 +192,14 @@ pub fn cmd_bench_minilm(
             })
             .collect::<Result<_>>()?,
     };
-    let budget = if quick {
-        Budget::QUICK
-    } else {
-        Budget::DEFAULT
-    };
+    let budget = Budget::quick_or_default(quick);
     let names: Vec<String> = ["qbench-fp32", "tract-fp32"]
         .into_iter()
         .map(str::to_owned)
         .chain(int8_execs.iter().map(|(name, _)| name.clone()))
         .collect();
-    let tract_threads = crate::sweep_tract::tract_executor(threads);
-    let summaries = measure::on_threads(threads, || {
+    let tract_threads = pools::tract_executor(threads);
+    let summaries = pools::on_threads(threads, || {
         let mut candidates = vec![
             Candidate {
                 name: names[0].clone(),

@@ -26,7 +26,7 @@ use qbench_models::tensor::Tensor;
 use serde::Serialize;
 use tabled::{builder::Builder, settings::Style};
 
-use crate::eval;
+use crate::target;
 
 #[derive(Serialize)]
 struct TensorInfo {
@@ -69,7 +69,7 @@ struct Report {
 
 /// `qbench inspect`.
 pub fn cmd_inspect(model: &str, json: bool) -> Result<()> {
-    let target = eval::resolve(model)?;
+    let target = target::resolve(model)?;
     let report = match qbench_models::onnx::load(&target.path) {
         Ok(graph) => imported_report(&target, &graph),
         // A node the importer refuses: list them all as written, each with its verdict.
@@ -113,7 +113,7 @@ pub fn cmd_inspect(model: &str, json: bool) -> Result<()> {
 
 /// The listing of a file the importer refused, from its raw protobuf; `None` when every
 /// node passes its own checks.
-fn raw_report(target: &eval::Target) -> Result<Option<Report>> {
+fn raw_report(target: &target::Target) -> Result<Option<Report>> {
     let raw = qbench_models::onnx::check_file(&target.path)?;
     if raw.nodes.iter().all(|n| n.error.is_none()) {
         return Ok(None);
@@ -159,7 +159,7 @@ fn raw_report(target: &eval::Target) -> Result<Option<Report>> {
 }
 
 /// The listing of an imported graph, with shapes from a dry run.
-fn imported_report(target: &eval::Target, graph: &Graph) -> Report {
+fn imported_report(target: &target::Target, graph: &Graph) -> Report {
     let (values, dry_run_error) = match dry_run(graph) {
         Ok(v) => (v, None),
         Err(e) => (HashMap::new(), Some(e)),

@@ -2,7 +2,7 @@
 //! interleaved in one run per shape, on the same number of threads (1 unless `--threads`),
 //! with each rung's ratio to fp32.
 
-use crate::measure::{interleaved, Budget, Candidate};
+use crate::timing::measure::{interleaved, Budget, Candidate};
 use anyhow::{bail, Context, Result};
 use qbench_kernels::gemm::{gemm_i32, kernels_of};
 use qbench_kernels::{fp32, isa, MatA, MatB, PackedB, Rung};

@@ -18,7 +18,7 @@ use qbench_models::train::{arch, fit, FitConfig, Network};
 use qbench_models::zoo::{self, MANIFEST_FILE};
 use rayon::prelude::*;
 
-use crate::eval;
+use crate::target;
 
 /// Training images and test images of a `--quick` run.
 pub const QUICK_TRAIN: usize = 2000;
@@ -124,15 +124,15 @@ fn today() -> String {
 /// Top-1 (percent) of the ONNX file at `path` on `test`, through the fp32 executor in
 /// batches of 250 across rayon threads, as `qbench eval` runs it.
 fn executor_top1(path: &Path, test: &Dataset) -> Result<f64> {
-    let graph = eval::load_graph(path)?;
-    let exec = eval::executor(&graph, path)?;
+    let graph = target::load_graph(path)?;
+    let exec = target::executor(&graph, path)?;
     let correct: usize = test
         .images()
         .par_chunks(250 * IMAGE_LEN)
         .zip(test.labels().par_chunks(250))
         .map(|(x, y)| -> Result<usize> {
-            let out = exec.run(&[eval::batch_tensor(x)?])?;
-            let pred = eval::predictions(&out, y.len())?;
+            let out = exec.run(&[target::batch_tensor(x)?])?;
+            let pred = target::predictions(&out, y.len())?;
             Ok(pred
                 .iter()
                 .zip(y)
@@ -281,7 +281,7 @@ fn manifest_text(
         String::new()
     };
     format!(
-        r#"# The {name} zoo model, written by `qbench train` (harness/src/train.rs). Schema:
+        r#"# The {name} zoo model, written by `qbench train` (harness/src/commands/train.rs). Schema:
 # models/src/zoo.rs. Details: README.md here.
 name = "{name}"
 description = {desc}

@@ -26,7 +26,7 @@ use qbench_models::onnx::{CrossCheck, TractPlan, CROSSCHECK_REL_TOL};
 use qbench_models::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::eval;
+use crate::target;
 
 /// Validated arguments of `qbench crosscheck`.
 pub struct CrosscheckArgs {
@@ -49,9 +49,9 @@ pub fn cmd_crosscheck(args: &CrosscheckArgs) -> Result<()> {
     if args.model.ends_with(".safetensors") {
         return crosscheck_quantized(args);
     }
-    let target = eval::resolve(&args.model)?;
-    let spec = eval::eval_spec(&target, args.dataset, false)?;
-    let mut graph = eval::load_graph(&target.path)?;
+    let target = target::resolve(&args.model)?;
+    let spec = target::eval_spec(&target, args.dataset, false)?;
+    let mut graph = target::load_graph(&target.path)?;
     let randomized = randomize_constant_weights(&mut graph, args.seed)
         .with_context(|| format!("randomizing the weights of {}", target.path.display()))?;
     // Random weights give huge logits, and a final Softmax saturates them to one-hot rows
@@ -64,15 +64,15 @@ pub fn cmd_crosscheck(args: &CrosscheckArgs) -> Result<()> {
     };
     // Tract runs the randomized graph from its export, never written to disk.
     let proto = (randomized > 0).then(|| qbench_models::onnx::to_model_proto(&graph));
-    let exec = eval::executor(&graph, &target.path)?;
+    let exec = target::executor(&graph, &target.path)?;
 
     let (batches, what): (Vec<Vec<Tensor>>, String) = match &spec {
         Some(spec) => {
-            let ds = eval::load_dataset(spec, Some(args.samples))?;
-            let images = eval::model_inputs(&ds, spec);
+            let ds = target::load_dataset(spec, Some(args.samples))?;
+            let images = target::model_inputs(&ds, spec);
             let batches = images
                 .chunks(args.batch * IMAGE_LEN)
-                .map(|x| Ok(vec![eval::batch_tensor(x)?]))
+                .map(|x| Ok(vec![target::batch_tensor(x)?]))
                 .collect::<Result<Vec<_>>>()?;
             let what = format!(
                 "first {} {} {} images, {} batch(es) of up to {}",
@@ -150,7 +150,7 @@ pub fn cmd_crosscheck(args: &CrosscheckArgs) -> Result<()> {
                 .context("comparing with tract")?;
             let (mut rows, mut agree) = (0, 0);
             for (a, b) in ours.iter().zip(&theirs) {
-                let (pa, pb) = (eval::per_sample_argmax(a)?, eval::per_sample_argmax(b)?);
+                let (pa, pb) = (target::per_sample_argmax(a)?, target::per_sample_argmax(b)?);
                 rows += pa.len();
                 agree += pa.iter().zip(&pb).filter(|(x, y)| x == y).count();
             }
@@ -264,16 +264,16 @@ fn crosscheck_quantized(args: &CrosscheckArgs) -> Result<()> {
 
     let path = std::path::Path::new(&args.model);
     let model = qbench_quantizers::save::load(path)?;
-    let target = eval::resolve(&model.recipe.source).with_context(|| {
+    let target = target::resolve(&model.recipe.source).with_context(|| {
         format!(
             "{} was quantized from {:?}",
             args.model, model.recipe.source
         )
     })?;
-    let (input, what) = match eval::eval_spec(&target, args.dataset, false)? {
+    let (input, what) = match target::eval_spec(&target, args.dataset, false)? {
         Some(spec) => {
-            let ds = eval::load_dataset(&spec, Some(args.samples))?;
-            let x = eval::batch_tensor(&eval::model_inputs(&ds, &spec))?;
+            let ds = target::load_dataset(&spec, Some(args.samples))?;
+            let x = target::batch_tensor(&target::model_inputs(&ds, &spec))?;
             (
                 x,
                 format!(
@@ -285,8 +285,8 @@ fn crosscheck_quantized(args: &CrosscheckArgs) -> Result<()> {
             )
         }
         None => {
-            let graph = eval::load_graph(&target.path)?;
-            let x = crate::bench_model::input_batch(&target, &graph, 1)?;
+            let graph = target::load_graph(&target.path)?;
+            let x = crate::target::input_batch(&target, &graph, 1)?;
             let what = format!("one seeded random input of shape {:?}", x.shape());
             (x, what)
         }
@@ -294,6 +294,7 @@ fn crosscheck_quantized(args: &CrosscheckArgs) -> Result<()> {
     let forms: &[Form] = match model.recipe.method {
         Method::Static | Method::Qat => &[Form::QOperator, Form::Qdq],
         Method::Dynamic | Method::Fp16 => &[Form::QOperator],
+        Method::Fp32 => anyhow::bail!("{}: an fp32 model is not quantized", args.model),
     };
     println!(
         "crosscheck {} ({} / {}, from {})",

@@ -88,7 +88,10 @@ mod tests {
         let v: Vec<usize> = Vec::new();
         let e = run(|| Ok(v[3])).unwrap_err();
         assert!(e.starts_with("panicked: index out of bounds"), "{e}");
-        assert!(e.contains("harness/src/isolate.rs:"), "the location: {e}");
+        assert!(
+            e.contains("harness/src/sweep/isolate.rs:"),
+            "the location: {e}"
+        );
     }
 
     #[test]

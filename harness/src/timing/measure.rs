@@ -1,8 +1,8 @@
 //! Interleaved timing: several candidates measured in one run, one sample of each in
 //! turn, so that drifts of a shared machine (clock, neighbours, thermal) hit all of them
-//! alike and their ratios stay honest. Statistics live in [`crate::stats`].
+//! alike and their ratios stay honest. Statistics live in [`crate::timing::stats`].
 
-use crate::stats::{summarize, Summary};
+use crate::timing::stats::{summarize, Summary};
 use std::time::{Duration, Instant};
 
 /// Something to time: one call of `run` is one operation.
@@ -42,22 +42,15 @@ impl Budget {
         min_samples: 3,
         max_samples: 60,
     };
-}
 
-/// Runs `work` where rayon parallelism uses exactly `threads` threads: on the calling
-/// thread for 1 (whose kernels then never touch rayon), else inside a pool of `threads`
-/// workers built for it, so a 4-thread measurement is not quietly capped by, or shared
-/// with, the global pool.
-pub fn on_threads<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> anyhow::Result<R> {
-    if threads <= 1 {
-        return Ok(work());
+    /// [`Budget::QUICK`] for `--quick` runs, else [`Budget::DEFAULT`].
+    pub fn quick_or_default(quick: bool) -> Budget {
+        if quick {
+            Budget::QUICK
+        } else {
+            Budget::DEFAULT
+        }
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("qbench-measure-{i}"))
-        .build()
-        .map_err(|e| anyhow::anyhow!("building a pool of {threads} threads: {e}"))?;
-    Ok(pool.install(work))
 }
 
 /// Times every candidate, interleaved; returns nanoseconds per operation for each.

@@ -1,15 +1,13 @@
-//! `qbench eval`: a model's eval set through qbench's own fp32 executor (or, for a
-//! quantized `.safetensors` file, the quantized executor), scored top-1.
-//!
-//! Also owns what `inspect` and `crosscheck` share with it: resolving a `<model|file.onnx>`
-//! argument ([`resolve`]) to a zoo entry or a bare file, and working out which data a
-//! model is evaluated on and how its pixels are preprocessed ([`eval_spec`],
-//! [`model_inputs`]). Everything that can be checked without loading a model or a dataset
-//! is checked first, so a bad argument fails in milliseconds.
+//! The model a command names and the data it runs on: resolving a `<model|file.onnx>`
+//! argument ([`resolve`]) to a zoo entry or a bare file, loading its graph and executor,
+//! working out which data it is evaluated on and how its pixels are preprocessed
+//! ([`eval_spec`], [`model_inputs`]), and a deterministic input batch for timing
+//! ([`input_batch`]). Every command shares these; none owns them. Everything that can be
+//! checked without loading a model or a dataset is checked first, so a bad argument fails
+//! in milliseconds.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use qbench_models::data::{self, Dataset, DatasetKind, Split, IMAGE_LEN, IMAGE_SIDE};
@@ -18,7 +16,6 @@ use qbench_models::ir::Graph;
 use qbench_models::tensor::Tensor;
 use qbench_models::zoo::{self, DType, Layout, Preprocessing, ZooEntry};
 use qbench_quantizers::QExecutor;
-use rayon::prelude::*;
 
 /// A model named on the command line: a zoo entry (with its manifest) or a bare file.
 pub struct Target {
@@ -273,124 +270,30 @@ pub fn predictions(outputs: &[Tensor], batch: usize) -> Result<Vec<usize>> {
     Ok(pred)
 }
 
-/// Validated arguments of `qbench eval`.
-pub struct EvalArgs {
-    pub model: String,
-    pub json: bool,
-    pub limit: Option<usize>,
-    pub batch: usize,
-    pub dataset: Option<DatasetKind>,
-}
-
-/// `qbench eval`.
-pub fn cmd_eval(args: &EvalArgs) -> Result<()> {
-    // A quantized model (`qbench quantize`'s output) is evaluated on its source's data.
-    let quantized = if args.model.ends_with(".safetensors") {
-        Some(qbench_quantizers::save::load(Path::new(&args.model))?)
-    } else {
-        None
-    };
-    // Cheap checks first: the name/file and which data, before reading anything big.
-    let target = match &quantized {
-        Some(m) => resolve(&m.recipe.source)
-            .with_context(|| format!("{} was quantized from {:?}", args.model, m.recipe.source))?,
-        None => resolve(&args.model)?,
-    };
-    let spec = eval_spec(&target, args.dataset, true)?
-        .context("eval_spec(required) returned no eval set")?;
-
-    let start = Instant::now();
-    let exec = match &quantized {
-        Some(model) => Runner::Quantized(Box::new(
-            QExecutor::new(model).context("preparing the quantized model")?,
-        )),
-        None => Runner::Fp32(Box::new(executor(
-            &load_graph(&target.path)?,
-            &target.path,
-        )?)),
-    };
-    let ds = load_dataset(&spec, args.limit)?;
-    ensure!(!ds.is_empty(), "the eval set is empty");
-    let images = model_inputs(&ds, &spec);
-    let labels = ds.labels();
-
-    let correct: usize = images
-        .par_chunks(args.batch * IMAGE_LEN)
-        .zip(labels.par_chunks(args.batch))
-        .map(|(x, y)| -> Result<usize> {
-            let out = exec.run(&[batch_tensor(x)?])?;
-            let pred = predictions(&out, y.len())?;
-            Ok(pred
-                .iter()
-                .zip(y)
-                .filter(|(p, l)| **p == usize::from(**l))
-                .count())
+/// A deterministic input batch for the model: eval images when it has an eval set, else
+/// a seeded pseudo-random tensor of its declared input shape.
+pub fn input_batch(target: &Target, graph: &Graph, batch: usize) -> Result<Tensor> {
+    if let Some(spec) = eval_spec(target, None, false)? {
+        let ds = load_dataset(&spec, Some(batch))?;
+        return batch_tensor(&model_inputs(&ds, &spec));
+    }
+    let mut dims = qbench_quantizers::shapes::zero_inputs(graph)?
+        .into_iter()
+        .next()
+        .context("the model has no inputs")?
+        .1
+        .shape()
+        .to_vec();
+    dims[0] = batch;
+    let n: usize = dims.iter().product();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let data = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
         })
-        .try_reduce(|| 0, |a, b| Ok(a + b))
-        .with_context(|| format!("running {}", target.path.display()))?;
-    let elapsed = start.elapsed();
-    let n = ds.len();
-    let value = correct as f64 / n as f64;
-
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "model": quantized.as_ref().map_or(target.name.clone(), |_| args.model.clone()),
-                "metric": "top1",
-                "value": value,
-                "samples": n,
-            })
-        );
-        return Ok(());
-    }
-    let label = match &quantized {
-        Some(m) => format!(
-            "{} ({} / {})",
-            args.model,
-            m.recipe.method.name(),
-            m.recipe.backend.name()
-        ),
-        None => target.name.clone(),
-    };
-    println!(
-        "{label}  {} {}  top-1 {:.2} %  ({correct} / {n})",
-        spec.dataset.name(),
-        spec.split.name(),
-        100.0 * value
-    );
-    if let Some(fp32) = target
-        .entry
-        .as_ref()
-        .and_then(|e| e.manifest.eval.as_ref())
-        .and_then(|e| e.fp32.as_ref())
-    {
-        let scope = if n == full_len(&spec) {
-            "full set"
-        } else {
-            "a slice only, not comparable"
-        };
-        println!("manifest fp32 value {:.2} % ({scope})", fp32.value);
-    }
-    // Which executor ran: a quantized file runs on the quantized one (int8 layers on the
-    // kernels; fp16 weights in f32), never on the fp32 executor.
-    let engine = match &quantized {
-        Some(m) => format!("qbench quantized executor ({})", m.recipe.method.name()),
-        None => "qbench fp32 executor".to_string(),
-    };
-    println!(
-        "{engine}, batch {}, {} rayon threads across batches; {:.2} s (load + run)",
-        args.batch,
-        rayon::current_num_threads(),
-        elapsed.as_secs_f64()
-    );
-    Ok(())
-}
-
-/// Size of the full split (MNIST and Fashion-MNIST have the same).
-fn full_len(spec: &EvalSpec) -> usize {
-    match spec.split {
-        Split::Train => 60_000,
-        Split::Test => 10_000,
-    }
+        .collect();
+    Ok(Tensor::new(dims, data)?)
 }

@@ -1,14 +1,13 @@
 //! `qbench bench-model`: a model's fp32 executor and its quantized form timed in one run,
 //! samples interleaved, single thread, at a chosen batch: the measurement the sweep uses.
 
-use anyhow::{Context, Result};
-use qbench_models::tensor::Tensor;
+use anyhow::Result;
 use qbench_quantizers::QExecutor;
 use serde::Serialize;
 
-use crate::eval;
-use crate::measure::{self, Budget, Candidate};
-use crate::quantize::{self, QuantSpec};
+use crate::pipeline::{self, QuantSpec};
+use crate::target;
+use crate::timing::measure::{self, Budget, Candidate};
 
 /// One bench-model result.
 #[derive(Clone, Debug, Serialize)]
@@ -26,48 +25,16 @@ pub struct ModelBench {
     pub quant_spread: f64,
 }
 
-/// A deterministic input batch for the model: eval images when it has an eval set, else
-/// a seeded pseudo-random tensor of its declared input shape.
-pub fn input_batch(
-    target: &eval::Target,
-    graph: &qbench_models::ir::Graph,
-    batch: usize,
-) -> Result<Tensor> {
-    if let Some(spec) = eval::eval_spec(target, None, false)? {
-        let ds = eval::load_dataset(&spec, Some(batch))?;
-        return eval::batch_tensor(&eval::model_inputs(&ds, &spec));
-    }
-    let mut dims = qbench_quantizers::shapes::zero_inputs(graph)?
-        .into_iter()
-        .next()
-        .context("the model has no inputs")?
-        .1
-        .shape()
-        .to_vec();
-    dims[0] = batch;
-    let n: usize = dims.iter().product();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let data = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect();
-    Ok(Tensor::new(dims, data)?)
-}
-
 /// Builds the quantized model and times it against fp32, interleaved.
 pub fn bench(model: &str, spec: &QuantSpec, batch: usize, budget: Budget) -> Result<ModelBench> {
-    let target = eval::resolve(model)?;
-    let graph = eval::load_graph(&target.path)?;
-    let fp32 = eval::executor(&graph, &target.path)?;
+    let target = target::resolve(model)?;
+    let graph = target::load_graph(&target.path)?;
+    let fp32 = target::executor(&graph, &target.path)?;
     let progress = crate::progress::Progress::spinner();
-    let (qmodel, _) = quantize::build(&target, &graph, spec, &progress)?;
+    let (qmodel, _) = pipeline::build(&target, &graph, spec, &progress)?;
     progress.finish();
     let qexec = QExecutor::new(&qmodel)?;
-    let x = input_batch(&target, &graph, batch)?;
+    let x = target::input_batch(&target, &graph, batch)?;
     let input = std::slice::from_ref(&x);
     // Fail before timing if either side cannot run.
     fp32.run(input)?;
@@ -99,4 +66,25 @@ pub fn bench(model: &str, spec: &QuantSpec, batch: usize, budget: Budget) -> Res
         fp32_spread: s[0].spread,
         quant_spread: s[1].spread,
     })
+}
+
+/// `qbench bench-model`: [`bench`], printed as one line or one JSON object.
+pub fn cmd_bench_model(
+    model: &str,
+    spec: &QuantSpec,
+    batch: usize,
+    json: bool,
+    budget: Budget,
+) -> Result<()> {
+    let r = bench(model, spec, batch, budget)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{} {} / {} batch {}: fp32 {:.3} ms, quantized {:.3} ms, speedup {:.2}x (kernel {}, spreads {:.1}% / {:.1}%)",
+            r.model, r.method, r.backend, r.batch, r.fp32_ms, r.quant_ms, r.speedup,
+            r.kernel, 100.0 * r.fp32_spread, 100.0 * r.quant_spread
+        );
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@
 //! sets that limit, so a general rule's size limit still holds under a specific rule that
 //! sets only an accuracy limit.
 
-use crate::results::{Backend, Cell, Method, BACKENDS, METHODS};
+use crate::results::{Backend, Cell, Method};
 use anyhow::{Context, Result};
 use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
@@ -143,8 +143,8 @@ pub struct Rule {
 impl Rule {
     pub fn matches(&self, cell: &Cell) -> bool {
         self.model.is_match(&cell.model)
-            && self.method.is_match(cell.method.as_str())
-            && self.backend.is_match(cell.backend.as_str())
+            && self.method.is_match(cell.method.name())
+            && self.backend.is_match(cell.backend.name())
             && self.batch.is_none_or(|b| b == cell.batch)
             && self.threads.is_none_or(|t| t == cell.threads)
     }
@@ -250,8 +250,8 @@ fn validate_rule(index: usize, r: RawRule) -> std::result::Result<Rule, String> 
         }
         Ok(p)
     };
-    let methods: Vec<&str> = METHODS.iter().map(|m: &Method| m.as_str()).collect();
-    let backends: Vec<&str> = BACKENDS.iter().map(|b: &Backend| b.as_str()).collect();
+    let methods: Vec<&str> = Method::ALL.iter().map(|m: &Method| m.name()).collect();
+    let backends: Vec<&str> = Backend::ALL.iter().map(|b: &Backend| b.name()).collect();
     let model = pattern("model", r.model, &[])?;
     let method = pattern("method", r.method, &methods)?;
     let backend = pattern("backend", r.backend, &backends)?;

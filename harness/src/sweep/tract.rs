@@ -8,7 +8,7 @@
 //!   cast to float. Its median is `int8_ms` (for fp16 cells: the fp16 export's).
 //! - **Latency**: per batch size and thread count, our fp32 and quantized executors and
 //!   tract's plans are timed in one interleaved run with the sweep's budget and median
-//!   method ([`crate::measure::interleaved`]), so `ours_ms` and tract's figures come from
+//!   method ([`crate::timing::measure::interleaved`]), so `ours_ms` and tract's figures come from
 //!   the same conditions. On N threads, ours run in a rayon pool of N workers and tract on
 //!   its own executor of N workers (tract-linalg's `multithread-mm`). A method whose backend's ISA is absent here is not timed on our side
 //!   (its speed is `n/a`), but tract still runs its export.
@@ -28,18 +28,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::results::{Cell, Measure, Method, State, SweepConfig, Tract};
 use anyhow::{Context, Result};
-use qbench::results::{Cell, Measure, Method, State, SweepConfig, Tract};
 use qbench_models::data::IMAGE_LEN;
 use qbench_models::onnx::crosscheck::TractPlan;
 use qbench_models::tensor::Tensor;
 use qbench_quantizers::export::{self, Form};
 use qbench_quantizers::QuantizedModel;
 
-use crate::eval;
-use crate::measure::{self, Budget, Candidate};
-use crate::sweep::{Executors, EVAL_BATCH};
-use tract_linalg::multithread::{multithread_tract_scope, Executor as TractExecutor};
+use super::executors::{Executors, EVAL_BATCH};
+use crate::target;
+use crate::timing::measure::{self, Budget, Candidate};
+use crate::timing::pools;
+use tract_linalg::multithread::multithread_tract_scope;
 
 /// Eval inputs compared with tract: the first `EVAL_SLICE` (`QUICK_EVAL_SLICE` in
 /// `--quick`), in chunks of `CHUNK` (tract plans have fixed shapes). `CHUNK` is the
@@ -89,7 +90,7 @@ impl Source<'_> {
         Ok(match self {
             Source::Fp32(p) => TractPlan::new(p, &[shape])?,
             Source::Export(m, proto) => {
-                TractPlan::from_proto(proto, &format!("the {} export", m.as_str()), &[shape])?
+                TractPlan::from_proto(proto, &format!("the {} export", m.name()), &[shape])?
             }
         })
     }
@@ -276,14 +277,14 @@ fn predict(source: &Source, images: &[f32]) -> Result<Vec<usize>> {
     let mut plans: BTreeMap<usize, TractPlan> = BTreeMap::new();
     let mut pred = Vec::with_capacity(n);
     for chunk in images.chunks(CHUNK * IMAGE_LEN) {
-        let x = eval::batch_tensor(chunk)?;
+        let x = target::batch_tensor(chunk)?;
         let rows = x.shape()[0];
         let plan = match plans.entry(rows) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => e.insert(source.plan(x.shape())?),
         };
         let out = plan.run(std::slice::from_ref(&x))?;
-        pred.extend(eval::predictions(&out, rows)?);
+        pred.extend(target::predictions(&out, rows)?);
     }
     Ok(pred)
 }
@@ -301,7 +302,7 @@ fn time_batch(
     let threads = threads as usize;
     let x = (g.input)(batch as usize)?;
     let input = std::slice::from_ref(&x);
-    let tract_threads = tract_executor(threads);
+    let tract_threads = pools::tract_executor(threads);
     let mut plans = Vec::new();
     for s in sources {
         let planned = s.plan(x.shape()).and_then(|p| {
@@ -323,7 +324,7 @@ fn time_batch(
     // (method, is tract) per candidate, in candidate order.
     let mut who: Vec<(Method, bool)> = Vec::new();
     let budget = g.budget;
-    let summaries = measure::on_threads(threads, || {
+    let summaries = pools::on_threads(threads, || {
         let mut candidates: Vec<Candidate> = Vec::new();
         fp32.get().run(input).context("our fp32")?;
         who.push((Method::Fp32, false));
@@ -340,7 +341,7 @@ fn time_batch(
             }
             who.push((*method, false));
             candidates.push(Candidate {
-                name: method.as_str().into(),
+                name: method.name().into(),
                 run: Box::new(move || {
                     std::hint::black_box(exec.run(input).ok());
                 }),
@@ -350,7 +351,7 @@ fn time_batch(
             who.push((*m, true));
             let tract_threads = &tract_threads;
             candidates.push(Candidate {
-                name: format!("tract-{}", m.as_str()),
+                name: format!("tract-{}", m.name()),
                 run: Box::new(move || {
                     multithread_tract_scope(tract_threads.clone(), || {
                         std::hint::black_box(p.run(input).ok())
@@ -373,14 +374,4 @@ fn time_batch(
         }
     }
     Ok(())
-}
-
-/// tract's executor for `threads` threads: its own pool of that many workers (tract-linalg's
-/// `multithread-mm` feature), or its single-threaded default for one.
-pub(crate) fn tract_executor(threads: usize) -> TractExecutor {
-    if threads <= 1 {
-        TractExecutor::SingleThread
-    } else {
-        TractExecutor::multithread(threads)
-    }
 }

@@ -9,10 +9,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::results::{self, Cell, CellKey, Results, State};
 use anyhow::{ensure, Context, Result};
-use qbench::results::{self, Cell, CellKey, Results, State};
 
-use crate::sweep::Plan;
+use super::plan::Plan;
 
 pub struct Store {
     path: PathBuf,
