@@ -150,7 +150,8 @@ fn kind_name(kind: LayerKind) -> &'static str {
     }
 }
 
-type Err<'a> = &'a dyn Fn(&str, String) -> Invalid;
+/// Makes an error from a key (relative to the layer or activation) and a message.
+type ErrAt<'a> = &'a dyn Fn(&str, String) -> Invalid;
 
 /// One layer against its node (`err` names the layer and prefixes its key path).
 fn check_layer(
@@ -158,7 +159,7 @@ fn check_layer(
     l: &QLayer,
     node: &Node,
     nodes: &HashMap<&str, &Node>,
-    err: Err,
+    err: ErrAt,
 ) -> Result<(), Invalid> {
     let group = match (&l.kind, &node.op) {
         (LayerKind::Conv, Op::Conv { spatial, group }) => Some((spatial, *group)),
@@ -329,27 +330,27 @@ fn check_layer(
     check_qparams(q, per, &|k, m| err(&format!("weight_q.{k}"), m))?;
 
     if let Some(b) = &l.bias {
-        let key = format!("tensor {:?}", format!("{}.bias", l.node));
+        // Not a key of the JSON: the tensor `<node>.bias`.
+        let bias_err = |msg: String| Invalid {
+            subject: Some(layer_subject(&l.node)),
+            key: format!("tensor {:?}", format!("{}.bias", l.node)),
+            msg,
+        };
         if b.len() != channels {
-            return Err(Invalid {
-                key,
-                msg: format!("{} values for {channels} output channels", b.len()),
-                ..err("", String::new())
-            });
+            return Err(bias_err(format!(
+                "{} values for {channels} output channels",
+                b.len()
+            )));
         }
         if let Some(i) = b.iter().position(|v| !v.is_finite()) {
-            return Err(Invalid {
-                key,
-                msg: format!("value {} at index {i}", b[i]),
-                ..err("", String::new())
-            });
+            return Err(bias_err(format!("value {} at index {i}", b[i])));
         }
     }
     Ok(())
 }
 
 /// A grid inside its dtype, `n` scales (finite, > 0) and `n` zero points on the grid.
-fn check_qparams(q: &QParams, n: usize, err: Err) -> Result<(), Invalid> {
+fn check_qparams(q: &QParams, n: usize, err: ErrAt) -> Result<(), Invalid> {
     let spec = &q.spec;
     let (lo, hi) = spec.dtype.full_range();
     if spec.qmin < lo || spec.qmax > hi || spec.qmin >= spec.qmax {

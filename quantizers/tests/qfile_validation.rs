@@ -422,6 +422,14 @@ fn per_channel_counts_must_match_the_output_channels() {
         },
         &["\"conv\"", "bias"],
     );
+    assert_refused(
+        "conv_bias_nan",
+        |p| {
+            let t = p.tensors.get_mut("conv.bias").unwrap();
+            t.2[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+        },
+        &["\"conv\"", "conv.bias", "NaN"],
+    );
 }
 
 #[test]
