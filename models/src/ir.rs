@@ -65,8 +65,13 @@ impl Spatial {
     /// Pads for an input of `h × w` with kernel `k`: explicit, or from `auto_pad`.
     pub fn resolve_pads(&self, k: [usize; 2], h: usize, w: usize) -> [usize; 4] {
         let same = |input: usize, s: usize, k: usize, d: usize| {
-            let out = input.div_ceil(s);
-            ((out.saturating_sub(1)) * s + (k - 1) * d + 1).saturating_sub(input)
+            // Saturating: `input` can be any dim of an empty tensor (a wrap here would
+            // make a small pad out of an absurd one).
+            let out = input.div_ceil(s.max(1));
+            (out.saturating_sub(1) * s)
+                .saturating_add(k.saturating_sub(1).saturating_mul(d))
+                .saturating_add(1)
+                .saturating_sub(input)
         };
         match self.auto_pad {
             AutoPad::NotSet => self.pads,
