@@ -233,6 +233,15 @@ pub struct Cell {
     /// models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Embedding>,
+    /// How many times the process measuring this cell's model died (a signal or an
+    /// abort) with the cell open. A failed cell that crashed once is retried by
+    /// `--resume`; one that crashed twice is final. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crashes: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How close a sentence encoder's embeddings stay to fp32's, and the same figures for the
@@ -456,7 +465,7 @@ pub fn from_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Res
 }
 
 /// The identity of a cell: no two cells of a results file share one.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CellKey {
     pub model: String,
     pub method: Method,
@@ -513,6 +522,7 @@ impl Cell {
             quantize_s: None,
             not_applicable: BTreeMap::new(),
             embedding: None,
+            crashes: 0,
         }
     }
 

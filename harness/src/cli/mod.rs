@@ -290,6 +290,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// A sweep's model in a child process: reads the job on stdin, writes cells on stdout.
+    #[command(name = "sweep-group", hide = true)]
+    SweepGroup,
     /// Render a results file as md, csv, json, html or terminal tables (to stdout).
     Report {
         #[arg(value_name = "RESULTS.json")]
@@ -479,7 +482,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             resume,
             shard,
             dry_run,
+            isolation: sweep::Isolation::ChildProcess,
         }),
+        Command::SweepGroup => sweep::child_main(),
         Command::Report { results, format } => {
             print!("{}", crate::report::run(&results, format)?);
             Ok(())

@@ -15,8 +15,12 @@
 //! 4. Each unit of work (a group, a method's build, a batch's timing) runs isolated
 //!    (`isolate`): an error or a panic fails the cells it was to fill, with its message,
 //!    and the sweep goes on.
+//! 5. Each model's groups run in a child process (`child`, [`Isolation::ChildProcess`]):
+//!    a segfault or an abort fails that model's open cells with the signal, and the sweep
+//!    goes on to the next model. `--resume` retries a crashed cell once.
 
 mod cell;
+mod child;
 mod executors;
 mod group;
 mod isolate;
@@ -36,7 +40,8 @@ use cell::failed;
 use plan::{groups, Plan};
 use store::Store;
 
-pub use plan::{plan, print_plan, SweepArgs};
+pub use child::child_main;
+pub use plan::{plan, print_plan, Isolation, SweepArgs};
 
 /// `qbench sweep`.
 pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
@@ -57,17 +62,18 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
     );
     let start = Instant::now();
     let progress = Progress::new(todo.len());
-    for (model, backend) in groups(&plan.config) {
-        let keys: Vec<CellKey> = todo
-            .iter()
-            .filter(|k| k.model == model && k.backend == backend)
-            .map(|&k| k.clone())
-            .collect();
-        if keys.is_empty() {
-            continue;
+    for (model, groups) in models_todo(&plan, &todo) {
+        match args.isolation {
+            Isolation::InProcess => {
+                for (backend, keys) in groups {
+                    progress.group(&model, backend.name(), keys.len());
+                    isolated_group(&plan, &model, backend, &keys, &progress, &mut store)?;
+                }
+            }
+            Isolation::ChildProcess => {
+                model_in_child(&plan, &model, groups, &progress, &mut store)?;
+            }
         }
-        progress.group(&model, backend.name(), keys.len());
-        isolated_group(&plan, &model, backend, &keys, &progress, &mut store)?;
     }
     progress.finish();
     let path = store.path().to_owned();
@@ -79,6 +85,132 @@ pub fn cmd_sweep(args: &SweepArgs) -> Result<()> {
         start.elapsed().as_secs_f64(),
         path.display()
     );
+    Ok(())
+}
+
+/// A model's backends with their cells still to run, in grid order.
+type ModelTodo = (String, Vec<(Backend, Vec<CellKey>)>);
+
+/// The cells still to run, by model and then backend, in grid order.
+fn models_todo(plan: &Plan, todo: &[&CellKey]) -> Vec<ModelTodo> {
+    let mut out: Vec<ModelTodo> = Vec::new();
+    for (model, backend) in groups(&plan.config) {
+        let keys: Vec<CellKey> = todo
+            .iter()
+            .filter(|k| k.model == model && k.backend == backend)
+            .map(|&k| k.clone())
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            Some((m, g)) if *m == model => g.push((backend, keys)),
+            _ => out.push((model, vec![(backend, keys)])),
+        }
+    }
+    out
+}
+
+/// Runs one (model, backend) group in this process, its errors and panics caught: the
+/// work a child process does per group, and the in-process sweep's.
+fn run_group_isolated(
+    plan: &Plan,
+    model: &str,
+    backend: Backend,
+    keys: &[CellKey],
+    progress: &Progress,
+    emit: &mut cell::Emit,
+) -> std::result::Result<(), String> {
+    isolate::run(|| {
+        if plan::weights_model(model)?.is_some() {
+            minilm::run_group(plan, model, backend, keys, progress, emit)
+        } else {
+            group::run_group(plan, model, backend, keys, progress, emit)
+        }
+    })
+}
+
+/// Runs a model's groups in a child process, recording its cells as they arrive. A group
+/// that fails in the child fails its open cells with the child's message; a child that
+/// dies fails every cell still open with the signal or status and its last stderr lines,
+/// counted as a crash, and the sweep goes on. Only a failure to write `results.json` (or
+/// to start a process) ends the sweep.
+fn model_in_child(
+    plan: &Plan,
+    model: &str,
+    groups: Vec<(Backend, Vec<CellKey>)>,
+    progress: &Progress,
+    store: &mut Store,
+) -> Result<()> {
+    let backends: Vec<&str> = groups.iter().map(|(b, _)| b.name()).collect();
+    let total: usize = groups.iter().map(|(_, k)| k.len()).sum();
+    progress.group(model, &backends.join(","), total);
+    let mut open: BTreeSet<CellKey> = groups.iter().flat_map(|(_, k)| k.clone()).collect();
+    let job = child::Job {
+        config: plan.config.clone(),
+        model: model.to_owned(),
+        skips: plan
+            .skips
+            .iter()
+            .filter(|(k, _)| open.contains(*k))
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect(),
+        groups,
+    };
+    let mut group_failed: Vec<(Backend, String)> = Vec::new();
+    let outcome = {
+        let mut on_cells = |cells: Vec<Cell>| -> Result<()> {
+            let n = cells.len();
+            for c in &cells {
+                open.remove(&c.key());
+            }
+            store.record(cells)?;
+            progress.done(n);
+            Ok(())
+        };
+        child::run(&job, progress, &mut on_cells, &mut |b, r| {
+            group_failed.push((b, r))
+        })?
+    };
+    for (backend, keys) in &job.groups {
+        let rest: Vec<&CellKey> = keys.iter().filter(|k| open.contains(*k)).collect();
+        if rest.is_empty() {
+            continue;
+        }
+        let failure = group_failed.iter().find(|(b, _)| b == backend);
+        let cells: Vec<Cell> = match (&outcome, failure) {
+            (_, Some((_, reason))) => rest.iter().map(|k| failed(k, reason)).collect(),
+            (Err(died), None) => rest
+                .iter()
+                .map(|k| {
+                    let crashes = store.crashed_before(k) + 1;
+                    let reason = if crashes >= store::MAX_CRASHES {
+                        format!(
+                            "{died} (crash {crashes} of this cell: not retried by --resume again)"
+                        )
+                    } else {
+                        format!("{died} (--resume retries it once)")
+                    };
+                    let mut c = failed(k, &reason);
+                    c.crashes = crashes;
+                    c
+                })
+                .collect(),
+            (Ok(()), None) => rest
+                .iter()
+                .map(|k| failed(k, "the group ended without measuring this cell"))
+                .collect(),
+        };
+        progress.note(&format!(
+            "{model} / {}: {} cell(s) failed: {}",
+            backend.name(),
+            cells.len(),
+            cells[0].reason.as_deref().unwrap_or("")
+        ));
+        let n = cells.len();
+        store.record(cells)?;
+        progress.done(n);
+    }
     Ok(())
 }
 
@@ -110,13 +242,7 @@ fn isolated_group(
             progress.done(n);
             Ok(())
         };
-        isolate::run(|| {
-            if plan::weights_model(model)?.is_some() {
-                minilm::run_group(plan, model, backend, keys, progress, &mut emit)
-            } else {
-                group::run_group(plan, model, backend, keys, progress, &mut emit)
-            }
-        })
+        run_group_isolated(plan, model, backend, keys, progress, &mut emit)
     };
     if let Some(e) = write_error {
         return Err(e);

@@ -10,7 +10,7 @@ use anyhow::{bail, ensure, Context, Result};
 use qbench_models::rotten_tomatoes;
 use qbench_models::zoo::{self, Dim, ZooEntry};
 
-use crate::results::{self, Backend, CellKey, Method, Shard, SweepConfig};
+use crate::results::{self, Backend, CellKey, Method, Results, Shard, SweepConfig};
 use crate::target::{self, Target};
 use crate::timing::measure::Budget;
 
@@ -60,6 +60,20 @@ pub struct SweepArgs {
     pub resume: Option<PathBuf>,
     pub shard: Option<String>,
     pub dry_run: bool,
+    /// Where each model's groups run.
+    pub isolation: Isolation,
+}
+
+/// Where a sweep runs each model's groups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// In this process: an error or a panic fails only its cells, a crash ends the sweep.
+    /// For callers that are not the `qbench` binary (tests calling the library).
+    #[default]
+    InProcess,
+    /// In a child process of the `qbench` binary per model (`super::child`): a crash
+    /// fails only that model's open cells. What `qbench sweep` does.
+    ChildProcess,
 }
 
 /// One validated sweep: the resolved config, its shard, the cells it will fill.
@@ -116,9 +130,18 @@ pub(super) fn zoo_names() -> Result<Vec<String>> {
 /// Resolves config + flags into a plan, checking everything that can be checked without
 /// loading a model.
 pub fn plan(args: &SweepArgs) -> Result<Plan> {
-    let mut config: SweepConfig = match &args.config {
-        Some(path) => SweepConfig::read_toml(path)?,
-        None => results::from_toml(DEFAULT_CONFIG, Path::new("<built-in default config>"))?,
+    // `--resume DIR` alone continues DIR's own sweep: its recorded config and shard.
+    let resumed = match &args.resume {
+        Some(dir) => {
+            let path = dir.join("results.json");
+            Some(Results::read(&path).with_context(|| format!("--resume {}", dir.display()))?)
+        }
+        None => None,
+    };
+    let mut config: SweepConfig = match (&args.config, &resumed) {
+        (Some(path), _) => SweepConfig::read_toml(path)?,
+        (None, Some(r)) => r.config.clone(),
+        (None, None) => results::from_toml(DEFAULT_CONFIG, Path::new("<built-in default config>"))?,
     };
     if let Some(m) = &args.models {
         config.models = m.iter().map(|s| s.trim().to_owned()).collect();
@@ -167,7 +190,19 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
             "threads {t}: this machine has {cores} cores; latencies on more threads than cores would measure time-slicing (run those thread counts on a machine that has the cores)"
         );
     }
-    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    let mut shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    if let (Some(r), Some(dir)) = (&resumed, &args.resume) {
+        let recorded = r.runs.first().and_then(|run| run.shard);
+        match (shard, recorded) {
+            (None, _) => shard = recorded,
+            (Some(s), Some(rec)) if s == rec => {}
+            (Some(s), _) => bail!(
+                "--resume {}: --shard {s} differs from the directory's own ({}); resume it with its shard, or without --shard",
+                dir.display(),
+                recorded.map_or("no shard".to_owned(), |r| format!("shard {r}"))
+            ),
+        }
+    }
 
     // Every model must resolve (zoo name or existing file) before any work.
     let mut skips = BTreeMap::new();

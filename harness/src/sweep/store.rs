@@ -2,11 +2,11 @@
 //! atomically whenever cells become final, and closed with the run's finish time.
 //!
 //! Owns what "final" means for `--resume`: a measured or skipped cell in the file is final
-//! and kept as it is; a failed cell is tried again; a planned cell absent from the file was
-//! never finished. Since cells are recorded as soon as they are final (not per model), a
+//! and kept as it is; a failed cell is tried again, unless its model's process crashed on
+//! it [`MAX_CRASHES`] times; a planned cell absent from the file was never finished. Since cells are recorded as soon as they are final (not per model), a
 //! killed sweep loses only the cells whose work was under way.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::results::{self, Cell, CellKey, Results, State};
@@ -21,7 +21,13 @@ pub struct Store {
     run: usize,
     /// Calls of `record` that wrote cells, for [`ABORT_AFTER_RECORDS_ENV`].
     records: usize,
+    /// Crash counts of the failed cells a resume dropped to try again.
+    crashed_before: BTreeMap<CellKey, u32>,
 }
+
+/// A cell whose model's process died this many times is failed for good: `--resume`
+/// retries a crash once, since a second one is the model's, not bad luck.
+pub const MAX_CRASHES: u32 = 2;
 
 /// Test hook: `QBENCH_ABORT_AFTER_RECORDS=N` aborts the process right after the N-th
 /// write of recorded cells, as a `kill -9` at that moment would. The kill/resume test
@@ -40,6 +46,7 @@ impl Store {
     /// names this run even if it is killed before its first cell.
     pub fn open(plan: &Plan, resume: bool) -> Result<Store> {
         let path = plan.out.join("results.json");
+        let mut crashed_before = BTreeMap::new();
         let results = if resume {
             let mut r =
                 Results::read(&path).with_context(|| format!("--resume {}", plan.out.display()))?;
@@ -49,8 +56,15 @@ impl Store {
                 plan.out.display(),
                 serde_json::to_string(&r.config)?
             );
-            // Failed cells are tried again; measured and skipped ones are final.
-            r.cells.retain(|c| c.state != State::Failed);
+            // Failed cells are tried again, unless they crashed their process too often;
+            // measured and skipped ones are final.
+            for c in &r.cells {
+                if c.state == State::Failed && c.crashes > 0 && c.crashes < MAX_CRASHES {
+                    crashed_before.insert(c.key(), c.crashes);
+                }
+            }
+            r.cells
+                .retain(|c| c.state != State::Failed || c.crashes >= MAX_CRASHES);
             r.add_run(results::Run::detect(plan.shard));
             r
         } else {
@@ -78,6 +92,7 @@ impl Store {
             results,
             run,
             records: 0,
+            crashed_before,
         })
     }
 
@@ -88,6 +103,11 @@ impl Store {
     /// The cells already final in the file (kept from an earlier run or recorded now).
     pub fn final_keys(&self) -> BTreeSet<CellKey> {
         self.results.cells.iter().map(Cell::key).collect()
+    }
+
+    /// How many times `key`'s model process had crashed on it before this run.
+    pub fn crashed_before(&self, key: &CellKey) -> u32 {
+        self.crashed_before.get(key).copied().unwrap_or(0)
     }
 
     /// Adds `cells`, now final, as this run's, and rewrites the file atomically.
