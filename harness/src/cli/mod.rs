@@ -359,12 +359,15 @@ pub fn run() -> Result<()> {
 fn dispatch(cli: Cli) -> Result<()> {
     // One memory budget for every check in the run; a bad QBENCH_MAX_MEMORY is reported
     // now, before any work. A sweep's child processes inherit it through the environment.
-    let budget = match cli.max_memory {
-        Some(bytes) => MemoryBudget::bytes(bytes),
-        None => MemoryBudget::from_env()?,
-    };
-    std::env::set_var(qbench_models::budget::ENV, budget.limit().to_string());
-    budget.set_global();
+    match cli.max_memory {
+        Some(bytes) => {
+            std::env::set_var(qbench_models::budget::ENV, bytes.to_string());
+            MemoryBudget::bytes(bytes).set_global();
+        }
+        None => {
+            MemoryBudget::from_env()?;
+        }
+    }
     match cli.command {
         Command::Machine { json } => commands::machine::cmd_machine(json),
         Command::BenchGemm {
