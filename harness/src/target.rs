@@ -275,6 +275,14 @@ pub fn predictions(outputs: &[Tensor], batch: usize) -> Result<Vec<usize>> {
 pub fn input_batch(target: &Target, graph: &Graph, batch: usize) -> Result<Tensor> {
     if let Some(spec) = eval_spec(target, None, false)? {
         let ds = load_dataset(&spec, Some(batch))?;
+        // A batch the data cannot fill would be timed at the data's size and recorded at
+        // the batch's: refused instead.
+        ensure!(
+            ds.len() == batch,
+            "batch {batch} is larger than {}'s eval set ({} inputs)",
+            target.name,
+            ds.len()
+        );
         return batch_tensor(&model_inputs(&ds, &spec));
     }
     let mut dims = qbench_quantizers::shapes::zero_inputs(graph)?
@@ -285,7 +293,13 @@ pub fn input_batch(target: &Target, graph: &Graph, batch: usize) -> Result<Tenso
         .shape()
         .to_vec();
     dims[0] = batch;
-    let n: usize = dims.iter().product();
+    // The batch comes from a flag: its tensor is checked against the memory budget
+    // before anything is allocated.
+    let n = qbench_models::budget::check_shape(
+        &format!("{}'s input at batch {batch}", target.name),
+        &dims,
+        std::mem::size_of::<f32>(),
+    )?;
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let data = (0..n)
         .map(|_| {

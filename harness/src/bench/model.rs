@@ -30,11 +30,13 @@ pub fn bench(model: &str, spec: &QuantSpec, batch: usize, budget: Budget) -> Res
     let target = target::resolve(model)?;
     let graph = target::load_graph(&target.path)?;
     let fp32 = target::executor(&graph, &target.path)?;
+    // The input first: a batch the data or the memory budget cannot hold fails before
+    // the model is quantized.
+    let x = target::input_batch(&target, &graph, batch)?;
     let progress = crate::progress::Progress::spinner();
     let (qmodel, _) = pipeline::build(&target, &graph, spec, &progress)?;
     progress.finish();
     let qexec = QExecutor::new(&qmodel)?;
-    let x = target::input_batch(&target, &graph, batch)?;
     let input = std::slice::from_ref(&x);
     // Fail before timing if either side cannot run.
     fp32.run(input)?;

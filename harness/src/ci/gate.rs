@@ -10,7 +10,7 @@
 use super::thresholds::{Limit, Thresholds};
 use super::TOLERANCE;
 use crate::results::{Cell, CellKey, Measure, Results, State};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
 use std::path::Path;
@@ -410,6 +410,8 @@ pub struct GateArgs<'a> {
     pub thresholds: &'a Path,
     pub markdown: bool,
     pub junit: Option<&'a Path>,
+    /// Exit 0 even when no limit was checked (an empty results file or rule set).
+    pub allow_empty: bool,
 }
 
 /// Runs the gate: prints the report, writes JUnit if asked, returns the exit code
@@ -431,6 +433,18 @@ pub fn run(args: &GateArgs<'_>) -> Result<i32> {
         );
     } else {
         print!("{}", render_text(&report));
+    }
+    // A gate that checked nothing must not read as a pass: an empty results file, a
+    // rule set that matches no cell, or cells that all lack the measurements.
+    let checked = report.passed() + report.violations().count();
+    if checked == 0 && !args.allow_empty {
+        bail!(
+            "nothing was checked: {} cells in {}, {} checks in {}, none passed or violated (pass --allow-empty if that is expected)",
+            results.cells.len(),
+            args.results.display(),
+            report.checks.len(),
+            args.thresholds.display()
+        );
     }
     Ok(report.exit_code())
 }

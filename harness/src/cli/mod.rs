@@ -7,6 +7,7 @@ mod values;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use qbench_models::budget::MemoryBudget;
 use qbench_quantizers::{ActScales, Backend, Method};
 
 use crate::pipeline::QuantSpec;
@@ -21,6 +22,11 @@ use values::{non_negative, parse_backend, parse_format, parse_method, positive};
     about = "Quantize neural networks to int8, measure what it costs and gains, and compare"
 )]
 pub struct Cli {
+    /// The most memory the tensors of a run may take (bytes, or 512M, 8G); a file that
+    /// asks for more is refused naming the node and size [default: $QBENCH_MAX_MEMORY, else
+    /// half the machine's memory].
+    #[arg(long, global = true, value_name = "BYTES", value_parser = values::memory_size)]
+    max_memory: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -162,6 +168,9 @@ pub enum Command {
         /// Also write JUnit XML (one test per cell and limit) to FILE.
         #[arg(long, value_name = "FILE")]
         junit: Option<std::path::PathBuf>,
+        /// Exit 0 when nothing was checked (an empty results file or rule set) instead of 2.
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Per-cell deltas of accuracy, size and speed between two results files, and cells
     /// lost (measured in base; failed, skipped, absent or without accuracy in head).
@@ -348,6 +357,17 @@ pub fn run() -> Result<()> {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
+    // One memory budget for every check in the run; a bad QBENCH_MAX_MEMORY is reported
+    // now, before any work. A sweep's child processes inherit it through the environment.
+    match cli.max_memory {
+        Some(bytes) => {
+            std::env::set_var(qbench_models::budget::ENV, bytes.to_string());
+            MemoryBudget::bytes(bytes).set_global();
+        }
+        None => {
+            MemoryBudget::from_env()?;
+        }
+    }
     match cli.command {
         Command::Machine { json } => commands::machine::cmd_machine(json),
         Command::BenchGemm {
@@ -356,26 +376,32 @@ fn dispatch(cli: Cli) -> Result<()> {
             quick,
             out,
             threads,
-        } => bench::cmd_bench_gemm(
-            json,
-            shapes.as_deref(),
-            quick,
-            out.as_deref(),
-            threads.into(),
-        ),
+        } => {
+            crate::timing::pools::check_threads(threads.into())?;
+            bench::cmd_bench_gemm(
+                json,
+                shapes.as_deref(),
+                quick,
+                out.as_deref(),
+                threads.into(),
+            )
+        }
         Command::BenchConv {
             json,
             layers,
             quick,
             out,
             threads,
-        } => bench::cmd_bench_conv(
-            json,
-            layers.as_deref(),
-            quick,
-            out.as_deref(),
-            threads.into(),
-        ),
+        } => {
+            crate::timing::pools::check_threads(threads.into())?;
+            bench::cmd_bench_conv(
+                json,
+                layers.as_deref(),
+                quick,
+                out.as_deref(),
+                threads.into(),
+            )
+        }
         Command::Eval {
             model,
             json,
@@ -431,11 +457,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             thresholds,
             format,
             junit,
+            allow_empty,
         } => exit_with(ci::gate::run(&ci::gate::GateArgs {
             results: &results,
             thresholds: &thresholds,
             markdown: format == GateFormat::Md,
             junit: junit.as_deref(),
+            allow_empty,
         })),
         Command::Compare {
             base,
@@ -501,15 +529,18 @@ fn dispatch(cli: Cli) -> Result<()> {
             int8,
             save_onnx,
             threads,
-        } => bench::minilm::cmd_bench_minilm(
-            batch,
-            tokens,
-            quick,
-            json,
-            int8.as_deref(),
-            save_onnx.as_deref(),
-            threads.into(),
-        ),
+        } => {
+            crate::timing::pools::check_threads(threads.into())?;
+            bench::minilm::cmd_bench_minilm(
+                batch,
+                tokens,
+                quick,
+                json,
+                int8.as_deref(),
+                save_onnx.as_deref(),
+                threads.into(),
+            )
+        }
         Command::Train {
             model,
             epochs,

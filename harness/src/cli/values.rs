@@ -44,3 +44,8 @@ pub fn positive(s: &str) -> Result<usize, String> {
         Err(e) => Err(format!("{s:?} is not a count: {e}")),
     }
 }
+
+/// A byte count: digits, optionally with a binary unit (`512M`, `8G`, `8GiB`).
+pub fn memory_size(s: &str) -> Result<u64, String> {
+    qbench_models::budget::parse_size(s)
+}

@@ -201,6 +201,13 @@ pub fn cmd_crosscheck(args: &CrosscheckArgs) -> Result<()> {
     let shapes: Vec<String> = total.shapes.iter().map(|s| format!("{s:?}")).collect();
     println!("  output shapes        {}", shapes.join(", "));
 
+    // Nothing compared is no agreement: an empty eval set or zero rows must not pass.
+    if rows == 0 {
+        bail!(
+            "{}: no samples were compared (the inputs had no rows)",
+            target.path.display()
+        );
+    }
     if total.passes() {
         println!("PASS");
         return Ok(());

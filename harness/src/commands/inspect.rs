@@ -108,6 +108,10 @@ pub fn cmd_inspect(model: &str, json: bool) -> Result<()> {
             refused.join(", ")
         );
     }
+    // A listing whose shapes could not be worked out is not a clean bill of health.
+    if let Some(e) = &report.dry_run_error {
+        bail!("{}: the dry run at batch 1 failed: {e}", report.file);
+    }
     Ok(())
 }
 

@@ -28,6 +28,16 @@ pub fn cmd_quantize(args: &QuantizeArgs) -> Result<()> {
     let (model, took) = build(&target, &graph, &args.spec, &progress)?;
     progress.finish();
     let exec = QExecutor::new(&model).context("preparing the quantized model")?;
+    // Everything that can refuse is done before the first write: the export is built in
+    // memory, then both files are written atomically (temp file + rename).
+    let export = match &args.export_onnx {
+        Some((form, path)) => {
+            let bytes = export::to_bytes(&model, *form)
+                .with_context(|| format!("exporting {} as ONNX ({form:?})", target.name))?;
+            Some((*form, path, bytes))
+        }
+        None => None,
+    };
     save::save(&model, &args.out)?;
     let size = file_len(&args.out)?;
     let fp32_size = fp32_size(&target, &graph)?;
@@ -63,9 +73,9 @@ pub fn cmd_quantize(args: &QuantizeArgs) -> Result<()> {
     if !fp32.is_empty() {
         println!("fp32 nodes ({}): {}", fp32.len(), fp32.join(", "));
     }
-    if let Some((form, path)) = &args.export_onnx {
-        export::save(&model, *form, path)
-            .with_context(|| format!("exporting {} as ONNX ({form:?})", target.name))?;
+    if let Some((form, path, bytes)) = export {
+        crate::output::write_atomic(path, &bytes)
+            .with_context(|| format!("writing the ONNX export {}", path.display()))?;
         println!("ONNX ({form:?}) → {}", path.display());
     }
     Ok(())

@@ -183,12 +183,8 @@ pub fn plan(args: &SweepArgs) -> Result<Plan> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("sweep config: {e}"))?;
-    // More threads than cores would time the scheduler's time-slicing, not the kernels.
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    if let Some(t) = config.threads.iter().find(|&&t| t as usize > cores) {
-        bail!(
-            "threads {t}: this machine has {cores} cores; latencies on more threads than cores would measure time-slicing (run those thread counts on a machine that has the cores)"
-        );
+    for &t in &config.threads {
+        crate::timing::pools::check_threads(t as usize)?;
     }
     let mut shard = args.shard.as_deref().map(parse_shard).transpose()?;
     if let (Some(r), Some(dir)) = (&resumed, &args.resume) {

@@ -2,7 +2,21 @@
 //! kernels, and tract's own executor of the same size, so that every implementation in an
 //! interleaved run gets the same number of threads.
 
+use anyhow::{bail, Result};
 use tract_linalg::multithread::Executor as TractExecutor;
+
+/// Refuses a thread count above this machine's cores: latencies on more threads than
+/// cores would time the scheduler's time-slicing, not the kernels. Every command that
+/// takes `--threads` checks it here, before any work.
+pub fn check_threads(threads: usize) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads > cores {
+        bail!(
+            "threads {threads}: this machine has {cores} cores; latencies on more threads than cores would measure time-slicing (run those thread counts on a machine that has the cores)"
+        );
+    }
+    Ok(())
+}
 
 /// Runs `work` where rayon parallelism uses exactly `threads` threads: on the calling
 /// thread for 1 (whose kernels then never touch rayon), else inside a pool of `threads`
