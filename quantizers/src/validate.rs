@@ -71,6 +71,15 @@ pub fn activation_subject(tensor: &str) -> String {
 
 /// Checks `model` (module docs).
 pub fn check(model: &QuantizedModel) -> Result<(), Invalid> {
+    // `Method` also names the fp32 baseline (the sweep's cells use it); no quantized
+    // model is made by it.
+    if model.recipe.method == Method::Fp32 {
+        return Err(Invalid {
+            subject: None,
+            key: "recipe.method".into(),
+            msg: "fp32 is the unquantized baseline, not a quantization method".into(),
+        });
+    }
     let g = &model.graph;
     let mut nodes: HashMap<&str, &Node> = HashMap::new();
     for n in &g.nodes {

@@ -564,4 +564,14 @@ fn errors_name_the_quantized_file_not_its_source() {
         },
         &["recipe.method"],
     );
+    // `fp32` names the baseline in results files; a quantized file made "by" it is refused.
+    assert_refused(
+        "recipe_method_fp32",
+        |p| {
+            let mut r: Value = serde_json::from_str(&p.meta["recipe"]).unwrap();
+            r["method"] = json!("fp32");
+            p.meta.insert("recipe".into(), r.to_string());
+        },
+        &["recipe.method", "baseline"],
+    );
 }

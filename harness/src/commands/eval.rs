@@ -43,7 +43,7 @@ pub fn cmd_eval(args: &EvalArgs) -> Result<()> {
     let start = Instant::now();
     let exec = match &quantized {
         Some(model) => Runner::Quantized(Box::new(
-            QExecutor::new(model).context("preparing the quantized model")?,
+            QExecutor::new(model).with_context(|| format!("preparing {}", args.model))?,
         )),
         None => Runner::Fp32(Box::new(executor(
             &load_graph(&target.path)?,
@@ -68,7 +68,11 @@ pub fn cmd_eval(args: &EvalArgs) -> Result<()> {
                 .count())
         })
         .try_reduce(|| 0, |a, b| Ok(a + b))
-        .with_context(|| format!("running {}", target.path.display()))?;
+        .with_context(|| match &quantized {
+            // The file that ran is the quantized one, not its source.
+            Some(_) => format!("running {}", args.model),
+            None => format!("running {}", target.path.display()),
+        })?;
     let elapsed = start.elapsed();
     let n = ds.len();
     let value = correct as f64 / n as f64;
