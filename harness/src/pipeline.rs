@@ -246,7 +246,9 @@ pub fn build(
             qat.convert()?
         }
     };
-    model.recipe.source = target.name.clone();
+    let (source, sha) = target::source_identity(target)?;
+    model.recipe.source = source;
+    model.recipe.source_sha256 = Some(sha);
     Ok((model, start.elapsed()))
 }
 

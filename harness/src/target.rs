@@ -311,3 +311,62 @@ pub fn input_batch(target: &Target, graph: &Graph, batch: usize) -> Result<Tenso
         .collect();
     Ok(Tensor::new(dims, data)?)
 }
+
+/// How a quantized model names the model it was made from: the zoo name, or the file's
+/// canonical absolute path; and the file's sha256.
+pub fn source_identity(target: &Target) -> Result<(String, String)> {
+    let sha = qbench_models::fetch::sha256_file(&target.path)
+        .with_context(|| format!("hashing {}", target.path.display()))?;
+    let name = match &target.entry {
+        Some(_) => target.name.clone(),
+        None => std::fs::canonicalize(&target.path)
+            .with_context(|| format!("resolving {}", target.path.display()))?
+            .display()
+            .to_string(),
+    };
+    Ok((name, sha))
+}
+
+/// The model a quantized file (`quantized`, for messages) was made from, checked: a zoo
+/// name, or an absolute path to an `.onnx` file whose sha256 is the recorded one. A
+/// relative path, a path that is not ONNX, or a hash that differs is refused before the
+/// file is used, so a crafted `recipe.source` cannot point a command at another file.
+pub fn resolve_source(
+    quantized: &Path,
+    recipe: &qbench_quantizers::model::Recipe,
+) -> Result<Target> {
+    let src = recipe.source.as_str();
+    let whose = || format!("{}: recipe.source {src:?}", quantized.display());
+    let is_zoo_name = !src.is_empty()
+        && src
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let target = if is_zoo_name {
+        let t = resolve(src).with_context(whose)?;
+        ensure!(t.entry.is_some(), "{}: not a zoo model", whose());
+        t
+    } else {
+        let path = Path::new(src);
+        ensure!(
+            path.is_absolute() && path.extension().is_some_and(|e| e == "onnx"),
+            "{}: not a zoo name or an absolute path to an .onnx file",
+            whose()
+        );
+        resolve(src).with_context(whose)?
+    };
+    let recorded = recipe.source_sha256.as_deref().with_context(|| {
+        format!(
+            "{}: no source_sha256 (quantized by an older qbench); quantize it again",
+            whose()
+        )
+    })?;
+    let actual = qbench_models::fetch::sha256_file(&target.path)
+        .with_context(|| format!("hashing {}", target.path.display()))?;
+    ensure!(
+        actual == recorded,
+        "{}: {} has changed since it was quantized (sha256 {actual}, recorded {recorded})",
+        whose(),
+        target.path.display()
+    );
+    Ok(target)
+}

@@ -5,80 +5,25 @@
 
 use std::io::Write;
 
-use prost::Message;
 use qbench_models::budget::MemoryBudget;
 use qbench_models::exec::{Executor, Options};
 use qbench_models::idx::{read_idx, IdxError};
 use qbench_models::onnx;
 use tract_onnx::pb;
 
+#[path = "support/crafted.rs"]
+mod crafted;
+use crafted::{i64_init, node, vi};
+
+/// A crafted model whose one graph input is `x: [1, 4]`.
+fn model_x(nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>, output: &str) -> Vec<u8> {
+    crafted::model(nodes, vec![vi("x", &[1, 4])], inits, output)
+}
+
 const BUDGET: u64 = 1 << 20;
 
 fn budget() {
     MemoryBudget::bytes(BUDGET).set_global();
-}
-
-fn vi(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(Value::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn node(name: &str, op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
-    pb::NodeProto {
-        name: name.into(),
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        ..Default::default()
-    }
-}
-
-fn i64_init(name: &str, dims: &[i64], v: &[i64]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: pb::tensor_proto::DataType::Int64 as i32,
-        int64_data: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn model(nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>, output: &str) -> Vec<u8> {
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(pb::GraphProto {
-            name: "crafted".into(),
-            node: nodes,
-            input: vec![vi("x", &[1, 4])],
-            output: vec![vi(output, &[])],
-            initializer: inits,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
 }
 
 /// Imports and prepares (constant folding runs the ops: plan time); the error.
@@ -94,8 +39,8 @@ fn plan_error(bytes: &[u8]) -> String {
 fn constant_of_shape_over_the_budget_is_refused_naming_node_and_bytes() {
     budget();
     // 16 GiB of f32 from a file of a few dozen bytes.
-    let bytes = model(
-        vec![node("huge", "ConstantOfShape", &["s"], "y")],
+    let bytes = model_x(
+        vec![node("huge", "ConstantOfShape", &["s"], &["y"])],
         vec![i64_init("s", &[2], &[1 << 16, 1 << 16])],
         "y",
     );
@@ -110,8 +55,8 @@ fn constant_of_shape_over_the_budget_is_refused_naming_node_and_bytes() {
 #[test]
 fn range_over_the_budget_is_refused() {
     budget();
-    let bytes = model(
-        vec![node("r", "Range", &["a", "b", "d"], "y")],
+    let bytes = model_x(
+        vec![node("r", "Range", &["a", "b", "d"], &["y"])],
         vec![
             i64_init("a", &[], &[0]),
             i64_init("b", &[], &[1 << 40]),
@@ -125,8 +70,8 @@ fn range_over_the_budget_is_refused() {
         "{e}"
     );
     // Bounds so far apart that `limit - start` overflows i64.
-    let bytes = model(
-        vec![node("r", "Range", &["a", "b", "d"], "y")],
+    let bytes = model_x(
+        vec![node("r", "Range", &["a", "b", "d"], &["y"])],
         vec![
             i64_init("a", &[], &[i64::MIN]),
             i64_init("b", &[], &[i64::MAX]),
@@ -142,11 +87,11 @@ fn range_over_the_budget_is_refused() {
 fn a_broadcast_over_the_budget_is_refused() {
     budget();
     // [1024, 1] + [1, 1024] is 4 MiB of f32 from two 4 KiB shapes.
-    let bytes = model(
+    let bytes = model_x(
         vec![
-            node("ca", "ConstantOfShape", &["sa"], "a"),
-            node("cb", "ConstantOfShape", &["sb"], "b"),
-            node("add", "Add", &["a", "b"], "y"),
+            node("ca", "ConstantOfShape", &["sa"], &["a"]),
+            node("cb", "ConstantOfShape", &["sb"], &["b"]),
+            node("add", "Add", &["a", "b"], &["y"]),
         ],
         vec![
             i64_init("sa", &[2], &[1024, 1]),
@@ -168,12 +113,12 @@ fn folded_constants_are_budgeted_in_total() {
                 &format!("c{i}"),
                 "ConstantOfShape",
                 &["s"],
-                &format!("v{i}"),
+                &[&format!("v{i}")],
             )
         })
-        .chain([node("sum", "Sum", &["v0", "v1", "v2"], "y")])
+        .chain([node("sum", "Sum", &["v0", "v1", "v2"], &["y"])])
         .collect();
-    let bytes = model(nodes, vec![i64_init("s", &[1], &[100_000])], "y");
+    let bytes = model_x(nodes, vec![i64_init("s", &[1], &[100_000])], "y");
     let e = plan_error(&bytes);
     assert!(e.contains("\"c2\"") && e.contains("budget"), "{e}");
 }

@@ -7,104 +7,19 @@
 //! With overflow checks on (the test profile) a wrap shows as a panic; in release it was
 //! a SIGSEGV in the fp32 GEMM.
 
-use prost::Message;
 use qbench_models::error::ModelError;
 use qbench_models::exec::{Executor, Options};
 use qbench_models::ir::Dim;
 use qbench_models::onnx;
 use qbench_models::passes::{self, OutputNodes, Reach};
 use qbench_models::tensor::Tensor;
-use tract_onnx::pb;
+
+#[path = "support/crafted.rs"]
+mod crafted;
+use crafted::{f32_init, i64_init, ints_attr, model, node, vi};
 
 const FILE: &str = "crafted.onnx";
 const BIG: i64 = 1 << 32;
-
-fn vi(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(Value::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
-    pb::NodeProto {
-        name: name.into(),
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
-fn ints_attr(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn f32_init(name: &str, dims: &[i64], v: &[f32]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: pb::tensor_proto::DataType::Float as i32,
-        float_data: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn i64_init(name: &str, v: &[i64]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: vec![v.len() as i64],
-        data_type: pb::tensor_proto::DataType::Int64 as i32,
-        int64_data: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn model(
-    nodes: Vec<pb::NodeProto>,
-    inputs: Vec<pb::ValueInfoProto>,
-    inits: Vec<pb::TensorProto>,
-    output: &str,
-) -> Vec<u8> {
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(pb::GraphProto {
-            name: "crafted".into(),
-            node: nodes,
-            input: inputs,
-            output: vec![vi(output, &[])],
-            initializer: inits,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
 
 /// What `inspect` and `crosscheck` do with a file: import, prepare, one run at batch 1
 /// on zeros; and what the quantizers' fusion does: the shared passes on the imported
@@ -167,7 +82,10 @@ fn reshape_of_an_empty_constant_to_2_pow_64_elements_is_refused() {
             node("mm", "MatMul", &["r", "r"], &["y"]),
         ],
         vec![],
-        vec![f32_init("e", &[0], &[]), i64_init("spec", &[BIG, BIG])],
+        vec![
+            f32_init("e", &[0], &[]),
+            i64_init("spec", &[2], &[BIG, BIG]),
+        ],
         "y",
     );
     refused(&bytes, &["\"rs\"", "Reshape"]);
@@ -182,7 +100,7 @@ fn reshape_of_an_empty_input_to_2_pow_64_elements_is_refused() {
             node("mm", "MatMul", &["r", "r"], &["y"]),
         ],
         vec![vi("x", &[1, 0])],
-        vec![i64_init("spec", &[BIG, BIG])],
+        vec![i64_init("spec", &[2], &[BIG, BIG])],
         "y",
     );
     refused(&bytes, &["\"rs\"", "Reshape"]);
@@ -199,7 +117,10 @@ fn matmul_whose_output_would_wrap_is_refused() {
         ],
         vec![vi("x", &[1, 0])],
         // -1 is inferred as 0 from the empty input: a = [2^32, 0], b = [0, 2^32].
-        vec![i64_init("sa", &[BIG, -1]), i64_init("sb", &[-1, BIG])],
+        vec![
+            i64_init("sa", &[2], &[BIG, -1]),
+            i64_init("sb", &[2], &[-1, BIG]),
+        ],
         "y",
     );
     refused(&bytes, &["\"mm\"", "MatMul"]);

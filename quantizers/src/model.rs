@@ -73,9 +73,14 @@ pub enum ActScales {
 /// How the model was made: enough to reproduce it and to label a report row.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Recipe {
-    /// The model it came from: a zoo name or a file path (set by the caller).
+    /// The model it came from: a zoo name, or the absolute path of an ONNX file (set by
+    /// the caller).
     #[serde(default)]
     pub source: String,
+    /// sha256 of the source file (lowercase hex), so that commands which go back to the
+    /// source (eval's data, crosscheck's inputs) read only the very file it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sha256: Option<String>,
     pub method: Method,
     pub backend: Backend,
     pub act_scales: ActScales,

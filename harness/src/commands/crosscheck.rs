@@ -271,12 +271,7 @@ fn crosscheck_quantized(args: &CrosscheckArgs) -> Result<()> {
 
     let path = std::path::Path::new(&args.model);
     let model = qbench_quantizers::save::load(path)?;
-    let target = target::resolve(&model.recipe.source).with_context(|| {
-        format!(
-            "{} was quantized from {:?}",
-            args.model, model.recipe.source
-        )
-    })?;
+    let target = target::resolve_source(path, &model.recipe)?;
     let (input, what) = match target::eval_spec(&target, args.dataset, false)? {
         Some(spec) => {
             let ds = target::load_dataset(&spec, Some(args.samples))?;

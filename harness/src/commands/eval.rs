@@ -33,8 +33,7 @@ pub fn cmd_eval(args: &EvalArgs) -> Result<()> {
     };
     // Cheap checks first: the name/file and which data, before reading anything big.
     let target = match &quantized {
-        Some(m) => resolve(&m.recipe.source)
-            .with_context(|| format!("{} was quantized from {:?}", args.model, m.recipe.source))?,
+        Some(m) => crate::target::resolve_source(Path::new(&args.model), &m.recipe)?,
         None => resolve(&args.model)?,
     };
     let spec = eval_spec(&target, args.dataset, true)?
