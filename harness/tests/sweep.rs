@@ -608,9 +608,20 @@ type Rows =
 
 /// The rows of every table in a markdown report, under the `## ` heading they follow.
 fn md_rows(md: &str) -> Rows {
+    // Cells as a markdown reader sees them: split on unescaped pipes, then `\X` is `X`
+    // (the report escapes what a file names).
     let split = |line: &str| -> Vec<String> {
         let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
-        inner.split('|').map(|c| c.trim().to_owned()).collect()
+        let (mut cells, mut cur, mut chars) = (Vec::new(), String::new(), inner.chars());
+        while let Some(ch) = chars.next() {
+            match ch {
+                '\\' => cur.extend(chars.next()),
+                '|' => cells.push(std::mem::take(&mut cur).trim().to_owned()),
+                _ => cur.push(ch),
+            }
+        }
+        cells.push(cur.trim().to_owned());
+        cells
     };
     let mut rows = Rows::new();
     let mut section = String::new();

@@ -256,7 +256,14 @@ pub fn render_text(report: &GateReport) -> String {
 
 /// A markdown summary for a pull-request comment.
 pub fn render_markdown(report: &GateReport, results_name: &str) -> String {
-    let esc = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    // Names from the files go in code spans (a backtick would end one; a pipe would end
+    // the table cell even inside one); free text is escaped as markdown.
+    let code = |s: &str| {
+        s.replace('`', "'")
+            .replace('|', "\\|")
+            .replace(['\n', '\r'], " ")
+    };
+    let esc = crate::report::md_escape;
     let mut out = format!(
         "## qbench gate: {}\n\n`{}`: {}\n",
         if report.exit_code() == 0 {
@@ -264,7 +271,7 @@ pub fn render_markdown(report: &GateReport, results_name: &str) -> String {
         } else {
             "failed ❌"
         },
-        esc(results_name),
+        code(results_name),
         report.summary()
     );
     let violations: Vec<&Check> = report.violations().collect();
@@ -279,8 +286,8 @@ pub fn render_markdown(report: &GateReport, results_name: &str) -> String {
             };
             out.push_str(&format!(
                 "| `{}` | `{}` | `{}` | {} | {} |\n",
-                c.cell,
-                esc(&c.rule),
+                code(&c.cell.to_string()),
+                code(&c.rule),
                 c.condition(),
                 value_of(c),
                 esc(why)
@@ -297,8 +304,8 @@ pub fn render_markdown(report: &GateReport, results_name: &str) -> String {
             };
             out.push_str(&format!(
                 "| `{}` | `{}` | `{}` | {} |\n",
-                c.cell,
-                esc(&c.rule),
+                code(&c.cell.to_string()),
+                code(&c.rule),
                 c.condition(),
                 esc(why)
             ));
@@ -307,10 +314,10 @@ pub fn render_markdown(report: &GateReport, results_name: &str) -> String {
     if !report.unused_rules.is_empty() || !report.uncovered.is_empty() {
         out.push_str("\n### Notes\n\n");
         for r in &report.unused_rules {
-            out.push_str(&format!("- `{r}` matches no cell\n"));
+            out.push_str(&format!("- `{}` matches no cell\n", code(r)));
         }
         for c in &report.uncovered {
-            out.push_str(&format!("- no rule covers `{c}`\n"));
+            out.push_str(&format!("- no rule covers `{}`\n", code(&c.to_string())));
         }
     }
     out

@@ -276,7 +276,8 @@ pub fn markdown(results: &Results) -> String {
     for ((model, backend, batch, threads), cells) in sections(results) {
         let _ = writeln!(
             s,
-            "## {model} — {backend}, batch {batch}, {threads} thread{}\n",
+            "## {} — {backend}, batch {batch}, {threads} thread{}\n",
+            md_escape(&model),
             if threads == 1 { "" } else { "s" }
         );
         let _ = writeln!(s, "| Method | Size | Speed | Accuracy |");
@@ -309,7 +310,8 @@ pub fn markdown(results: &Results) -> String {
                     .map_or("—".into(), |a| format!("{:.2} %", 100.0 * a)),
                 c.sqnr.as_ref().map_or("—".into(), |q| format!(
                     "{:.1} dB ({})",
-                    q.worst_db, q.worst_layer
+                    q.worst_db,
+                    md_escape(&q.worst_layer)
                 )),
                 c.quantize_s.map_or("—".into(), |q| format!("{q:.2}")),
                 tract_speed_text(c),
@@ -321,12 +323,32 @@ pub fn markdown(results: &Results) -> String {
         if !n.is_empty() {
             let _ = writeln!(s);
             for line in n {
-                let _ = writeln!(s, "- {line}");
+                let _ = writeln!(s, "- {}", md_escape(&line));
             }
         }
         let _ = writeln!(s);
     }
     s
+}
+
+/// Text from a file (a model's name or path, a node's name, an error quoting them) as
+/// literal markdown: every character markdown gives a meaning is backslash-escaped and a
+/// line break becomes a space, so a crafted name can neither break a table nor inject
+/// markup or HTML into a pull-request comment.
+pub fn md_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' | '!' | '(' | ')' | '{'
+            | '}' | '~' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(ch),
+        }
+    }
+    out
 }
 
 /// The CSV columns, fixed units in the names.
@@ -427,6 +449,15 @@ pub fn run(path: &Path, format: Format) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_escapes_what_a_file_names() {
+        assert_eq!(
+            md_escape("a|b <img src=x> *x* [l](u)\n# h"),
+            "a\\|b \\<img src=x\\> \\*x\\* \\[l\\]\\(u\\) \\# h"
+        );
+        assert_eq!(md_escape("digit-cnn"), "digit-cnn");
+    }
 
     #[test]
     fn csv_fields_with_commas_quotes_and_newlines_are_quoted() {
