@@ -94,3 +94,30 @@ fn toml_text(rng: &mut Rng, seed: &[u8], out: &mut Vec<u8>) -> Vec<String> {
     }
     labels
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The child-process design and fixed-seed CI rest on this: a case number names one
+    /// input, whoever builds it.
+    #[test]
+    fn a_case_is_a_pure_function_of_seed_format_and_number() {
+        for format in Format::ALL {
+            let seeds = crate::seeds::for_format(format);
+            assert!(!seeds.is_empty(), "{format:?} has no seeds");
+            for i in [0, 1, 17, 4242] {
+                let a = generate(format, &seeds, 9, i);
+                let b = generate(format, &seeds, 9, i);
+                assert_eq!(a.bytes, b.bytes, "{format:?} case {i}");
+                assert_eq!(a.labels, b.labels);
+            }
+            let a = generate(format, &seeds, 9, 5);
+            let b = generate(format, &seeds, 10, 5);
+            assert!(
+                a.bytes != b.bytes || a.labels != b.labels,
+                "{format:?}: seeds differ"
+            );
+        }
+    }
+}

@@ -93,11 +93,7 @@ fn onnx() -> Vec<Seed> {
 fn safetensors() -> Vec<Seed> {
     let mut out = Vec::new();
     let mut sources: Vec<(String, Vec<u8>)> = crate::onnx_seeds::all();
-    sources.extend(
-        read("models/zoo/mlp-mnist/model.onnx")
-            .map(|s| (s.name, s.bytes))
-            .into_iter(),
-    );
+    sources.extend(read("models/zoo/mlp-mnist/model.onnx").map(|s| (s.name, s.bytes)));
     for (name, bytes) in sources {
         let Ok(graph) = qbench_models::onnx::from_bytes(&bytes, &name) else {
             continue;

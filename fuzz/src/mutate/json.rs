@@ -82,6 +82,26 @@ fn show(path: &[PathSeg]) -> String {
     s
 }
 
+/// A special number like `like` (an integer for an integer, most of the time, so the
+/// edit passes serde's type check and reaches the code that uses the value).
+fn special_like(rng: &mut Rng, like: Option<&Value>) -> Value {
+    let int = like.is_none_or(|v| v.is_i64() || v.is_u64());
+    if rng.one_in(6) {
+        special_number(rng)
+    } else if int {
+        let v = rng.special_int();
+        // Sizes are unsigned: a negative one mostly stops at the type check.
+        Value::Number(if v < 0 && !rng.one_in(4) {
+            0.into()
+        } else {
+            v.into()
+        })
+    } else {
+        let f = rng.special_float();
+        Number::from_f64(f).map_or(Value::Number(0.into()), Value::Number)
+    }
+}
+
 /// A finite special number (JSON has no NaN or infinity).
 fn special_number(rng: &mut Rng) -> Value {
     if rng.one_in(2) {
@@ -102,7 +122,7 @@ fn edit(rng: &mut Rng, root: &mut Value) -> String {
     let v = at_path(root, &path);
     let what = match v {
         Value::Number(_) if !rng.one_in(5) => {
-            *v = special_number(rng);
+            *v = special_like(rng, Some(v));
             format!("= {v}")
         }
         Value::Array(a) if !rng.one_in(5) => match rng.below(5) {
@@ -120,14 +140,14 @@ fn edit(rng: &mut Rng, root: &mut Value) -> String {
                 "an element duplicated".to_string()
             }
             3 => {
-                let x = special_number(rng);
+                let x = special_like(rng, a.first());
                 let at = rng.below(a.len() + 1);
                 a.insert(at, x);
                 format!("{} inserted at {at}", a[at])
             }
             _ if !a.is_empty() => {
                 let at = rng.below(a.len());
-                a[at] = special_number(rng);
+                a[at] = special_like(rng, Some(&a[at]));
                 format!("[{at}] = {}", a[at])
             }
             _ => "left empty".to_string(),

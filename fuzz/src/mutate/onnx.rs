@@ -144,7 +144,7 @@ fn refill(t: &mut pb::TensorProto) {
 
 fn init_dims(rng: &mut Rng, g: &mut pb::GraphProto) -> String {
     if g.initializer.is_empty() {
-        return "no initializer".into();
+        return io_dims(rng, g);
     }
     let k = rng.below(g.initializer.len());
     let t = &mut g.initializer[k];
@@ -503,7 +503,7 @@ fn op_type(rng: &mut Rng, g: &mut pb::GraphProto) -> String {
 
 fn dtype(rng: &mut Rng, g: &mut pb::GraphProto) -> String {
     if g.initializer.is_empty() {
-        return "no initializer".into();
+        return io_dims(rng, g);
     }
     let k = rng.below(g.initializer.len());
     let t = &mut g.initializer[k];

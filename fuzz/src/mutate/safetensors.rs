@@ -55,6 +55,10 @@ fn join(mut f: File) -> Vec<u8> {
         data.extend(bytes);
         if let Some(Value::Object(e)) = f.header.get_mut(name) {
             e.insert("data_offsets".into(), Value::from(vec![a, b]));
+            // The blob is a U8 vector: its shape is its length, which an edit changes.
+            if name == BLOB {
+                e.insert("shape".into(), Value::from(vec![bytes.len()]));
+            }
         }
     }
     raw(&Value::Object(f.header), &data)
@@ -79,7 +83,7 @@ pub fn mutate(rng: &mut Rng, seed: &[u8], out: &mut Vec<u8>) -> Vec<String> {
     };
     let mut labels = Vec::new();
     let bytes = match rng.below(10) {
-        0 | 1 | 2 | 3 => {
+        0..=3 => {
             labels.extend(blob_json(rng, &mut f));
             join(f)
         }
@@ -206,20 +210,77 @@ fn recipe(rng: &mut Rng, f: &mut File) -> Vec<String> {
     labels
 }
 
-/// Cuts or grows one tensor's data, leaving its declared shape.
+/// Bytes per element of a safetensors dtype.
+fn dtype_size(dtype: &str) -> usize {
+    match dtype {
+        "F32" | "I32" | "U32" => 4,
+        "F16" | "BF16" | "I16" | "U16" => 2,
+        "F64" | "I64" | "U64" => 8,
+        _ => 1,
+    }
+}
+
+/// Changes one tensor's shape (rank, a dim, or zero elements) and resizes its data to
+/// match, so the container stays valid and the edit reaches qbench's own checks of
+/// weight shapes, bias lengths and scale counts; or, sometimes, cuts the data alone.
 fn tensor_data(rng: &mut Rng, f: &mut File) -> String {
     if f.tensors.is_empty() {
         return "no tensors".into();
     }
     let k = rng.below(f.tensors.len());
     let (name, data) = &mut f.tensors[k];
-    if rng.one_in(2) && !data.is_empty() {
-        let keep = rng.below(data.len());
-        data.truncate(keep);
-        format!("tensor {name:?} data cut to {keep} bytes")
-    } else {
-        let n = 1 + rng.below(16);
-        data.extend(std::iter::repeat_n(0u8, n));
-        format!("tensor {name:?} data grown by {n} bytes")
+    let Some(Value::Object(entry)) = f.header.get_mut(name.as_str()) else {
+        return format!("tensor {name:?} has no header entry");
+    };
+    let size = dtype_size(entry.get("dtype").and_then(Value::as_str).unwrap_or("U8"));
+    let mut shape: Vec<usize> = entry
+        .get("shape")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_u64())
+                .map(|d| d as usize)
+                .collect()
+        })
+        .unwrap_or_default();
+    let what = match rng.below(6) {
+        0 => {
+            shape.pop();
+            "rank -1"
+        }
+        1 => {
+            shape.insert(rng.below(shape.len() + 1), 1);
+            "rank +1"
+        }
+        2 => {
+            shape.clear();
+            "rank 0"
+        }
+        3 if !shape.is_empty() => {
+            let at = rng.below(shape.len());
+            shape[at] = 0;
+            "a dim 0"
+        }
+        4 if !shape.is_empty() => {
+            let at = rng.below(shape.len());
+            shape[at] = if rng.one_in(2) {
+                shape[at] + 1
+            } else {
+                shape[at].saturating_sub(1)
+            };
+            "a dim ±1"
+        }
+        _ => {
+            let keep = rng.below(data.len().max(1));
+            data.truncate(keep);
+            return format!("tensor {name:?} data cut to {keep} bytes");
+        }
+    };
+    let n: usize = shape.iter().product();
+    if n > 1 << 20 {
+        return format!("tensor {name:?}: {what} left alone (too large)");
     }
+    data.resize(n * size, 1);
+    entry.insert("shape".into(), Value::from(shape.clone()));
+    format!("tensor {name:?}: {what} -> {shape:?}")
 }
