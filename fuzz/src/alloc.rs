@@ -7,8 +7,9 @@
 //! allocator may not unwind; Rust's `handle_alloc_error` then aborts the child process
 //! unless the caller used `try_reserve`. Either way the finding is already recorded: the
 //! refusal is reported on the protocol channel (fd 1, see [`crate::protocol`]) from
-//! inside the allocator, with no allocation, so the parent knows why the child died.
-//! Refusing also keeps a 64 TB request from taking the machine's memory with it.
+//! inside the allocator, so the parent knows why the child died.
+//! Refusing also keeps a 64 TB request from taking the machine's memory with it. The
+//! refusal names the first qbench frame of the stack (see [`crate::frames`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -42,7 +43,12 @@ impl Counting {
             return true;
         }
         REFUSED.fetch_max(size, Relaxed);
-        crate::protocol::emit_budget(CASE.load(Relaxed), size);
+        // Where the request came from, for the finding: capturing a backtrace allocates,
+        // so the check is off meanwhile (this allocator may be re-entered; `System` may).
+        ARMED.store(false, Relaxed);
+        let frame = crate::frames::here();
+        crate::protocol::emit_budget(CASE.load(Relaxed), size, frame.as_deref());
+        ARMED.store(true, Relaxed);
         false
     }
 

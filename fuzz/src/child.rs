@@ -30,31 +30,14 @@ fn install_panic_hook() {
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
         // A panic inside std (`capacity overflow`, an overflowing `product`) is located in
-        // std; the qbench frame that called it is what a reader needs.
-        let caller = qbench_frame(&std::backtrace::Backtrace::force_capture().to_string())
-            .filter(|f| !at.contains(f.rsplit_once(':').map_or(f.as_str(), |x| x.0)))
+        // std; the qbench frames that led there are what a reader needs.
+        let caller = crate::frames::here()
             .map(|f| format!(" (from {f})"))
             .unwrap_or_default();
         if let Ok(mut last) = LAST_PANIC.lock() {
             *last = Some(format!("{msg}{at}{caller}"));
         }
     }));
-}
-
-/// The first frame of a backtrace in qbench's own crates, as `crate/src/file.rs:line`.
-fn qbench_frame(backtrace: &str) -> Option<String> {
-    const CRATES: [&str; 4] = [
-        "models/src/",
-        "quantizers/src/",
-        "kernels/src/",
-        "harness/src/",
-    ];
-    backtrace.lines().find_map(|line| {
-        let path = line.trim().strip_prefix("at ")?;
-        CRATES
-            .iter()
-            .find_map(|c| path.find(c).map(|at| path[at..].to_string()))
-    })
 }
 
 /// Runs one input as case `index` and reports it.

@@ -13,6 +13,7 @@ pub mod child;
 pub mod driver;
 pub mod findings;
 pub mod format;
+pub mod frames;
 pub mod harness_adapter;
 pub mod mutate;
 pub mod onnx_seeds;

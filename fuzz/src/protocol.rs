@@ -1,8 +1,8 @@
 //! The child → parent channel: one line per event on the child's stdout.
 //!
 //! Lines are written with one `write(2)` each on fd 1, unbuffered, so a line written
-//! before the child dies by signal or abort is never lost in a buffer, and
-//! [`emit_budget`] formats into a stack buffer because it runs inside the allocator.
+//! before the child dies by signal or abort is never lost in a buffer, and the lines
+//! the allocator itself may write (`start`, `done`) are formatted in a stack buffer.
 //! Every line starts with [`MAGIC`]: anything else on stdout (a library that prints) is
 //! not an event and the parent ignores it.
 
@@ -25,8 +25,9 @@ pub enum Event {
     /// Case `i` failed in a way the child survived (a panic, a refused allocation that
     /// was handled); the reason.
     Fail(u64, String),
-    /// Case `i` asked for this many bytes over the budget (the child may abort next).
-    Budget(u64, usize),
+    /// Case `i` asked for this many bytes over the budget (the child may abort next),
+    /// from this qbench frame.
+    Budget(u64, usize, Option<String>),
 }
 
 /// Writes all of `bytes` to fd 1 without allocating.
@@ -82,9 +83,10 @@ pub fn emit_done(case: u64, peak: usize, accepted: bool) {
     emit_nums(b"done", &[case, peak as u64, accepted as u64]);
 }
 
-/// Called from inside the allocator.
-pub fn emit_budget(case: u64, size: usize) {
-    emit_nums(b"budget", &[case, size as u64]);
+/// Called from inside the allocator (with its check off, so formatting may allocate).
+pub fn emit_budget(case: u64, size: usize, frame: Option<&str>) {
+    let line = format!("{MAGIC}budget {case} {size} {}\n", frame.unwrap_or("-"));
+    write_stdout(line.as_bytes());
 }
 
 /// A failure the child survived; `reason` is flattened to one line.
@@ -116,7 +118,11 @@ pub fn parse(line: &str) -> Option<Event> {
             let (peak, accepted) = arg.trim().split_once(' ')?;
             Event::Done(case, peak.parse().ok()?, accepted == "1")
         }
-        "budget" => Event::Budget(case, arg.trim().parse().ok()?),
+        "budget" => {
+            let (size, frame) = arg.trim().split_once(' ').unwrap_or((arg.trim(), "-"));
+            let frame = (frame != "-").then(|| frame.to_string());
+            Event::Budget(case, size.parse().ok()?, frame)
+        }
         "fail" => Event::Fail(case, arg.trim_end().to_string()),
         _ => return None,
     })
@@ -134,8 +140,14 @@ mod tests {
         let end = put_u64(&mut buf, 0, 0);
         assert_eq!(&buf[..end], b"0");
         assert_eq!(
-            parse(&format!("{MAGIC}budget 7 70368744177664")),
-            Some(Event::Budget(7, 70368744177664))
+            parse(&format!(
+                "{MAGIC}budget 7 70368744177664 models/src/tensor.rs:61:9"
+            )),
+            Some(Event::Budget(
+                7,
+                70368744177664,
+                Some("models/src/tensor.rs:61:9".into())
+            ))
         );
         assert_eq!(
             parse(&format!("{MAGIC}fail 3 panic: index out of bounds")),

@@ -7,7 +7,9 @@
 //!   (dynamic per-tensor and per-channel, static with calibrated activations, fp16), and
 //!   mlp-mnist quantized dynamically: exactly what `qbench quantize` writes.
 //! - IDX: small image and label files built in code, and the MNIST test labels.
-//! - results: `reports/baseline.json`, a real sweep's results file.
+//! - results: `reports/baseline.json`, a real sweep's results file, and the same file
+//!   cut to its first cells (most cases: a 200 KB file costs 50 ms a case, and an edit
+//!   lands in the header, config or runs more often in a short file).
 //! - thresholds: `ci/thresholds.toml`, the gate's real rules.
 //!
 //! Seeds are built the same way in the parent and in every child, so a case number names
@@ -56,7 +58,7 @@ pub fn for_format(format: Format) -> Vec<Seed> {
         Format::Onnx => onnx(),
         Format::Safetensors => safetensors(),
         Format::Idx => idx(),
-        Format::Results => read("reports/baseline.json").into_iter().collect(),
+        Format::Results => results(),
         Format::Thresholds => read("ci/thresholds.toml").into_iter().collect(),
         Format::Selftest => vec![Seed {
             name: "selftest".into(),
@@ -182,5 +184,27 @@ fn idx() -> Vec<Seed> {
             });
         }
     }
+    out
+}
+
+/// The baseline, and three times the baseline cut to its first 6 cells.
+fn results() -> Vec<Seed> {
+    let Some(full) = read("reports/baseline.json") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&full.bytes) {
+        if let Some(cells) = v.get_mut("cells").and_then(|c| c.as_array_mut()) {
+            cells.truncate(6);
+            let bytes = serde_json::to_vec_pretty(&v).expect("a Value serialises");
+            for _ in 0..3 {
+                out.push(Seed {
+                    name: "reports/baseline.json (6 cells)".into(),
+                    bytes: bytes.clone(),
+                });
+            }
+        }
+    }
+    out.push(full);
     out
 }

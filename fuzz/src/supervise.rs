@@ -88,7 +88,7 @@ pub fn run(mut cmd: Command, timeout: Duration, budget: usize) -> ChildRun {
 
     let mut cases = Vec::new();
     let mut started: Option<u64> = None;
-    let mut refused: Option<(u64, usize)> = None;
+    let mut refused: Option<(u64, usize, Option<String>)> = None;
     let mut hung = false;
     loop {
         match rx.recv_timeout(timeout) {
@@ -97,12 +97,21 @@ pub fn run(mut cmd: Command, timeout: Duration, budget: usize) -> ChildRun {
                 started = None;
                 cases.push((i, Outcome::Ok { peak, accepted }));
             }
-            Ok(Event::Fail(i, reason)) => {
+            Ok(Event::Fail(i, mut reason)) => {
                 started = None;
+                // A refusal the case survived: where it came from is in its budget event.
+                if let Some((_, _, Some(frame))) = refused.as_ref().filter(|r| r.0 == i) {
+                    if reason.starts_with("allocation") {
+                        reason = format!("{reason} at {frame}");
+                    }
+                }
                 cases.push((i, Outcome::Failed(reason)));
             }
-            Ok(Event::Budget(i, size)) => {
-                refused = Some((i, refused.map_or(size, |(_, s)| s.max(size))));
+            Ok(Event::Budget(i, size, frame)) => {
+                // The first refusal of a case is the one that aborts it.
+                if refused.as_ref().is_none_or(|r| r.0 != i) {
+                    refused = Some((i, size, frame));
+                }
             }
             Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
@@ -125,9 +134,10 @@ pub fn run(mut cmd: Command, timeout: Duration, budget: usize) -> ChildRun {
     if let Some(i) = started {
         let why = match (&status, refused) {
             _ if hung => format!("hang: no result after {} s", timeout.as_secs()),
-            (_, Some((j, size))) if j == i => {
-                format!("allocation of {size} bytes over the budget of {budget} (aborted)")
-            }
+            (_, Some((j, size, frame))) if j == i => format!(
+                "allocation of {size} bytes over the budget of {budget} (aborted){}",
+                frame.map(|f| format!(" at {f}")).unwrap_or_default()
+            ),
             (Ok(s), _) => match s.signal() {
                 Some(sig) => format!("{} ({sig}): {tail}", signal_name(sig)),
                 None => format!("exit status {:?}: {tail}", s.code()),

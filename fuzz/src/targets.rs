@@ -11,18 +11,15 @@
 //!   zeros, and the quantized file's save and load.
 //! - safetensors: `eval`/`crosscheck` of a quantized file: load, prepare the int8
 //!   executor, run it at batch 1 on zeros.
-//! - IDX: the reader `eval` and the trainer use.
+//! - IDX: the reader `eval` and the trainer use, from a file (gzip is detected and
+//!   inflated there, in `read_idx`, not in `parse_idx`).
 //! - results and thresholds: parse, then `gate` against the other seed, and (results)
 //!   `compare` against the baseline and `report`.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use prost::Message;
 use qbench_models::error::ModelError;
-use qbench_models::exec::{Executor, Options};
-use qbench_models::ir::{Dim, Graph, ValueInfo};
-use qbench_models::tensor::Tensor;
 use qbench_quantizers::{Backend, DynamicOptions, QExecutor};
 
 use crate::format::Format;
@@ -64,7 +61,7 @@ pub fn run(format: Format, bytes: &[u8], ctx: &Context) -> bool {
     match format {
         Format::Onnx => onnx(bytes),
         Format::Safetensors => safetensors(bytes),
-        Format::Idx => qbench_models::idx::parse_idx(bytes, Path::new(FILE)).is_ok(),
+        Format::Idx => idx(bytes),
         Format::Results => {
             let Some(r) = std::str::from_utf8(bytes)
                 .ok()
@@ -96,28 +93,6 @@ pub fn run(format: Format, bytes: &[u8], ctx: &Context) -> bool {
     }
 }
 
-/// A graph input's shape at batch 1 (a free first dim is the batch); `None` when another
-/// dim is free. The same rule as `qbench inspect`'s dry run.
-fn batch1_shape(vi: &ValueInfo) -> Option<Vec<usize>> {
-    vi.dims
-        .iter()
-        .enumerate()
-        .map(|(k, d)| match d {
-            Dim::Fixed(n) => Some(*n),
-            Dim::Symbolic(_) if k == 0 => Some(1),
-            Dim::Symbolic(_) => None,
-        })
-        .collect()
-}
-
-/// Zeros for every graph input, as the dry run feeds them.
-fn zeros_for(inputs: &[ValueInfo]) -> Option<Vec<Tensor>> {
-    inputs
-        .iter()
-        .map(|vi| batch1_shape(vi).map(Tensor::zeros))
-        .collect()
-}
-
 fn onnx(bytes: &[u8]) -> bool {
     let graph = match qbench_models::onnx::from_bytes(bytes, FILE) {
         Ok(g) => g,
@@ -130,13 +105,14 @@ fn onnx(bytes: &[u8]) -> bool {
         }
         Err(_) => return false,
     };
-    let _ = dry_run(&graph);
+    let _ = harness::inspect_dry_run(&graph);
     let mut opts = DynamicOptions::new(Backend::Fbgemm);
     opts.op_types = vec!["Gemm".into(), "MatMul".into(), "Conv".into()];
     if let Ok(q) = qbench_quantizers::quantize_dynamic(&graph, &opts) {
-        if let (Ok(exec), Some(inputs)) =
-            (QExecutor::with_threads(&q, 1), zeros_for(&q.graph.inputs))
-        {
+        if let (Ok(exec), Some(inputs)) = (
+            QExecutor::with_threads(&q, 1),
+            harness::batch1_zeros(&q.graph.inputs),
+        ) {
             let _ = exec.run(&inputs);
         }
         if let Ok(file) = qbench_quantizers::save::to_bytes(&q) {
@@ -146,25 +122,15 @@ fn onnx(bytes: &[u8]) -> bool {
     true
 }
 
-/// `qbench inspect`'s dry run: every node output a graph output, batch 1, zeros.
-fn dry_run(graph: &Graph) -> Result<Vec<Tensor>, ModelError> {
-    let mut g = graph.clone();
-    let already: HashSet<String> = g.outputs.iter().map(|o| o.name.clone()).collect();
-    for n in &graph.nodes {
-        for o in n
-            .outputs
-            .iter()
-            .filter(|o| !o.is_empty() && !already.contains(*o))
-        {
-            g.outputs.push(ValueInfo {
-                name: o.clone(),
-                dims: Vec::new(),
-            });
-        }
+/// `read_idx` on the bytes written to this process's scratch file.
+fn idx(bytes: &[u8]) -> bool {
+    let path = std::env::temp_dir().join(format!("qbench-fuzz-{}.idx", std::process::id()));
+    if std::fs::write(&path, bytes).is_err() {
+        return false;
     }
-    let inputs = zeros_for(&graph.inputs)
-        .ok_or_else(|| ModelError::Tensor("an input has a free non-batch dim".into()))?;
-    Executor::new(&g, Options { threads: 1 })?.run(&inputs)
+    let ok = qbench_models::idx::read_idx(&path).is_ok();
+    let _ = std::fs::remove_file(&path);
+    ok
 }
 
 fn safetensors(bytes: &[u8]) -> bool {
@@ -173,7 +139,7 @@ fn safetensors(bytes: &[u8]) -> bool {
     };
     if let (Ok(exec), Some(inputs)) = (
         QExecutor::with_threads(&model, 1),
-        zeros_for(&model.graph.inputs),
+        harness::batch1_zeros(&model.graph.inputs),
     ) {
         let _ = exec.run(&inputs);
     }
