@@ -145,3 +145,19 @@ fn safetensors(bytes: &[u8]) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A seed its own parser refuses would make every case of it a parse-error test.
+    #[test]
+    fn every_seed_is_accepted_by_its_target() {
+        for format in Format::ALL {
+            let ctx = Context::new(format);
+            for s in crate::seeds::for_format(format) {
+                assert!(run(format, &s.bytes, &ctx), "{format:?} seed {} refused", s.name);
+            }
+        }
+    }
+}
