@@ -36,6 +36,8 @@ pub struct Stats {
     pub peak: usize,
     pub elapsed: Duration,
     pub findings: Vec<Finding>,
+    /// Why the run stopped before `cases`, if it did.
+    pub stopped: Option<String>,
 }
 
 /// The child command for cases `start..start + count`.
@@ -69,6 +71,7 @@ pub fn fuzz(format: Format, opts: &RunOptions) -> Stats {
         peak: 0,
         elapsed: Duration::ZERO,
         findings: Vec::new(),
+        stopped: None,
     };
     let mut next = 0;
     let mut stuck = 0;
@@ -79,6 +82,12 @@ pub fn fuzz(format: Format, opts: &RunOptions) -> Stats {
             opts.timeout,
             opts.budget,
         );
+        if let Some(e) = run.spawn_error {
+            stats.stopped = Some(format!(
+                "cannot start a child process ({e}); was the binary rebuilt during the run?"
+            ));
+            break;
+        }
         let before = next;
         for (i, outcome) in run.cases {
             stats.cases += 1;

@@ -211,6 +211,14 @@ fn main() -> ExitCode {
     for f in formats {
         let stats = driver::fuzz(f, &opts);
         print_stats(&stats);
+        if let Some(why) = &stats.stopped {
+            eprintln!(
+                "qbench-fuzz: {} stopped after {} cases: {why}",
+                f.name(),
+                stats.cases
+            );
+            return ExitCode::from(2);
+        }
         unlisted += stats.findings.iter().filter(|x| !x.listed).count();
     }
     if unlisted > 0 {

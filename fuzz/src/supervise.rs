@@ -31,6 +31,9 @@ pub struct ChildRun {
     /// False when the child died, hung or could not be started: the caller restarts
     /// after the last case listed.
     pub clean: bool,
+    /// The child could not be started at all (e.g. the binary was rebuilt under the
+    /// run): restarting cannot help.
+    pub spawn_error: Option<String>,
 }
 
 /// Lines of stderr kept to explain a death.
@@ -53,10 +56,10 @@ pub fn run(mut cmd: Command, timeout: Duration, budget: usize) -> ChildRun {
     let mut child = match cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("qbench-fuzz: cannot start a child: {e}");
             return ChildRun {
                 cases: Vec::new(),
                 clean: false,
+                spawn_error: Some(e.to_string()),
             };
         }
     };
@@ -148,5 +151,9 @@ pub fn run(mut cmd: Command, timeout: Duration, budget: usize) -> ChildRun {
     } else if !clean {
         eprintln!("qbench-fuzz: a child ended between cases ({status:?}): {tail}");
     }
-    ChildRun { cases, clean }
+    ChildRun {
+        cases,
+        clean,
+        spawn_error: None,
+    }
 }

@@ -65,7 +65,7 @@ pub fn mutate(rng: &mut Rng, seed: &[u8], out: &mut Vec<u8>) -> Vec<String> {
         return vec![super::bytes(rng, out)];
     };
     // Rare: each bomb inflates about half a GiB before the budget stops it (seconds).
-    if rng.one_in(50) {
+    if rng.one_in(100) {
         let (bytes, label) = bomb(rng, &idx);
         out.extend(bytes);
         return vec![label];

@@ -148,10 +148,20 @@ fn init_dims(rng: &mut Rng, g: &mut pb::GraphProto) -> String {
     }
     let k = rng.below(g.initializer.len());
     let t = &mut g.initializer[k];
-    let what = match rng.below(4) {
+    let what = match rng.below(6) {
         0 if !t.dims.is_empty() => {
             t.dims.pop();
             "rank -1".to_string()
+        }
+        // Off by one: a bias one shorter than the channels, a weight one row short.
+        4 if !t.dims.is_empty() => {
+            let at = rng.below(t.dims.len());
+            t.dims[at] = if rng.one_in(2) {
+                t.dims[at] - 1
+            } else {
+                t.dims[at] + 1
+            };
+            format!("dim {at} off by one")
         }
         1 => {
             let v = if rng.one_in(2) { 1 } else { dim_value(rng) };
@@ -203,10 +213,16 @@ fn io_dims(rng: &mut Rng, g: &mut pb::GraphProto) -> String {
         denotation: String::new(),
         value: Some(dimension::Value::DimValue(v)),
     };
-    let what = match rng.below(5) {
+    let what = match rng.below(6) {
         0 => {
             dims.clear();
             "rank 0".to_string()
+        }
+        // Every dim the same: [2^32, 2^32, 2^32] is how element counts wrap to 0.
+        5 if !dims.is_empty() => {
+            let v = dim_value(rng);
+            dims.iter_mut().for_each(|d| *d = fixed(v));
+            format!("every dim = {v}")
         }
         1 if !dims.is_empty() => {
             dims.pop();
