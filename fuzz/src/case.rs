@@ -48,8 +48,8 @@ pub fn generate(format: Format, seeds: &[Seed], seed: u64, index: u64) -> Case {
         Format::Results => json_text(&mut rng, &s.bytes, &mut bytes),
         Format::Thresholds => toml_text(&mut rng, &s.bytes, &mut bytes),
         Format::Selftest => {
-            bytes.push((index % 6) as u8);
-            vec![format!("selftest kind {}", index % 6)]
+            bytes.push((index % 7) as u8);
+            vec![format!("selftest kind {}", index % 7)]
         }
     };
     Case {

@@ -93,8 +93,13 @@ pub fn run(mut cmd: Command, timeout: Duration, budget: usize) -> ChildRun {
     let mut started: Option<u64> = None;
     let mut refused: Option<(u64, usize, Option<String>)> = None;
     let mut hung = false;
+    let mut idle = 0;
     loop {
-        match rx.recv_timeout(timeout) {
+        let event = rx.recv_timeout(timeout);
+        if event.is_ok() {
+            idle = 0;
+        }
+        match event {
             Ok(Event::Start(i)) => started = Some(i),
             Ok(Event::Done(i, peak, accepted)) => {
                 started = None;
@@ -118,12 +123,16 @@ pub fn run(mut cmd: Command, timeout: Duration, budget: usize) -> ChildRun {
             }
             Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
-                if started.is_some() {
-                    hung = true;
+                idle += 1;
+                // A case that runs too long is a hang; a child stuck outside any case
+                // (building its seeds) gets ten times as long before it is given up.
+                if started.is_some() || idle >= 10 {
+                    hung = started.is_some();
                     // Our own child, by its handle.
                     let _ = child.kill();
                     break;
                 }
+                continue;
             }
         }
     }

@@ -1,5 +1,5 @@
 //! The driver's machinery on inputs that fail on purpose (`--format selftest`): each kind
-//! of failure is caught, recorded with its reason and saved, the run goes on after a
+//! of failure (panic, abort, SIGSEGV, budget abort, handled budget refusal, hang) is caught, recorded with its reason and saved, the run goes on after a
 //! death, and a listed finding does not fail the run while an unlisted one does.
 
 use std::path::Path;
@@ -7,7 +7,16 @@ use std::process::Command;
 
 fn fuzz(out: &Path, known: &Path) -> (bool, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_qbench-fuzz"))
-        .args(["--format", "selftest", "--cases", "6", "--seed", "3"])
+        .args([
+            "--format",
+            "selftest",
+            "--cases",
+            "7",
+            "--seed",
+            "3",
+            "--timeout",
+            "2",
+        ])
         .arg("--out")
         .arg(out)
         .arg("--known")
@@ -32,8 +41,9 @@ fn every_failure_kind_is_caught_saved_and_fails_the_run_unless_listed() {
     let (ok, text) = fuzz(&out, &dir.join("none.txt"));
     assert!(!ok, "unlisted findings must fail the run:\n{text}");
     for expected in [
-        "6 cases",
-        "5 findings (5 new, 0 listed)",
+        "7 cases",
+        "6 findings (6 new, 0 listed)",
+        "hang: no result after # s",
         "panic: selftest panic",
         "SIGABRT (#)",
         "SIGSEGV (#)",
@@ -50,7 +60,7 @@ fn every_failure_kind_is_caught_saved_and_fails_the_run_unless_listed() {
         .map(|e| e.unwrap().path())
         .collect();
     let inputs: Vec<_> = saved.iter().filter(|p| p.extension().is_none()).collect();
-    assert_eq!(inputs.len(), 5, "{saved:?}");
+    assert_eq!(inputs.len(), 6, "{saved:?}");
     for p in &inputs {
         let why = std::fs::read_to_string(p.with_extension("txt")).unwrap();
         assert!(why.contains("| seed 3 case "), "{why}");
@@ -66,10 +76,11 @@ fn every_failure_kind_is_caught_saved_and_fails_the_run_unless_listed() {
     std::fs::write(&known, list).unwrap();
     let (ok, text) = fuzz(&out, &known);
     assert!(ok, "listed findings must not fail the run:\n{text}");
-    assert!(text.contains("5 findings (0 new, 5 listed)"), "{text}");
+    assert!(text.contains("6 findings (0 new, 6 listed)"), "{text}");
 
     let replay = |known: &Path| {
         Command::new(env!("CARGO_BIN_EXE_qbench-fuzz"))
+            .args(["--timeout", "2"])
             .arg("--replay")
             .arg(&out)
             .arg("--known")
@@ -81,6 +92,6 @@ fn every_failure_kind_is_caught_saved_and_fails_the_run_unless_listed() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let o = replay(&dir.join("none.txt"));
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stdout).contains("5 failing and not listed"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("6 failing and not listed"));
     let _ = std::fs::remove_dir_all(&dir);
 }
