@@ -8,6 +8,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::format::Format;
@@ -15,6 +16,8 @@ use crate::{alloc, case, protocol, seeds, targets};
 
 /// The message of the last panic, set by the hook.
 static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+/// Whether a case is running (a panic outside one is the driver's bug).
+static IN_CASE: AtomicBool = AtomicBool::new(false);
 
 fn install_panic_hook() {
     panic::set_hook(Box::new(|info| {
@@ -34,8 +37,13 @@ fn install_panic_hook() {
         let caller = crate::frames::here()
             .map(|f| format!(" (from {f})"))
             .unwrap_or_default();
+        let msg = format!("{msg}{at}{caller}");
+        if !IN_CASE.load(Ordering::Relaxed) {
+            // Not qbench's panic but the driver's own (building a case): say so, loudly.
+            eprintln!("qbench-fuzz child: driver panic outside a case: {msg}");
+        }
         if let Ok(mut last) = LAST_PANIC.lock() {
-            *last = Some(format!("{msg}{at}{caller}"));
+            *last = Some(msg);
         }
     }));
 }
@@ -44,7 +52,9 @@ fn install_panic_hook() {
 fn run_one(format: Format, bytes: &[u8], ctx: &targets::Context, index: u64) {
     protocol::emit_start(index);
     alloc::arm(index);
+    IN_CASE.store(true, Ordering::Relaxed);
     let result = panic::catch_unwind(AssertUnwindSafe(|| targets::run(format, bytes, ctx)));
+    IN_CASE.store(false, Ordering::Relaxed);
     let usage = alloc::disarm();
     match result {
         Err(_) => {

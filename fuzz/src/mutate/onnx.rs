@@ -156,10 +156,11 @@ fn init_dims(rng: &mut Rng, g: &mut pb::GraphProto) -> String {
         // Off by one: a bias one shorter than the channels, a weight one row short.
         4 if !t.dims.is_empty() => {
             let at = rng.below(t.dims.len());
+            // Wrapping: an earlier edit may have left i64::MIN or MAX there.
             t.dims[at] = if rng.one_in(2) {
-                t.dims[at] - 1
+                t.dims[at].wrapping_sub(1)
             } else {
-                t.dims[at] + 1
+                t.dims[at].wrapping_add(1)
             };
             format!("dim {at} off by one")
         }

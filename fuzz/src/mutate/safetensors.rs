@@ -264,7 +264,7 @@ fn tensor_data(rng: &mut Rng, f: &mut File) -> String {
         4 if !shape.is_empty() => {
             let at = rng.below(shape.len());
             shape[at] = if rng.one_in(2) {
-                shape[at] + 1
+                shape[at].saturating_add(1)
             } else {
                 shape[at].saturating_sub(1)
             };
@@ -276,7 +276,10 @@ fn tensor_data(rng: &mut Rng, f: &mut File) -> String {
             return format!("tensor {name:?} data cut to {keep} bytes");
         }
     };
-    let n: usize = shape.iter().product();
+    let n = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .unwrap_or(usize::MAX);
     if n > 1 << 20 {
         return format!("tensor {name:?}: {what} left alone (too large)");
     }
