@@ -82,6 +82,9 @@ pub fn run_cases(format: Format, seed: u64, start: u64, count: u64, budget: usiz
     let seeds = seeds::for_format(format);
     let ctx = targets::Context::new(format);
     alloc::set_budget(budget);
+    // qbench's own memory budget, as `--max-memory` sets it, well inside the allocator's
+    // cap: it limits one tensor (and a plan's constants), and a run holds several.
+    qbench_models::budget::MemoryBudget::bytes(budget as u64 / 4).set_global();
     for i in start..start.saturating_add(count) {
         // Built before the allocator is armed: generating is not the case's usage.
         let c = case::generate(format, &seeds, seed, i);
@@ -95,6 +98,9 @@ pub fn run_file(format: Format, path: &Path, budget: usize) -> std::io::Result<(
     let bytes = std::fs::read(path)?;
     let ctx = targets::Context::new(format);
     alloc::set_budget(budget);
+    // qbench's own memory budget, as `--max-memory` sets it, well inside the allocator's
+    // cap: it limits one tensor (and a plan's constants), and a run holds several.
+    qbench_models::budget::MemoryBudget::bytes(budget as u64 / 4).set_global();
     run_one(format, &bytes, &ctx, 0);
     Ok(())
 }

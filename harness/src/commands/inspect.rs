@@ -331,7 +331,7 @@ fn thousands(n: usize) -> String {
 
 /// A graph input's shape with a free batch dimension set to 1; `None` when another
 /// dimension is free.
-fn batch1_shape(vi: &ValueInfo) -> Option<Vec<usize>> {
+pub fn batch1_shape(vi: &ValueInfo) -> Option<Vec<usize>> {
     vi.dims
         .iter()
         .enumerate()
@@ -344,8 +344,9 @@ fn batch1_shape(vi: &ValueInfo) -> Option<Vec<usize>> {
 }
 
 /// Runs the graph once at batch 1 on zeros with every node output made a graph output,
-/// and returns every tensor by name.
-fn dry_run(graph: &Graph) -> Result<HashMap<String, Tensor>, ModelError> {
+/// and returns every tensor by name. The input tensors are checked against the memory
+/// budget before they are allocated (their shapes come from the file).
+pub fn dry_run(graph: &Graph) -> Result<HashMap<String, Tensor>, ModelError> {
     let mut g = graph.clone();
     let already: HashSet<String> = g.outputs.iter().map(|o| o.name.clone()).collect();
     for n in &graph.nodes {
@@ -362,12 +363,13 @@ fn dry_run(graph: &Graph) -> Result<HashMap<String, Tensor>, ModelError> {
         .inputs
         .iter()
         .map(|vi| {
-            batch1_shape(vi).map(Tensor::zeros).ok_or_else(|| {
+            let shape = batch1_shape(vi).ok_or_else(|| {
                 ModelError::Tensor(format!(
                     "input {:?} has a free dimension other than the batch: {:?}",
                     vi.name, vi.dims
                 ))
-            })
+            })?;
+            Tensor::try_zeros(shape)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let exec = Executor::new(&g, Options { threads: 1 })?;
