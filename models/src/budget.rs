@@ -151,6 +151,15 @@ pub fn check_shape(
     shape: &[usize],
     elem_bytes: usize,
 ) -> Result<usize> {
+    // Walks over a tensor (broadcasts, transposes, reductions) cost elements × rank: a
+    // 100 KB file declaring rank 65,536 over a few thousand elements hung the executor
+    // for minutes while every byte count was in budget.
+    if shape.len() > MAX_RANK {
+        return Err(ModelError::Budget(format!(
+            "{what}: rank {} is over the {MAX_RANK} dimensions qbench supports",
+            shape.len()
+        )));
+    }
     let n = numel(shape).ok_or_else(|| {
         ModelError::Budget(format!(
             "{what}: shape {shape:?} has more elements than this machine can address"
@@ -164,6 +173,9 @@ pub fn check_shape(
     MemoryBudget::global()?.check(&format_args!("{what} of shape {shape:?}"), bytes)?;
     Ok(n)
 }
+
+/// The most dimensions a tensor may have (ONNX models use at most 6 or so).
+pub const MAX_RANK: usize = 32;
 
 /// The product of `shape`, or `None` when the product of its non-zero dims overflows.
 ///

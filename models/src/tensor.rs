@@ -251,6 +251,14 @@ pub(crate) fn gather_strided<T: Copy>(
     if n == 0 {
         return out;
     }
+    // Axes of size 1 never move the walk: dropping them keeps the odometer's carries
+    // proportional to the axes that matter, whatever rank the shape has.
+    let (out_shape, src_strides): (Vec<usize>, Vec<usize>) = out_shape
+        .iter()
+        .zip(src_strides)
+        .filter(|(&d, _)| d != 1)
+        .map(|(&d, &s)| (d, s))
+        .unzip();
     let rank = out_shape.len();
     if rank == 0 {
         out.push(src[0]);

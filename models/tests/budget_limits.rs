@@ -170,3 +170,18 @@ fn an_idx_header_over_the_budget_is_refused_before_reading_the_data() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_tensor_of_absurd_rank_is_refused_before_it_is_walked() {
+    budget();
+    // ConstantOfShape of 65,536 ones: one element, rank 65,536. Found by the fuzzer: the
+    // broadcasts over it ran for minutes with every byte count in budget.
+    let ones = vec![1i64; 1 << 16];
+    let bytes = model_x(
+        vec![node("wide", "ConstantOfShape", &["s"], &["y"])],
+        vec![i64_init("s", &[1 << 16], &ones)],
+        "y",
+    );
+    let e = plan_error(&bytes);
+    assert!(e.contains("\"wide\"") && e.contains("rank 65536"), "{e}");
+}
