@@ -99,3 +99,11 @@ fn quantize_refuses_an_export_form_before_writing_anything() {
     );
     assert!(!onnx.exists());
 }
+
+#[test]
+fn gemm_shapes_that_wrap_or_exceed_the_budget_are_refused_before_measuring() {
+    for shape in ["4294967296x4294967296x4294967296", "100000x100000x100000"] {
+        let o = qbench(&["bench-gemm", "--quick", "--shapes", shape]);
+        assert_refused(&o, &["--shapes", "matrix A"]);
+    }
+}

@@ -56,10 +56,21 @@ pub fn parse_shapes(spec: &str) -> Result<Vec<(usize, usize, usize)>> {
                 .map(|d| d.parse::<usize>())
                 .collect::<Result<_, _>>()
                 .with_context(|| format!("--shapes: {s:?} is not MxNxK"))?;
-            match dims[..] {
-                [m, n, k] if m > 0 && n > 0 && k > 0 => Ok((m, n, k)),
+            let (m, n, k) = match dims[..] {
+                [m, n, k] if m > 0 && n > 0 && k > 0 => (m, n, k),
                 _ => bail!("--shapes: {s:?} is not MxNxK with positive sizes"),
+            };
+            // The matrices are allocated from these sizes: each is checked (no overflow,
+            // within the memory budget) before any measurement starts. f32 is the widest
+            // element the bench holds (the fp32 baseline, dequantized outputs).
+            for (name, shape) in [("A", [m, k]), ("B", [k, n]), ("C", [m, n])] {
+                qbench_models::budget::check_shape(
+                    &format_args!("--shapes {s}: matrix {name}"),
+                    &shape,
+                    std::mem::size_of::<f32>(),
+                )?;
             }
+            Ok((m, n, k))
         })
         .collect()
 }
