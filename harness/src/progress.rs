@@ -3,21 +3,34 @@
 //! elapsed time, ETA and the cells running now and their step
 //! (`digit-cnn / static / fbgemm / b1,b32: quantizing`). Not on a terminal (CI logs, tests,
 //! `2> file`): one plain line per group and step, each with the seconds since the start,
-//! since a redrawn bar is noise in a log.
+//! since a redrawn bar is noise in a log. In a sweep's child process ([`Progress::relay`])
+//! steps and notes go to the parent, which shows them as its own.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::results::CellKey;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use qbench::results::CellKey;
 
 pub struct Progress {
     bar: Option<ProgressBar>,
     start: Instant,
     /// What runs now ("model / backend", or the cells' names), prefixed to each step.
     group: Mutex<String>,
+    /// In a child process: where steps and notes go instead of stderr.
+    relay: Option<Relay>,
 }
+
+/// What a relayed line is: a step (shown as the bar's message, or a log line) or a note
+/// (a line that stays).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relayed {
+    Step,
+    Note,
+}
+
+type Relay = Box<dyn Fn(Relayed, &str) + Send + Sync>;
 
 impl Progress {
     /// Progress over `cells` cells; a bar only when stderr is a terminal.
@@ -47,10 +60,33 @@ impl Progress {
             bar,
             start: Instant::now(),
             group: Mutex::new(String::new()),
+            relay: None,
+        }
+    }
+
+    /// Progress that hands each step and note to `relay` instead of drawing (a sweep's
+    /// child process sends them to its parent).
+    pub fn relay(relay: Relay) -> Progress {
+        Progress {
+            bar: None,
+            start: Instant::now(),
+            group: Mutex::new(String::new()),
+            relay: Some(relay),
+        }
+    }
+
+    /// A step relayed from a child, already named: the bar's message, or a log line.
+    pub fn status(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(text.to_owned()),
+            None => self.line(&format!("  {text}")),
         }
     }
 
     fn line(&self, text: &str) {
+        if let Some(relay) = &self.relay {
+            return relay(Relayed::Note, text.trim_start());
+        }
         match &self.bar {
             Some(bar) => bar.println(text),
             None => eprintln!("[{:>6.1} s] {text}", self.start.elapsed().as_secs_f64()),
@@ -71,9 +107,10 @@ impl Progress {
     /// names and `step`, a log gets a line.
     pub fn cells(&self, cells: &[&CellKey], step: &str) {
         let name = cell_names(cells);
-        match &self.bar {
-            Some(bar) => bar.set_message(format!("{name}: {step}")),
-            None => self.line(&format!("  {name}: {step}")),
+        match (&self.relay, &self.bar) {
+            (Some(relay), _) => relay(Relayed::Step, &format!("{name}: {step}")),
+            (None, Some(bar)) => bar.set_message(format!("{name}: {step}")),
+            (None, None) => self.line(&format!("  {name}: {step}")),
         }
         *self.group.lock().unwrap_or_else(|e| e.into_inner()) = name;
     }
@@ -81,6 +118,14 @@ impl Progress {
     /// The running group moves to `step` ("quantizing static", "timing batch 32", ...).
     pub fn step(&self, step: &str) {
         let group = self.group.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(relay) = &self.relay {
+            let text = if group.is_empty() {
+                step.to_owned()
+            } else {
+                format!("{group}: {step}")
+            };
+            return relay(Relayed::Step, &text);
+        }
         match &self.bar {
             Some(bar) if group.is_empty() => bar.set_message(step.to_owned()),
             Some(bar) => bar.set_message(format!("{group}: {step}")),
@@ -129,8 +174,8 @@ pub fn cell_names(cells: &[&CellKey]) -> String {
     let mut name = format!(
         "{} / {} / {} / {}",
         list(cells, |c| c.model.clone()),
-        list(cells, |c| c.method.as_str().to_owned()),
-        list(cells, |c| c.backend.as_str().to_owned()),
+        list(cells, |c| c.method.name().to_owned()),
+        list(cells, |c| c.backend.name().to_owned()),
         list(cells, |c| format!("b{}", c.batch)),
     );
     if cells.iter().any(|c| c.threads != 1) {
@@ -145,7 +190,7 @@ pub fn cell_names(cells: &[&CellKey]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qbench::results::{Backend, Method};
+    use crate::results::{Backend, Method};
 
     fn key(method: Method, batch: u32, threads: u32) -> CellKey {
         CellKey {

@@ -17,17 +17,10 @@ use std::path::Path;
 /// The `schema` value this qbench writes and reads. A reader refuses any other.
 pub const SCHEMA: &str = "qbench.results/1";
 
-/// The quantization methods of the grid, spelt as in configs and the CLI.
-pub const METHODS: [Method; 5] = [
-    Method::Fp32,
-    Method::Fp16,
-    Method::Dynamic,
-    Method::Static,
-    Method::Qat,
-];
-
-/// The backend presets of the grid.
-pub const BACKENDS: [Backend; 3] = [Backend::Fbgemm, Backend::Vnni, Backend::Qnnpack];
+// A cell's method and backend are the quantizers' own types (serde names `fp32`,
+// `dynamic`, `fbgemm`, ...; `Method::ALL` and `Backend::ALL` are the grid, in report
+// order).
+pub use qbench_quantizers::{Backend, Method};
 
 /// One results file: who produced it (header), under which configuration, and its cells.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -156,49 +149,6 @@ impl Run {
     }
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    Fp32,
-    Fp16,
-    Dynamic,
-    Static,
-    Qat,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Fp32 => "fp32",
-            Method::Fp16 => "fp16",
-            Method::Dynamic => "dynamic",
-            Method::Static => "static",
-            Method::Qat => "qat",
-        }
-    }
-}
-
-/// A backend preset. Every cell has one, fp32 and fp16 included: the grid is split into
-/// shards by (model, backend) and each shard measures its own fp32 baseline, so the fp32
-/// cell of a backend is the baseline its quantized cells were measured against.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Fbgemm,
-    Vnni,
-    Qnnpack,
-}
-
-impl Backend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Fbgemm => "fbgemm",
-            Backend::Vnni => "vnni",
-            Backend::Qnnpack => "qnnpack",
-        }
-    }
-}
-
 /// What happened to a cell.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -283,6 +233,15 @@ pub struct Cell {
     /// models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Embedding>,
+    /// How many times the process measuring this cell's model died (a signal or an
+    /// abort) with the cell open. A failed cell that crashed once is retried by
+    /// `--resume`; one that crashed twice is final. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crashes: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How close a sentence encoder's embeddings stay to fp32's, and the same figures for the
@@ -506,7 +465,7 @@ pub fn from_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Res
 }
 
 /// The identity of a cell: no two cells of a results file share one.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CellKey {
     pub model: String,
     pub method: Method,
@@ -521,8 +480,8 @@ impl fmt::Display for CellKey {
             f,
             "{}/{}/{}/b{}/t{}",
             self.model,
-            self.method.as_str(),
-            self.backend.as_str(),
+            self.method.name(),
+            self.backend.name(),
             self.batch,
             self.threads
         )
@@ -563,6 +522,7 @@ impl Cell {
             quantize_s: None,
             not_applicable: BTreeMap::new(),
             embedding: None,
+            crashes: 0,
         }
     }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use qbench::compare::{self, Rules, Verdict};
+use qbench::ci::compare::{self, Rules, Verdict};
 use qbench::results::{Backend, Cell, Measure, Method, Results, State};
 use std::path::Path;
 
@@ -215,8 +215,8 @@ fn compare_cli(dir: &Path, base: &Results, head: &Results) -> (Option<i32>, Stri
 fn wide(cells: Vec<Cell>) -> Results {
     let mut r = results(cells);
     r.config.models.push("minilm".into());
-    r.config.methods = qbench::results::METHODS.to_vec();
-    r.config.backends = qbench::results::BACKENDS.to_vec();
+    r.config.methods = qbench::results::Method::ALL.to_vec();
+    r.config.backends = qbench::results::Backend::ALL.to_vec();
     r
 }
 

@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use qbench::gate::{self, Outcome};
+use qbench::ci::gate::{self, Outcome};
+use qbench::ci::thresholds::{Limit, Thresholds};
 use qbench::results::{Backend, Cell, Measure, Method, Results, State};
-use qbench::thresholds::{Limit, Thresholds};
 use std::path::Path;
 
 fn rules(text: &str) -> Thresholds {
@@ -173,7 +173,11 @@ fn skipped_and_na_are_reported_not_passed_and_failed_cells_violate() {
     let tp = dir.join("t.toml");
     std::fs::write(&tp, "[[rule]]\nmin_speedup = 1.5\n").unwrap();
     let rp = write(&dir, "r.json", &results(vec![skipped, na]));
+    // Nothing passed or violated: a gate that checked nothing is no pass (exit 2)...
     let out = qbench(&["gate", s(&rp), "--thresholds", s(&tp)]);
+    assert_exit2(&out, &["nothing was checked", "--allow-empty"]);
+    // ...unless the caller says that is expected.
+    let out = qbench(&["gate", s(&rp), "--thresholds", s(&tp), "--allow-empty"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
@@ -192,6 +196,27 @@ fn skipped_and_na_are_reported_not_passed_and_failed_cells_violate() {
     assert!(
         matches!(&r.checks[0].outcome, Outcome::Violated { why, .. } if why.contains("unsupported op Foo"))
     );
+}
+
+#[test]
+fn an_empty_results_file_or_rule_set_is_exit_2_not_a_pass() {
+    let dir = temp_dir("gate-empty");
+    let rp = write(&dir, "empty.json", &results(vec![]));
+    let tp = dir.join("t.toml");
+    std::fs::write(&tp, "[[rule]]\nmax_drop_pp = 1\n").unwrap();
+    assert_exit2(
+        &qbench(&["gate", s(&rp), "--thresholds", s(&tp)]),
+        &["nothing was checked", "0 cells"],
+    );
+    let full = write(&dir, "full.json", &two_static_cells());
+    let none = dir.join("none.toml");
+    std::fs::write(&none, "").unwrap();
+    assert_exit2(
+        &qbench(&["gate", s(&full), "--thresholds", s(&none)]),
+        &["nothing was checked", "0 checks"],
+    );
+    let out = qbench(&["gate", s(&rp), "--thresholds", s(&tp), "--allow-empty"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]

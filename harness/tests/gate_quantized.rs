@@ -8,11 +8,11 @@
 mod common;
 
 use common::{qbench, s, stderr, stdout, temp_dir};
-use qbench::gate::{self, Outcome};
+use qbench::ci::gate::{self, Outcome};
+use qbench::ci::thresholds::{Limit, Thresholds};
 use qbench::results::{
     Accuracy, Backend, Cell, Measure, Method, Results, Run, SweepConfig, SCHEMA,
 };
-use qbench::thresholds::{Limit, Thresholds};
 use qbench_models::data::{Dataset, DatasetKind, Split, IMAGE_LEN, IMAGE_SIDE};
 use qbench_models::exec::{Executor, Options};
 use qbench_models::tensor::Tensor;

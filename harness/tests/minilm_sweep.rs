@@ -66,7 +66,7 @@ fn minilm_sweep_meets_the_cosine_and_probe_targets_per_token_under_vnni_and_fbge
         let cell = |m: Method| {
             r.cells
                 .iter()
-                .find(|c| c.method == m && c.backend.as_str() == backend)
+                .find(|c| c.method == m && c.backend.name() == backend)
                 .unwrap_or_else(|| panic!("no {m:?} cell for {backend}"))
         };
         let fp32 = cell(Method::Fp32);

@@ -98,7 +98,7 @@ fn the_html_report_renders_its_tables_and_plots_in_chromium() {
     // One table per (model, backend, batch, threads) section, each with its cells' rows,
     // and a second in sections of a sentence encoder (the embedding metrics).
     let section_of =
-        |c: &qbench::results::Cell| (c.model.clone(), c.backend.as_str(), c.batch, c.threads);
+        |c: &qbench::results::Cell| (c.model.clone(), c.backend.name(), c.batch, c.threads);
     let mut sections: Vec<_> = results.cells.iter().map(section_of).collect();
     sections.sort();
     sections.dedup();
@@ -130,7 +130,7 @@ fn the_html_report_renders_its_tables_and_plots_in_chromium() {
     let points = results
         .cells
         .iter()
-        .filter(|c| c.method.as_str() != "fp32")
+        .filter(|c| c.method.name() != "fp32")
         .filter(|c| c.speedup_vs_fp32.is_some() && c.accuracy.is_some())
         .count();
     assert_eq!(got["points"], points);

@@ -9,7 +9,7 @@
 //! asserts is about real measurements all the same: every speed-compared cell of the two
 //! runs stays inside its band, and enough cells are compared for that to mean something.
 
-use qbench::compare::{self, Rules, Verdict};
+use qbench::ci::compare::{self, Rules, Verdict};
 use qbench::results::Results;
 use std::path::PathBuf;
 

@@ -355,8 +355,8 @@ fn shards_split_by_model_and_backend_and_merge_into_the_whole_grid() {
     let a = Results::read(&files[0]).unwrap();
     let b = Results::read(&files[1]).unwrap();
     // Each shard holds one whole (model, backend) pair, its own fp32 baseline included.
-    assert!(a.cells.iter().all(|c| c.backend.as_str() == "fbgemm"));
-    assert!(b.cells.iter().all(|c| c.backend.as_str() == "qnnpack"));
+    assert!(a.cells.iter().all(|c| c.backend.name() == "fbgemm"));
+    assert!(b.cells.iter().all(|c| c.backend.name() == "qnnpack"));
     assert_eq!((a.cells.len(), b.cells.len()), (2, 2));
     // qnnpack's NEON is absent on x86-64: int8 speed n/a with the reason, accuracy exact.
     if cfg!(target_arch = "x86_64") {
@@ -608,9 +608,20 @@ type Rows =
 
 /// The rows of every table in a markdown report, under the `## ` heading they follow.
 fn md_rows(md: &str) -> Rows {
+    // Cells as a markdown reader sees them: split on unescaped pipes, then `\X` is `X`
+    // (the report escapes what a file names).
     let split = |line: &str| -> Vec<String> {
         let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
-        inner.split('|').map(|c| c.trim().to_owned()).collect()
+        let (mut cells, mut cur, mut chars) = (Vec::new(), String::new(), inner.chars());
+        while let Some(ch) = chars.next() {
+            match ch {
+                '\\' => cur.extend(chars.next()),
+                '|' => cells.push(std::mem::take(&mut cur).trim().to_owned()),
+                _ => cur.push(ch),
+            }
+        }
+        cells.push(cur.trim().to_owned());
+        cells
     };
     let mut rows = Rows::new();
     let mut section = String::new();
@@ -700,15 +711,15 @@ fn check_report_rows(r: &Results, rows: &Rows, format: &str) {
         let section = format!(
             "{} — {}, batch {}, {} thread{}",
             c.model,
-            c.backend.as_str(),
+            c.backend.name(),
             c.batch,
             c.threads,
             if c.threads == 1 { "" } else { "s" }
         );
         let row = rows
-            .get(&(section.clone(), c.method.as_str().to_owned()))
+            .get(&(section.clone(), c.method.name().to_owned()))
             .unwrap_or_else(|| panic!("{format}: no row {section} / {:?}", c.method));
-        let what = |col: &str| format!("{format} {section} {} {col}", c.method.as_str());
+        let what = |col: &str| format!("{format} {section} {} {col}", c.method.name());
         let absent = |m: Measure| match c.state {
             State::Skipped => "skipped",
             State::Failed => "failed",
@@ -806,7 +817,7 @@ fn check_report_rows(r: &Results, rows: &Rows, format: &str) {
                         if c.method == Method::Fp32 {
                             assert_eq!(parts.len(), 1, "{w}");
                         } else {
-                            ms(parts[1], c.method.as_str(), t.int8_ms);
+                            ms(parts[1], c.method.name(), t.int8_ms);
                         }
                     }
                     None => assert_eq!(text, absent(Measure::Tract), "{w}"),

@@ -53,23 +53,24 @@ pub fn sgemm_trans(
     accumulate: bool,
     threads: usize,
 ) {
+    // Checked products: a wrapped `m * k` would pass these and let the unsafe call read
+    // past the buffers.
+    let fits =
+        |len: usize, rows: usize, cols: usize| rows.checked_mul(cols).is_some_and(|n| len >= n);
     assert!(
-        a.len() >= m * k,
-        "sgemm_trans: a holds {} values, needs {}",
-        a.len(),
-        m * k
+        fits(a.len(), m, k),
+        "sgemm_trans: a holds {} values, needs {m}x{k}",
+        a.len()
     );
     assert!(
-        b.len() >= k * n,
-        "sgemm_trans: b holds {} values, needs {}",
-        b.len(),
-        k * n
+        fits(b.len(), k, n),
+        "sgemm_trans: b holds {} values, needs {k}x{n}",
+        b.len()
     );
     assert!(
-        c.len() >= m * n,
-        "sgemm_trans: c holds {} values, needs {}",
-        c.len(),
-        m * n
+        fits(c.len(), m, n),
+        "sgemm_trans: c holds {} values, needs {m}x{n}",
+        c.len()
     );
     if m == 0 || n == 0 {
         return;
@@ -125,29 +126,40 @@ fn sgemm_strided(
     accumulate: bool,
     threads: usize,
 ) {
-    let needs = |rows: usize, cols: usize, ld: usize| {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1) * ld + cols
-        }
+    // Whether `len` values hold `rows` rows of `cols` at stride `ld`: `(rows-1)*ld + cols`
+    // in checked arithmetic. Unchecked, [1, 2^32, 2^32] wrapped it to 0 and the unsafe
+    // call below read far past an empty buffer.
+    let holds = |len: usize, rows: usize, cols: usize, ld: usize| {
+        rows == 0
+            || cols == 0
+            || (rows - 1)
+                .checked_mul(ld)
+                .and_then(|x| x.checked_add(cols))
+                .is_some_and(|need| len >= need)
     };
     assert!(
         lda >= k && ldb >= n && ldc >= n,
         "sgemm: a stride is smaller than its row"
     );
+    // The strides go to the kernel as isize.
     assert!(
-        a.len() >= needs(m, k, lda),
+        [lda, ldb, ldc]
+            .iter()
+            .all(|&ld| isize::try_from(ld).is_ok()),
+        "sgemm: a stride exceeds isize::MAX"
+    );
+    assert!(
+        holds(a.len(), m, k, lda),
         "sgemm: a holds {} values, {m}x{k} at stride {lda} needs more",
         a.len()
     );
     assert!(
-        b.len() >= needs(k, n, ldb),
+        holds(b.len(), k, n, ldb),
         "sgemm: b holds {} values, {k}x{n} at stride {ldb} needs more",
         b.len()
     );
     assert!(
-        c.len() >= needs(m, n, ldc),
+        holds(c.len(), m, n, ldc),
         "sgemm: c holds {} values, {m}x{n} at stride {ldc} needs more",
         c.len()
     );
@@ -196,6 +208,15 @@ fn parallelism(m: usize, n: usize, k: usize, threads: usize) -> gemm::Parallelis
 
 #[cfg(test)]
 mod tests {
+    /// 5 rows at stride 2^62 need 4·2^62 + 1 values: unchecked, that wrapped to 1, the
+    /// one value `a` holds, and the GEMM read 2^64 bytes past it.
+    #[test]
+    #[should_panic(expected = "a holds 1 values")]
+    fn a_wrapping_bounds_check_is_refused() {
+        let mut c = [0f32; 5];
+        super::sgemm_into(5, 1, 1, &[1.0], 1 << 62, &[1.0], 1, &mut c, 1, 1);
+    }
+
     #[test]
     fn matches_a_naive_f64_product() {
         let (m, n, k) = (5, 7, 33);

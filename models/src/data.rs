@@ -24,6 +24,9 @@ pub const DATA_DIR_ENV: &str = "QBENCH_DATA_DIR";
 pub enum DataError {
     #[error(transparent)]
     Idx(#[from] IdxError),
+    /// The dataset as f32 would be over the memory budget.
+    #[error("{}: {msg}", path.display())]
+    OverBudget { path: PathBuf, msg: String },
     #[error(
         "{dataset} {split}: images {images} has {n_images} items but labels {labels} has {n_labels}"
     )]
@@ -249,6 +252,13 @@ impl Dataset {
                 classes: kind.num_classes(),
             });
         }
+        // The reader budgeted the u8 pixels; normalised they take four times as much.
+        crate::budget::check_shape(&"the normalised images", &images.dims, 4).map_err(|e| {
+            DataError::OverBudget {
+                path: images_path.clone(),
+                msg: e.to_string(),
+            }
+        })?;
         Ok(Self::from_raw(kind, split, &images.data, labels.data))
     }
 

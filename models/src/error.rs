@@ -42,6 +42,10 @@ pub enum ModelError {
         op: String,
         msg: String,
     },
+    /// A size that does not fit: an element count or byte size that overflows, or a
+    /// tensor over the memory budget ([`crate::budget`]); or a bad budget setting.
+    #[error("{0}")]
+    Budget(String),
     #[error("kernel: {0}")]
     Kernel(#[from] KernelError),
     /// The cross-check's tract side failed.

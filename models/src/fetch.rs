@@ -315,6 +315,7 @@ pub fn unzip_prefix_only(
         wheel: wheel.to_path_buf(),
         msg,
     };
+    let budget = crate::budget::MemoryBudget::global().map_err(|e| werr(e.to_string()))?;
     let f = fs::File::open(wheel).map_err(io_err(wheel))?;
     let mut zip = zip::ZipArchive::new(io::BufReader::new(f))
         .map_err(|e| werr(format!("not a readable zip: {e}")))?;
@@ -336,13 +337,26 @@ pub fn unzip_prefix_only(
         if only.is_some_and(|o| !o.iter().any(|f| Path::new(f) == rel)) {
             continue;
         }
+        // A deflated entry can inflate without bound (a zip bomb): the size the archive
+        // declares must fit the budget, and extraction stops one byte past it.
+        let declared = entry.size();
+        budget
+            .check(&format_args!("entry {}", rel.display()), declared)
+            .map_err(|e| werr(e.to_string()))?;
         let dest = out.join(rel);
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
         let mut w = fs::File::create(&dest).map_err(io_err(&dest))?;
-        io::copy(&mut entry, &mut w)
+        let copied = io::copy(&mut (&mut entry).take(declared.saturating_add(1)), &mut w)
             .map_err(|e| werr(format!("extracting {}: {e}", rel.display())))?;
+        if copied != declared {
+            return Err(werr(format!(
+                "entry {} inflates to {}{copied} bytes, the archive declares {declared}",
+                rel.display(),
+                if copied > declared { "more than " } else { "" }
+            )));
+        }
         extracted += 1;
     }
     if extracted == 0 {

@@ -8,10 +8,12 @@
 //! This module owns parsing only: it returns raw `u8` arrays and their dimensions.
 //! Normalisation, batching and dataset layout live in [`crate::data`]. Malformed input of
 //! any kind is an [`IdxError`] naming the file, never a panic, and the header is never
-//! trusted to size an allocation (a crafted header could ask for terabytes).
+//! trusted to size an allocation (a crafted header could ask for terabytes): the size it
+//! declares is checked against the memory budget, and reading (and decompressing) stops
+//! just past it.
 
 use std::fs;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
@@ -71,6 +73,7 @@ pub enum IdxError {
         expected: usize,
         found: usize,
     },
+    /// `extra` is counted up to [`TRAILING_PEEK`] (1 MiB): reading stops there.
     #[error(
         "{}: {extra} bytes of trailing data after the {expected} bytes that dimensions {dims:?} need",
         path.display()
@@ -81,6 +84,9 @@ pub enum IdxError {
         expected: usize,
         extra: usize,
     },
+    /// The header declares more data than the memory budget allows.
+    #[error("{}: {msg}", path.display())]
+    OverBudget { path: PathBuf, msg: String },
     #[error("{}: expected a rank-{expected} IDX array, found dimensions {dims:?}", path.display())]
     WrongRank {
         path: PathBuf,
@@ -110,28 +116,32 @@ impl IdxArray {
     }
 }
 
+/// How many bytes past the declared data are read to report trailing data: enough to
+/// count a few stray bytes exactly, never the rest of a decompression bomb.
+const TRAILING_PEEK: u64 = 1 << 20;
+
 /// Reads an IDX file, gzip-compressed or plain.
+///
+/// The file is streamed: the header is read first, the data size it declares is checked
+/// (overflow, then the memory budget, [`crate::budget`]), and decompression stops just past
+/// that size. A 3 MB gzip file that inflates to gigabytes behind a small header costs at
+/// most the header's size plus [`TRAILING_PEEK`].
 pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray, IdxError> {
     let path = path.as_ref();
-    let raw = fs::read(path).map_err(|source| IdxError::Io {
+    let io_err = |source| IdxError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let bytes = if raw.starts_with(&GZIP_MAGIC) {
-        let mut out = Vec::new();
-        // read_to_end checks the gzip trailer (CRC32 and length), so a truncated or
-        // bit-flipped stream is an error here rather than silently short data.
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|source| IdxError::Gzip {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        out
-    } else {
-        raw
     };
-    parse_idx(&bytes, path)
+    let mut file = BufReader::new(fs::File::open(path).map_err(io_err)?);
+    let gzip = file.fill_buf().map_err(io_err)?.starts_with(&GZIP_MAGIC);
+    if gzip {
+        // The decoder checks the gzip trailer (CRC32 and length) when it reaches the end
+        // of the stream, which `read_array` does unless the data runs past the header's
+        // size: a truncated or bit-flipped stream is an error rather than short data.
+        read_array(GzDecoder::new(file), path, true)
+    } else {
+        read_array(file, path, false)
+    }
 }
 
 /// Reads an IDX file and checks that it has the given rank.
@@ -150,11 +160,32 @@ pub fn read_idx_rank(path: impl AsRef<Path>, rank: usize) -> Result<IdxArray, Id
 
 /// Parses uncompressed IDX bytes; `path` is used only to name the source in errors.
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, IdxError> {
+    read_array(bytes, path, false)
+}
+
+/// Reads as much of `r` as the header says, and a little more to detect trailing data.
+/// `gzip` says whether a read error is the stream's fault (corrupt) or the file's (I/O).
+fn read_array(mut r: impl Read, path: &Path, gzip: bool) -> Result<IdxArray, IdxError> {
     let path_buf = || path.to_path_buf();
-    let Some(magic) = bytes.first_chunk::<4>() else {
+    let read_err = |source: std::io::Error| {
+        if gzip {
+            IdxError::Gzip {
+                path: path_buf(),
+                source,
+            }
+        } else {
+            IdxError::Io {
+                path: path_buf(),
+                source,
+            }
+        }
+    };
+    let mut head = Vec::with_capacity(4);
+    (&mut r).take(4).read_to_end(&mut head).map_err(read_err)?;
+    let Some(magic) = head.first_chunk::<4>() else {
         return Err(IdxError::TruncatedHeader {
             path: path_buf(),
-            len: bytes.len(),
+            len: head.len(),
             needed: 4,
         });
     };
@@ -178,24 +209,41 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, IdxError> {
         return Err(IdxError::ZeroRank { path: path_buf() });
     }
     let header_len = 4 + 4 * rank;
-    if bytes.len() < header_len {
+    (&mut r)
+        .take(4 * rank as u64)
+        .read_to_end(&mut head)
+        .map_err(read_err)?;
+    if head.len() < header_len {
         return Err(IdxError::TruncatedHeader {
             path: path_buf(),
-            len: bytes.len(),
+            len: head.len(),
             needed: header_len,
         });
     }
-    let dims: Vec<usize> = bytes[4..header_len]
+    let dims: Vec<usize> = head[4..header_len]
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let Some(expected) = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) else {
-        return Err(IdxError::DimsOverflow {
-            path: path_buf(),
-            dims,
-        });
+    let expected = match crate::budget::check_shape(&"the IDX data", &dims, 1) {
+        Ok(n) => n,
+        Err(crate::error::ModelError::Budget(msg)) if crate::budget::numel(&dims).is_some() => {
+            return Err(IdxError::OverBudget {
+                path: path_buf(),
+                msg,
+            })
+        }
+        Err(_) => {
+            return Err(IdxError::DimsOverflow {
+                path: path_buf(),
+                dims,
+            })
+        }
     };
-    let body = &bytes[header_len..];
+    // Grows with what is actually read, so a header that lies costs nothing up front.
+    let mut body = Vec::new();
+    r.take(expected as u64 + TRAILING_PEEK)
+        .read_to_end(&mut body)
+        .map_err(read_err)?;
     if body.len() < expected {
         return Err(IdxError::TruncatedData {
             path: path_buf(),
@@ -214,10 +262,7 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, IdxError> {
             extra: body.len() - expected,
         });
     }
-    Ok(IdxArray {
-        dims,
-        data: body.to_vec(),
-    })
+    Ok(IdxArray { dims, data: body })
 }
 
 /// Encodes a u8 array as IDX bytes (uncompressed). Used to write test fixtures and small

@@ -65,8 +65,13 @@ impl Spatial {
     /// Pads for an input of `h × w` with kernel `k`: explicit, or from `auto_pad`.
     pub fn resolve_pads(&self, k: [usize; 2], h: usize, w: usize) -> [usize; 4] {
         let same = |input: usize, s: usize, k: usize, d: usize| {
-            let out = input.div_ceil(s);
-            ((out.saturating_sub(1)) * s + (k - 1) * d + 1).saturating_sub(input)
+            // Saturating: `input` can be any dim of an empty tensor (a wrap here would
+            // make a small pad out of an absurd one).
+            let out = input.div_ceil(s.max(1));
+            (out.saturating_sub(1) * s)
+                .saturating_add(k.saturating_sub(1).saturating_mul(d))
+                .saturating_add(1)
+                .saturating_sub(input)
         };
         match self.auto_pad {
             AutoPad::NotSet => self.pads,
@@ -320,6 +325,12 @@ impl Graph {
                     });
                 }
             }
+            self.check_parameters(n).map_err(|msg| ModelError::Node {
+                file: file.to_string(),
+                node: n.name.clone(),
+                op: n.op.onnx_name().to_string(),
+                msg,
+            })?;
             for o in n.outputs.iter().filter(|o| !o.is_empty()) {
                 if !defined.insert(o) {
                     return Err(ModelError::Node {
@@ -335,6 +346,59 @@ impl Graph {
             if !defined.contains(o.name.as_str()) {
                 return Err(err(format!("graph output {:?} is never produced", o.name)));
             }
+        }
+        Ok(())
+    }
+
+    /// The shapes of a node's constant parameters, where every consumer (the executor,
+    /// the quantizers' layer extraction and conversion, BatchNorm folding) indexes them:
+    /// a Conv weight of rank 4 with no empty dim, its bias one value per output channel,
+    /// a Gemm `B` of rank 2. Checked once here, at import and when an executor is built,
+    /// so no consumer meets a rank-0 weight or a short bias. Parameters computed by nodes
+    /// (folded later) are checked by the executor when it packs them.
+    fn check_parameters(&self, n: &Node) -> std::result::Result<(), String> {
+        let init = |k: usize| {
+            n.inputs
+                .get(k)
+                .filter(|i| !i.is_empty())
+                .and_then(|i| self.initializers.get(i))
+        };
+        match &n.op {
+            Op::Conv { group, .. } => {
+                if let Some(w) = init(1) {
+                    let ws = w.shape();
+                    if ws.len() != 4 || ws.contains(&0) {
+                        return Err(format!(
+                            "weight {:?} has shape {ws:?}; a 2-D conv needs [out, in/group, kh, kw], none empty",
+                            n.inputs[1]
+                        ));
+                    }
+                    if !ws[0].is_multiple_of(*group) {
+                        return Err(format!(
+                            "{} output channels do not split into {group} groups",
+                            ws[0]
+                        ));
+                    }
+                    if let Some(b) = init(2).filter(|b| b.shape() != [ws[0]]) {
+                        return Err(format!(
+                            "bias {:?} has shape {:?}, the weight has {} output channels",
+                            n.inputs[2],
+                            b.shape(),
+                            ws[0]
+                        ));
+                    }
+                }
+            }
+            Op::Gemm { .. } => {
+                if let Some(b) = init(1).filter(|b| b.rank() != 2) {
+                    return Err(format!(
+                        "B {:?} has shape {:?}, not 2-D",
+                        n.inputs[1],
+                        b.shape()
+                    ));
+                }
+            }
+            _ => {}
         }
         Ok(())
     }

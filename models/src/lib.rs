@@ -8,10 +8,13 @@
 //! IDX reader and datasets, the trainer (`train`: gradients, SGD/Adam, the architectures
 //! of the zoo models qbench trains), the zoo manifests, fetching large models into a
 //! cache, the sentence-transformers BERT encoder (MiniLM) built from safetensors, and the
-//! seeded RNG (`rng`) behind every initialisation, shuffle and split.
+//! seeded RNG (`rng`) behind every initialisation, shuffle and split. `budget` holds the
+//! memory budget and the one checked size computation behind every tensor sized by a
+//! file (see `UNTRUSTED.md`).
 
 pub mod atomic;
 pub mod bert;
+pub mod budget;
 pub mod data;
 pub mod error;
 pub mod exec;

@@ -56,12 +56,22 @@ pub fn load(path: &Path) -> Result<Vec<Snippet>> {
         file: path.to_path_buf(),
         source,
     })?;
+    // Decompression stops one byte past the memory budget: a bzip2 bomb is an error
+    // naming the file, not an abort.
+    let limit = crate::budget::MemoryBudget::global()?.limit();
     let mut text = String::new();
     bzip2::read::BzDecoder::new(std::io::BufReader::new(f))
+        .take(limit.saturating_add(1))
         .read_to_string(&mut text)
         .map_err(|e| ModelError::Graph {
             file: path.display().to_string(),
             msg: format!("not a bzip2-compressed UTF-8 text file: {e}"),
+        })?;
+    crate::budget::MemoryBudget::global()?
+        .check(&"the decompressed text", text.len() as u64)
+        .map_err(|e| ModelError::Graph {
+            file: path.display().to_string(),
+            msg: e.to_string(),
         })?;
     parse(&text, &path.display().to_string())
 }

@@ -4,7 +4,14 @@
 //!
 //! It owns no layout knowledge: a tensor is whatever order its shape says. The executor
 //! decides when an activation is physically NHWC (see `exec`).
+//!
+//! **Invariant:** the product of a tensor's non-zero dims fits in `usize`
+//! ([`crate::budget::numel`]), checked by every constructor. So code holding a tensor may
+//! multiply any of its dims without overflow; shapes that do not come from a tensor
+//! (broadcasts, op outputs) go through [`crate::budget::check_shape`] before anything is
+//! allocated for them.
 
+use crate::budget;
 use crate::error::{tensor_err, Result};
 
 /// The element storage of a [`Tensor`].
@@ -21,17 +28,24 @@ pub struct Tensor {
     data: Data,
 }
 
-fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+/// The element count of `shape`, or an error when it breaks the invariant (see the
+/// module docs).
+fn numel(shape: &[usize]) -> Result<usize> {
+    match budget::numel(shape) {
+        Some(n) => Ok(n),
+        None => tensor_err(format!(
+            "shape {shape:?} has more elements than this machine can address"
+        )),
+    }
 }
 
 impl Tensor {
     /// An f32 tensor; an error when `data` does not hold `shape`.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor> {
-        if numel(&shape) != data.len() {
+        let n = numel(&shape)?;
+        if n != data.len() {
             return tensor_err(format!(
-                "shape {shape:?} needs {} values, got {}",
-                numel(&shape),
+                "shape {shape:?} needs {n} values, got {}",
                 data.len()
             ));
         }
@@ -43,10 +57,10 @@ impl Tensor {
 
     /// An i64 tensor; an error when `data` does not hold `shape`.
     pub fn new_i64(shape: Vec<usize>, data: Vec<i64>) -> Result<Tensor> {
-        if numel(&shape) != data.len() {
+        let n = numel(&shape)?;
+        if n != data.len() {
             return tensor_err(format!(
-                "shape {shape:?} needs {} values, got {}",
-                numel(&shape),
+                "shape {shape:?} needs {n} values, got {}",
                 data.len()
             ));
         }
@@ -56,11 +70,25 @@ impl Tensor {
         })
     }
 
-    pub fn zeros(shape: Vec<usize>) -> Tensor {
-        let n = numel(&shape);
-        Tensor {
+    /// An f32 tensor of zeros; an error when `shape` overflows or is over the memory
+    /// budget (checked before allocating). For shapes read from a file.
+    pub fn try_zeros(shape: Vec<usize>) -> Result<Tensor> {
+        let n = budget::check_shape(&"a tensor", &shape, 4)?;
+        Ok(Tensor {
             shape,
             data: Data::F32(vec![0.0; n]),
+        })
+    }
+
+    /// [`Tensor::try_zeros`] for shapes the caller knows are sane (its own constants, or
+    /// graph inputs whose declared shapes import checked).
+    ///
+    /// # Panics
+    /// When `try_zeros` would return an error.
+    pub fn zeros(shape: Vec<usize>) -> Tensor {
+        match Tensor::try_zeros(shape) {
+            Ok(t) => t,
+            Err(e) => panic!("Tensor::zeros: {e}"),
         }
     }
 
@@ -87,8 +115,20 @@ impl Tensor {
         self.shape.len()
     }
 
+    /// The number of elements (the buffer's length; equal to the shape's product).
     pub fn len(&self) -> usize {
-        numel(&self.shape)
+        match &self.data {
+            Data::F32(v) => v.len(),
+            Data::I64(v) => v.len(),
+        }
+    }
+
+    /// The bytes the elements take (4 per f32, 8 per i64).
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            Data::F32(v) => std::mem::size_of_val(v.as_slice()),
+            Data::I64(v) => std::mem::size_of_val(v.as_slice()),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -135,7 +175,7 @@ impl Tensor {
 
     /// The same elements under another shape with as many elements.
     pub fn reshaped(mut self, shape: Vec<usize>) -> Result<Tensor> {
-        if numel(&shape) != self.len() {
+        if numel(&shape)? != self.len() {
             return tensor_err(format!(
                 "cannot reshape {:?} ({} values) to {shape:?}",
                 self.shape,
@@ -205,11 +245,20 @@ pub(crate) fn gather_strided<T: Copy>(
     out_shape: &[usize],
     src_strides: &[usize],
 ) -> Vec<T> {
-    let n = numel(out_shape);
+    // Callers pass a tensor's shape or one `check_shape` passed: no overflow.
+    let n: usize = out_shape.iter().product();
     let mut out = Vec::with_capacity(n);
     if n == 0 {
         return out;
     }
+    // Axes of size 1 never move the walk: dropping them keeps the odometer's carries
+    // proportional to the axes that matter, whatever rank the shape has.
+    let (out_shape, src_strides): (Vec<usize>, Vec<usize>) = out_shape
+        .iter()
+        .zip(src_strides)
+        .filter(|(&d, _)| d != 1)
+        .map(|(&d, &s)| (d, s))
+        .unzip();
     let rank = out_shape.len();
     if rank == 0 {
         out.push(src[0]);
@@ -286,6 +335,8 @@ pub(crate) fn broadcast_strides(shape: &[usize], to: &[usize]) -> Vec<usize> {
 /// `a op b` element-wise with numpy broadcasting, on f32 tensors.
 pub fn broadcast_binary(a: &Tensor, b: &Tensor, op: impl Fn(f32, f32) -> f32) -> Result<Tensor> {
     let shape = broadcast_shapes(a.shape(), b.shape())?;
+    // [n, 1] op [1, n] is n² values: the one growing case, checked before allocating.
+    budget::check_shape(&"a broadcast result", &shape, 4)?;
     let (av, bv) = (a.f32s()?, b.f32s()?);
     if a.shape() == shape.as_slice() && b.shape() == shape.as_slice() {
         let data = av.iter().zip(bv).map(|(&x, &y)| op(x, y)).collect();

@@ -197,13 +197,27 @@ fn huge_dimensions_do_not_allocate_or_overflow() {
     }
     let err = expect_err(&scratch("overflow.idx", &bytes));
     assert!(matches!(err, IdxError::DimsOverflow { .. }), "{err}");
-    // A large but representable product with no data is just truncated.
+    // A large but representable product (16 EiB) is over the memory budget, refused
+    // before any data is read.
     let mut bytes = vec![0, 0, 8, 2];
     for _ in 0..2 {
         bytes.extend_from_slice(&u32::MAX.to_be_bytes());
     }
     let err = expect_err(&scratch("huge.idx", &bytes));
-    assert!(matches!(err, IdxError::TruncatedData { .. }), "{err}");
+    assert!(matches!(err, IdxError::OverBudget { .. }), "{err}");
+    // Within the budget but with no data: truncated.
+    let err = expect_err(&scratch("short.idx", &[0, 0, 8, 1, 0, 0, 1, 0, 7]));
+    assert!(
+        matches!(
+            err,
+            IdxError::TruncatedData {
+                expected: 256,
+                found: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -219,6 +219,7 @@ impl Prepared {
             graph,
             recipe: Recipe {
                 source: String::new(),
+                source_sha256: None,
                 method: self.method,
                 backend: self.backend,
                 act_scales: ActScales::PerTensor,

@@ -82,6 +82,7 @@ pub fn quantize_dynamic(graph: &Graph, opts: &DynamicOptions) -> Result<Quantize
         graph: g,
         recipe: Recipe {
             source: String::new(),
+            source_sha256: None,
             method: Method::Dynamic,
             backend: opts.backend,
             act_scales: opts.act_scales,

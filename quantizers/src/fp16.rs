@@ -47,6 +47,7 @@ pub fn quantize_fp16(graph: &Graph) -> Result<QuantizedModel> {
         graph: g,
         recipe: Recipe {
             source: String::new(),
+            source_sha256: None,
             method: Method::Fp16,
             backend: Backend::Fbgemm,
             act_scales: ActScales::PerTensor,

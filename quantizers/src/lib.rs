@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod save;
 pub mod shapes;
 pub mod sqnr;
+pub mod validate;
 
 pub use calibrate::{prepare, Prepared};
 pub use dynamic::{quantize_dynamic, DynamicOptions};

@@ -11,32 +11,51 @@ use qbench_models::ir::Graph;
 use crate::qconfig::{Backend, QConfigMap};
 use crate::qparams::QParams;
 
-/// The quantization methods users know from PyTorch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// How a model's numbers are computed: the fp32 baseline, or one of the quantization
+/// methods users know from PyTorch. One type for the quantizers, the sweep's cells and the
+/// results schema; declared in report order, which `Ord` follows. The quantizers build
+/// and run the [`Method::QUANTIZED`] ones only and refuse `Fp32`, which is what a model
+/// is before any of them.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
+    /// The unquantized model: the baseline every method is measured against.
+    Fp32,
+    /// Weights stored as f16, computed in f32.
+    Fp16,
     /// Weights int8, activations quantized on each call, f32 between layers.
     Dynamic,
     /// Weights and activations int8 with calibrated activation ranges.
     Static,
     /// Static, with ranges and weights learned by quantization-aware training.
     Qat,
-    /// Weights stored as f16, computed in f32.
-    Fp16,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [Method::Dynamic, Method::Static, Method::Qat, Method::Fp16];
+    /// Every method, the baseline first, in report order.
+    pub const ALL: [Method; 5] = [
+        Method::Fp32,
+        Method::Fp16,
+        Method::Dynamic,
+        Method::Static,
+        Method::Qat,
+    ];
+    /// The methods that make a quantized model.
+    pub const QUANTIZED: [Method; 4] = [Method::Fp16, Method::Dynamic, Method::Static, Method::Qat];
 
     pub fn name(self) -> &'static str {
         match self {
+            Method::Fp32 => "fp32",
+            Method::Fp16 => "fp16",
             Method::Dynamic => "dynamic",
             Method::Static => "static",
             Method::Qat => "qat",
-            Method::Fp16 => "fp16",
         }
     }
 
+    /// The method spelt `name` (any of [`Method::ALL`]).
     pub fn from_name(name: &str) -> Option<Method> {
         Self::ALL.into_iter().find(|m| m.name() == name)
     }
@@ -54,9 +73,14 @@ pub enum ActScales {
 /// How the model was made: enough to reproduce it and to label a report row.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Recipe {
-    /// The model it came from: a zoo name or a file path (set by the caller).
+    /// The model it came from: a zoo name, or the absolute path of an ONNX file (set by
+    /// the caller).
     #[serde(default)]
     pub source: String,
+    /// sha256 of the source file (lowercase hex), so that commands which go back to the
+    /// source (eval's data, crosscheck's inputs) read only the very file it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sha256: Option<String>,
     pub method: Method,
     pub backend: Backend,
     pub act_scales: ActScales,

@@ -20,13 +20,17 @@ use crate::error::{QuantError, Result};
 use crate::observer::ObserverKind;
 use crate::qparams::QSpec;
 
-/// The kernel families whose numerics a preset reproduces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// The kernel families whose numerics a preset reproduces. One type for the quantizers,
+/// the sweep's cells and the results schema; declared in report order, which `Ord`
+/// follows.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Fbgemm,
-    Qnnpack,
     Vnni,
+    Qnnpack,
 }
 
 impl Backend {

@@ -20,6 +20,9 @@
 //! Files of format `qbench-quantized-1` (the same parts as metadata strings and a
 //! `graph.onnx` tensor) still load.
 //!
+//! Loading checks the model against its graph ([`crate::validate`]) before returning it,
+//! and every load error names the file first.
+//!
 //! Scales travel as JSON numbers: serde_json writes the shortest decimal that parses
 //! back to the same f32, so a loaded model computes exactly what the saved one did.
 
@@ -35,6 +38,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::error::{QuantError, Result};
 use crate::model::{QLayer, QuantizedModel, Recipe};
 use crate::qparams::QParams;
+use crate::validate::{self, Invalid};
 use erased::Json;
 
 const FORMAT: &str = "qbench-quantized-2";
@@ -98,6 +102,11 @@ fn file_err(path: &Path, msg: impl Into<String>) -> QuantError {
 
 /// The file's bytes (see the module docs for the layout).
 pub fn to_bytes(model: &QuantizedModel) -> Result<Vec<u8>> {
+    // A file qbench writes is one it loads: the same checks as load, before writing.
+    validate::check(model).map_err(|e| QuantError::Config {
+        key: "model".into(),
+        msg: format!("refusing to save an invalid model: {e}"),
+    })?;
     let mut skeleton = model.graph.clone();
     let mut weight_inputs = Vec::new();
     for l in &model.layers {
@@ -280,8 +289,62 @@ pub fn load(path: &Path) -> Result<QuantizedModel> {
     from_bytes(&bytes, path)
 }
 
-/// Parses the bytes of a saved model; `path` names it in errors.
+/// Parses the bytes of a saved model and checks it against its graph
+/// ([`crate::validate`]) before returning it: the one entry point every load goes
+/// through. `path` names the file in every error, first.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<QuantizedModel> {
+    read(bytes, path).map_err(|e| match e {
+        QuantError::File { .. } => e,
+        // Errors of the crates below (the skeleton's import, a tensor's shape) name the
+        // file when they were given it, and get it here when they were not.
+        other if other.to_string().starts_with(&path.display().to_string()) => other,
+        other => file_err(path, other.to_string()),
+    })
+}
+
+/// Parses metadata `key`'s JSON `text`. A value of the wrong type or an unknown variant
+/// is named by its key path inside the JSON (`layers[1].weight_q.scales`), and by its
+/// layer when it is inside one, as [`crate::validate`] names what it refuses.
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, key: &str, text: &str) -> Result<T> {
+    use serde_path_to_error::Segment;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| file_err(path, format!("metadata key {key:?} is not JSON: {e}")))?;
+    serde_path_to_error::deserialize(&value).map_err(|e| {
+        let at = e.path().to_string();
+        let full = match at.as_str() {
+            "." => key.to_string(),
+            _ if key == BLOB => at,
+            p if p.starts_with('[') => format!("{key}{p}"),
+            p => format!("{key}.{p}"),
+        };
+        // The layer: `layers[i]` of the blob, or `[i]` of format 1's `layers` string.
+        let mut segs = e.path().iter();
+        let layers = match (key, segs.next()) {
+            (BLOB, Some(Segment::Map { key })) if key == "layers" => {
+                value.get("layers").zip(segs.next())
+            }
+            ("layers", first) => Some(&value).zip(first),
+            _ => None,
+        };
+        let subject = layers.and_then(|(layers, seg)| match seg {
+            Segment::Seq { index } => layers
+                .get(index)
+                .and_then(|l| l.get("node"))
+                .and_then(|n| n.as_str())
+                .map(validate::layer_subject),
+            _ => None,
+        });
+        let invalid = Invalid {
+            subject,
+            key: full,
+            msg: e.into_inner().to_string(),
+        };
+        file_err(path, invalid.to_string())
+    })
+}
+
+/// [`from_bytes`] before its errors are made to name the file.
+fn read(bytes: &[u8], path: &Path) -> Result<QuantizedModel> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| file_err(path, format!("not a safetensors file: {e}")))?;
     let (_, header) = SafeTensors::read_metadata(bytes)
@@ -294,9 +357,6 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<QuantizedModel> {
         meta.get(key)
             .ok_or_else(|| file_err(path, format!("metadata key {key:?} is missing")))
     };
-    fn parse<T: serde::de::DeserializeOwned>(path: &Path, key: &str, text: &str) -> Result<T> {
-        serde_json::from_str(text).map_err(|e| file_err(path, format!("metadata key {key:?}: {e}")))
-    }
     let format = field("format")?;
     let recipe: Recipe = parse(path, "recipe", field("recipe")?)?;
     let (parts, graph_bytes) = match format.as_str() {
@@ -356,34 +416,22 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<QuantizedModel> {
         Ok(t)
     };
     let mut graph = onnx::from_bytes(&graph_bytes, &path.display().to_string())?;
-    for l in &mut layers {
-        let w = tensor(&format!("{}.weight", l.node), Dtype::I8)?;
+    for (i, l) in layers.iter_mut().enumerate() {
+        let name = format!("{}.weight", l.node);
+        let w = tensor(&name, Dtype::I8)?;
         if w.shape() != l.weight_shape.as_slice() {
-            return Err(file_err(
-                path,
-                format!(
-                    "{}.weight has shape {:?}, expected {:?}",
-                    l.node,
-                    w.shape(),
-                    l.weight_shape
+            let invalid = Invalid {
+                subject: Some(validate::layer_subject(&l.node)),
+                key: format!("layers[{i}].weight_shape"),
+                msg: format!(
+                    "{:?}, but tensor {name:?} has shape {:?}",
+                    l.weight_shape,
+                    w.shape()
                 ),
-            ));
+            };
+            return Err(file_err(path, invalid.to_string()));
         }
         l.weight = w.data().iter().map(|&b| b as i8).collect();
-        let want_scales = match l.weight_q.spec.granularity {
-            crate::qparams::Granularity::PerTensor => 1,
-            crate::qparams::Granularity::PerChannel { .. } => l.weight_shape[0],
-        };
-        if l.weight_q.scales.len() != want_scales || l.weight_q.zero_points.len() != want_scales {
-            return Err(file_err(
-                path,
-                format!(
-                    "layer {:?}: {} weight scales, expected {want_scales}",
-                    l.node,
-                    l.weight_q.scales.len()
-                ),
-            ));
-        }
         let bias_name = format!("{}.bias", l.node);
         l.bias = match st.tensor(&bias_name) {
             Ok(_) => {
@@ -398,12 +446,21 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<QuantizedModel> {
             Err(_) => None,
         };
     }
-    for (name, node) in &bias_inputs {
+    for (i, (name, node)) in bias_inputs.iter().enumerate() {
+        // Named as the layer whose `<node>.bias` is put back as initializer `name`.
+        let bad = |msg: String| {
+            let invalid = Invalid {
+                subject: Some(validate::layer_subject(node)),
+                key: format!("graph_bias_inputs[{i}]"),
+                msg: format!("bias {name:?}: {msg}"),
+            };
+            file_err(path, invalid.to_string())
+        };
         let bias = layers
             .iter()
             .find(|l| &l.node == node)
             .and_then(|l| l.bias.clone())
-            .ok_or_else(|| file_err(path, format!("bias {name:?}: layer {node:?} has no bias")))?;
+            .ok_or_else(|| bad(format!("no layer {node:?} with a tensor \"{node}.bias\"")))?;
         let dims = graph
             .inputs
             .iter()
@@ -413,14 +470,21 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<QuantizedModel> {
                     .iter()
                     .map(|d| match d {
                         Dim::Fixed(v) => Ok(*v),
-                        _ => Err(file_err(path, format!("bias {name:?} has a symbolic dim"))),
+                        _ => Err(bad("a symbolic dim in the skeleton".into())),
                     })
                     .collect::<Result<Vec<usize>>>()
             })
             .transpose()?
-            .ok_or_else(|| file_err(path, format!("bias {name:?} is not a skeleton input")))?;
-        let t =
-            Tensor::new(dims, bias).map_err(|e| file_err(path, format!("bias {name:?}: {e}")))?;
+            .ok_or_else(|| bad("not an input of the skeleton".into()))?;
+        // Checked here: the shape is the file's, and an element count that wraps could
+        // match the bias's length.
+        if dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(bias.len()) {
+            return Err(bad(format!(
+                "the skeleton declares shape {dims:?}, but tensor \"{node}.bias\" has {} values",
+                bias.len()
+            )));
+        }
+        let t = Tensor::new(dims, bias).map_err(|e| bad(e.to_string()))?;
         graph.initializers.insert(name.clone(), t);
     }
     graph.inputs.retain(|i| {
@@ -437,14 +501,16 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<QuantizedModel> {
             .initializers
             .insert(name.clone(), Tensor::new(t.shape().to_vec(), data)?);
     }
-    Ok(QuantizedModel {
+    let model = QuantizedModel {
         graph,
         recipe,
         layers,
         activations,
         shapes,
         fp16_weights,
-    })
+    };
+    validate::check(&model).map_err(|e| file_err(path, e.to_string()))?;
+    Ok(model)
 }
 
 /// JSON for the metadata values, through one object-safe door.

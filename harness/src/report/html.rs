@@ -78,10 +78,10 @@ pub fn html(results: &Results) -> String {
 fn overview_plots(s: &mut String, model: &str, cells: &[&Cell]) {
     let points: Vec<Point> = cells
         .iter()
-        .filter(|c| c.method.as_str() != "fp32")
+        .filter(|c| c.method.name() != "fp32")
         .filter_map(|c| {
             Some(Point {
-                label: format!("{}/{} b{}", c.method.as_str(), c.backend.as_str(), c.batch),
+                label: format!("{}/{} b{}", c.method.name(), c.backend.name(), c.batch),
                 x: c.accuracy.as_ref()?.drop_pp,
                 y: c.speedup_vs_fp32?,
             })
@@ -105,7 +105,7 @@ fn overview_plots(s: &mut String, model: &str, cells: &[&Cell]) {
             .filter_map(|c| {
                 let l = c.latency_ms.as_ref()?;
                 Some((
-                    format!("{} / {}", c.method.as_str(), c.backend.as_str()),
+                    format!("{} / {}", c.method.name(), c.backend.name()),
                     l.median,
                 ))
             })
@@ -128,7 +128,7 @@ fn section_table(s: &mut String, cells: &[&Cell]) {
         let _ = writeln!(
             s,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            c.method.as_str(),
+            c.method.name(),
             esc(&size_text(c)),
             esc(&speed_text(c)),
             esc(&accuracy_text(c)),
@@ -178,7 +178,7 @@ fn sqnr_plots(s: &mut String, backend: &str, cells: &[&Cell]) {
             .map(|l| (l.layer.clone(), l.db))
             .collect();
         s.push_str(&svg::bars(
-            &format!("Per-layer SQNR (dB): {} / {backend}", c.method.as_str()),
+            &format!("Per-layer SQNR (dB): {} / {backend}", c.method.name()),
             " dB",
             &bars,
             0.0,

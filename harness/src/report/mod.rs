@@ -66,7 +66,7 @@ type SectionKey = (String, &'static str, u32, u32);
 fn sections(results: &Results) -> Vec<(SectionKey, Vec<&Cell>)> {
     let mut out: Vec<(SectionKey, Vec<&Cell>)> = Vec::new();
     for c in &results.cells {
-        let key = (c.model.clone(), c.backend.as_str(), c.batch, c.threads);
+        let key = (c.model.clone(), c.backend.name(), c.batch, c.threads);
         match out.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(c),
             None => out.push((key, vec![c])),
@@ -117,8 +117,8 @@ fn tract_speed_text(c: &Cell) -> String {
     };
     let ms = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));
     let mut s = format!("fp32 {}", ms(t.fp32_ms));
-    if c.method.as_str() != "fp32" {
-        let _ = write!(s, ", {} {}", c.method.as_str(), ms(t.int8_ms));
+    if c.method.name() != "fp32" {
+        let _ = write!(s, ", {} {}", c.method.name(), ms(t.int8_ms));
     }
     if let Some(o) = t.ours_ms {
         let _ = write!(s, " (ours {o:.3})");
@@ -159,7 +159,7 @@ fn notes(cells: &[&Cell]) -> Vec<String> {
         match c.state {
             State::Skipped | State::Failed => push(format!(
                 "{} {}: {}",
-                c.method.as_str(),
+                c.method.name(),
                 if c.state == State::Skipped {
                     "skipped"
                 } else {
@@ -169,10 +169,10 @@ fn notes(cells: &[&Cell]) -> Vec<String> {
             )),
             State::Measured => {
                 for (m, r) in &c.not_applicable {
-                    push(format!("{} {} n/a: {r}", c.method.as_str(), m.as_str()));
+                    push(format!("{} {} n/a: {r}", c.method.name(), m.as_str()));
                 }
                 if let Some(n) = c.tract.as_ref().and_then(|t| t.note.as_deref()) {
-                    push(format!("{} tract: {n}", c.method.as_str()));
+                    push(format!("{} tract: {n}", c.method.name()));
                 }
             }
         }
@@ -220,7 +220,7 @@ fn embedding_rows(cells: &[&Cell]) -> Vec<[String; 5]> {
                 )
             });
             Some([
-                c.method.as_str().to_owned(),
+                c.method.name().to_owned(),
                 e.act_scales.as_deref().unwrap_or("—").to_owned(),
                 format!(
                     "{:.4} / {:.4} ({} sentences)",
@@ -276,7 +276,8 @@ pub fn markdown(results: &Results) -> String {
     for ((model, backend, batch, threads), cells) in sections(results) {
         let _ = writeln!(
             s,
-            "## {model} — {backend}, batch {batch}, {threads} thread{}\n",
+            "## {} — {backend}, batch {batch}, {threads} thread{}\n",
+            md_escape(&model),
             if threads == 1 { "" } else { "s" }
         );
         let _ = writeln!(s, "| Method | Size | Speed | Accuracy |");
@@ -285,7 +286,7 @@ pub fn markdown(results: &Results) -> String {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} |",
-                c.method.as_str(),
+                c.method.name(),
                 size_text(c),
                 speed_text(c),
                 accuracy_text(c)
@@ -300,7 +301,7 @@ pub fn markdown(results: &Results) -> String {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                c.method.as_str(),
+                c.method.name(),
                 c.kernel.as_deref().unwrap_or("—"),
                 c.accuracy
                     .as_ref()
@@ -309,7 +310,8 @@ pub fn markdown(results: &Results) -> String {
                     .map_or("—".into(), |a| format!("{:.2} %", 100.0 * a)),
                 c.sqnr.as_ref().map_or("—".into(), |q| format!(
                     "{:.1} dB ({})",
-                    q.worst_db, q.worst_layer
+                    q.worst_db,
+                    md_escape(&q.worst_layer)
                 )),
                 c.quantize_s.map_or("—".into(), |q| format!("{q:.2}")),
                 tract_speed_text(c),
@@ -321,12 +323,32 @@ pub fn markdown(results: &Results) -> String {
         if !n.is_empty() {
             let _ = writeln!(s);
             for line in n {
-                let _ = writeln!(s, "- {line}");
+                let _ = writeln!(s, "- {}", md_escape(&line));
             }
         }
         let _ = writeln!(s);
     }
     s
+}
+
+/// Text from a file (a model's name or path, a node's name, an error quoting them) as
+/// literal markdown: every character markdown gives a meaning is backslash-escaped and a
+/// line break becomes a space, so a crafted name can neither break a table nor inject
+/// markup or HTML into a pull-request comment.
+pub fn md_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' | '!' | '(' | ')' | '{'
+            | '}' | '~' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(ch),
+        }
+    }
+    out
 }
 
 /// The CSV columns, fixed units in the names.
@@ -379,8 +401,8 @@ pub fn csv(results: &Results) -> String {
         let a = c.accuracy.as_ref();
         let row = [
             c.model.clone(),
-            c.method.as_str().into(),
-            c.backend.as_str().into(),
+            c.method.name().into(),
+            c.backend.name().into(),
             c.batch.to_string(),
             c.threads.to_string(),
             match c.state {
@@ -427,6 +449,15 @@ pub fn run(path: &Path, format: Format) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_escapes_what_a_file_names() {
+        assert_eq!(
+            md_escape("a|b <img src=x> *x* [l](u)\n# h"),
+            "a\\|b \\<img src=x\\> \\*x\\* \\[l\\]\\(u\\) \\# h"
+        );
+        assert_eq!(md_escape("digit-cnn"), "digit-cnn");
+    }
 
     #[test]
     fn csv_fields_with_commas_quotes_and_newlines_are_quoted() {

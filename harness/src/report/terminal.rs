@@ -39,7 +39,7 @@ pub fn terminal(results: &Results) -> String {
         ]);
         for c in &cells {
             b.push_record([
-                c.method.as_str().to_owned(),
+                c.method.name().to_owned(),
                 size_text(c),
                 speed_text(c),
                 accuracy_text(c),

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use qbench_kernels::fp32::sgemm_into;
 
 use super::*;
+use crate::budget::check_shape;
 use crate::tensor::{broadcast_binary, Data};
 
 /// Evaluates one op. `args[i]` is `None` for an omitted optional input.
@@ -19,12 +20,29 @@ pub(super) fn eval(
     let one = |v: Val| Ok(vec![v]);
     match op {
         Op::Conv { .. } => {
-            let Kernel::Conv { packed, activation } = kernel else {
+            let Kernel::Conv {
+                packed,
+                pads,
+                activation,
+            } = kernel
+            else {
                 return Err(ModelError::Tensor("conv was not prepared".into()));
             };
             let (x, shape) = to_nhwc(arg(a, 0)?)?;
+            // An empty input may still have a dim near usize::MAX; the kernel adds the
+            // pads to it unchecked.
+            if shape.h.checked_add(pads[0] + pads[2]).is_none()
+                || shape.w.checked_add(pads[1] + pads[3]).is_none()
+            {
+                return Err(ModelError::Tensor(format!(
+                    "input {shape:?} with pads {pads:?} overflows"
+                )));
+            }
             let os = packed.output_shape(shape)?;
-            let mut out = vec![0f32; os.len()];
+            // Pads up to 2^20 a side make a 1x1 input a 2-million-square output: the
+            // size is checked here, before the buffer exists.
+            let n = check_shape(&"the Conv output", &[os.n, os.h, os.w, os.c], 4)?;
+            let mut out = vec![0f32; n];
             packed.run(x.f32s()?, shape, &mut out, threads)?;
             if let Some(act) = activation {
                 act.apply(&mut out);
@@ -79,16 +97,17 @@ pub(super) fn eval(
                     "Gemm: A is {m}x{ka}, B' is {k}x{n}"
                 )));
             }
+            let len = check_shape(&"the Gemm output", &[m, n], 4)?;
             let mut out = match opt_arg(a, 2) {
                 Some(c) => {
                     let c = to_plain(c)?;
-                    let z = Tensor::zeros(vec![m, n]);
+                    let z = Tensor::try_zeros(vec![m, n])?;
                     let beta = *beta;
                     broadcast_binary(&z, &c, move |_, c| beta * c)?.into_f32s()?
                 }
-                None => vec![0f32; m * n],
+                None => vec![0f32; len],
             };
-            if out.len() != m * n {
+            if out.len() != len {
                 return Err(ModelError::Tensor(format!(
                     "Gemm: C does not broadcast to {m}x{n}"
                 )));
@@ -155,6 +174,7 @@ pub(super) fn eval(
         Op::MaxPool { spatial } | Op::AveragePool { spatial, .. } => {
             let (x, shape) = to_nhwc(arg(a, 0)?)?;
             let g = ops::pool_geom(spatial, shape)?;
+            check_shape(&"the pool output", &[shape.n, g.oh, g.ow, shape.c], 4)?;
             let (max, cip) = match op {
                 Op::AveragePool {
                     count_include_pad, ..
@@ -255,11 +275,10 @@ pub(super) fn eval(
                         .map_err(|_| ModelError::Tensor(format!("negative dimension {d}")))
                 })
                 .collect::<Result<Vec<usize>>>()?;
-            let n = shape
-                .iter()
-                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-                .filter(|&n| n <= crate::onnx::MAX_ELEMENTS)
-                .ok_or_else(|| ModelError::Tensor(format!("shape {shape:?} is too large")))?;
+            // The 31-byte input that asks for 16 GiB: refused by the budget, not the
+            // allocator.
+            let elem = if value.is_f32() { 4 } else { 8 };
+            let n = check_shape(&"the ConstantOfShape output", &shape, elem)?;
             let t = match value.data() {
                 Data::F32(v) => Tensor::new(shape, vec![v.first().copied().unwrap_or(0.0); n])?,
                 Data::I64(v) => Tensor::new_i64(shape, vec![v.first().copied().unwrap_or(0); n])?,

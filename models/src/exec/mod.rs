@@ -87,6 +87,9 @@ enum Kernel {
     Generic,
     Conv {
         packed: PackedConvF32,
+        /// Pads `[top, left, bottom, right]`, to check the padded input's extent
+        /// before the kernel adds them unchecked.
+        pads: [usize; 4],
         /// Fused by [`passes::fuse_activations`]: applied to the conv's output buffer.
         activation: Option<Activation>,
     },
@@ -317,6 +320,13 @@ fn prepare(
                     "only 2-D convolution is supported; weights have shape {ws:?}"
                 )));
             }
+            // No output or input channels, or an empty kernel, computes nothing; and the
+            // kernel's `k - 1` arithmetic must not see a 0.
+            if ws.contains(&0) {
+                return Err(err(&format!(
+                    "weights of shape {ws:?} have an empty dimension"
+                )));
+            }
             let k = [ws[2], ws[3]];
             if spatial.kernel.is_some_and(|ks| ks != k) {
                 return Err(err(&format!(
@@ -346,7 +356,11 @@ fn prepare(
             };
             let packed = PackedConvF32::new(w.f32s()?, ws[0], ws[1], *group, window, bias)
                 .map_err(|e| err(&e))?;
-            Ok(Kernel::Conv { packed, activation })
+            Ok(Kernel::Conv {
+                packed,
+                pads,
+                activation,
+            })
         }
         Op::Gemm { alpha, trans_b, .. } => {
             let Some(b) = node.inputs.get(1).and_then(|b| consts.get(b)) else {

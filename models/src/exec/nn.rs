@@ -5,7 +5,8 @@
 //! as plain scalar loops they cost a transformer more than its int8 GEMMs. Nothing here
 //! knows about NHWC: the executor hands these ops NCHW/plain tensors.
 
-use crate::error::{tensor_err, Result};
+use crate::budget::check_shape;
+use crate::error::{tensor_err, ModelError, Result};
 use crate::exec::ops::norm_axis;
 use crate::ir::CastTo;
 use crate::tensor::{Data, Tensor};
@@ -185,11 +186,18 @@ pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor> {
             if d == 0 {
                 return tensor_err("Range delta is 0");
             }
-            let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
-            check_len(n)?;
-            Ok(Tensor::from_i64s(
-                (0..n as i64).map(|i| s + i * d).collect(),
-            ))
+            // In f64: `l - s` overflows i64 for far-apart bounds. A count past usize
+            // saturates and the budget refuses it.
+            let n = ((l as f64 - s as f64) / d as f64).ceil().max(0.0) as usize;
+            check_shape(&"the Range output", &[n], 8)?;
+            (0..n as i64)
+                .map(|i| {
+                    i.checked_mul(d)
+                        .and_then(|x| x.checked_add(s))
+                        .ok_or_else(|| ModelError::Tensor(format!("Range {s}, {l}, {d} overflows")))
+                })
+                .collect::<Result<Vec<i64>>>()
+                .map(Tensor::from_i64s)
         }
         (Data::F32(s), Data::F32(l), Data::F32(d)) => {
             let (s, l, d) = (s[0], l[0], d[0]);
@@ -197,18 +205,11 @@ pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor> {
                 return tensor_err(format!("Range delta is {d}"));
             }
             let n = ((l - s) / d).ceil().max(0.0) as usize;
-            check_len(n)?;
+            check_shape(&"the Range output", &[n], 4)?;
             Tensor::new(vec![n], (0..n).map(|i| s + i as f32 * d).collect())
         }
         _ => tensor_err("Range inputs must share one dtype (f32 or i64)"),
     }
-}
-
-fn check_len(n: usize) -> Result<()> {
-    if n > crate::onnx::MAX_ELEMENTS {
-        return tensor_err(format!("Range would hold {n} elements"));
-    }
-    Ok(())
 }
 
 /// ONNX Cast between f32 and i64. f32 → i64 truncates toward zero, as ONNX and numpy do;

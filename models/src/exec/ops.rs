@@ -6,6 +6,7 @@ use qbench_kernels::fp32::sgemm;
 use qbench_kernels::Nhwc;
 use rayon::prelude::*;
 
+use crate::budget::{self, check_shape};
 use crate::error::{tensor_err, Result};
 use crate::ir::Spatial;
 use crate::tensor::{broadcast_shapes, broadcast_strides, Data, Tensor};
@@ -31,9 +32,13 @@ pub fn pool_out(
     s: usize,
     ceil: bool,
 ) -> Result<usize> {
-    let span = d * (k - 1) + 1;
-    let total = input + pad_b + pad_e;
-    if total < span || s == 0 {
+    // k, d, s and the pads are below 2^20 (import checks them), so span cannot wrap;
+    // the input's extent is a tensor dim, so only the sum with the pads can.
+    let span = d * (k.max(1) - 1) + 1;
+    let Some(total) = input.checked_add(pad_b).and_then(|t| t.checked_add(pad_e)) else {
+        return tensor_err(format!("input {input} with pads {pad_b}+{pad_e} overflows"));
+    };
+    if total < span || s == 0 || k == 0 {
         return tensor_err(format!(
             "window {k} (dilation {d}) does not fit input {input} with pads {pad_b}+{pad_e}"
         ));
@@ -174,6 +179,9 @@ pub fn lrn_nhwc(x: &[f32], c: usize, alpha: f32, beta: f32, bias: f32, size: usi
     let lo = (size - 1) / 2;
     let hi = (size - 1).div_ceil(2);
     let mut out = vec![0f32; x.len()];
+    if c == 0 {
+        return out;
+    }
     for (row, orow) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
         for ch in 0..c {
             let a = ch.saturating_sub(lo);
@@ -259,13 +267,19 @@ pub fn matmul(a: &Tensor, b: &Tensor, threads: usize) -> Result<Tensor> {
     // one large call blocks better than one call per batch entry.
     if bsh.len() == 2 && !b1 && !a1 && ash.len() > 2 {
         let rows: usize = ash[..ash.len() - 1].iter().product();
-        let mut out = vec![0f32; rows * n];
+        let mut out = vec![0f32; check_shape(&"the MatMul output", &[rows, n], 4)?];
         sgemm(rows, n, k, a.f32s()?, b.f32s()?, &mut out, threads);
         let mut shape = ash[..ash.len() - 1].to_vec();
         shape.push(n);
         return Tensor::new(shape, out);
     }
     let batch = broadcast_shapes(&ash[..ash.len() - 2], &bsh[..bsh.len() - 2])?;
+    // [2^32, 0] x [0, 2^32] holds no values but asks for 2^64: the output's size is the
+    // one product here not bounded by an operand's, so it is checked before anything is
+    // allocated; every offset below is then below an operand's or the output's length.
+    let mut out_shape = batch.clone();
+    out_shape.extend([m, n]);
+    let total = check_shape(&"the MatMul output", &out_shape, 4)?;
     let nb: usize = batch.iter().product();
     // Batch index → offset of each operand's matrix (0 stride where broadcast).
     let offsets = |sh: &[usize], mat: usize| -> Vec<usize> {
@@ -285,7 +299,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, threads: usize) -> Result<Tensor> {
     let ao = offsets(&ash[..ash.len() - 2], m * k);
     let bo = offsets(&bsh[..bsh.len() - 2], k * n);
     let (av, bv) = (a.f32s()?, b.f32s()?);
-    let mut out = vec![0f32; nb * m * n];
+    let mut out = vec![0f32; total];
     let product = |i: usize, out: &mut [f32], threads: usize| {
         sgemm(
             m,
@@ -341,7 +355,14 @@ pub fn reshape_target(input: &[usize], spec: &[i64]) -> Result<Vec<usize>> {
             _ => return tensor_err(format!("Reshape {spec:?}: invalid dimension {s}")),
         }
     }
+    // `input` is a tensor's shape, so its product fits; the spec's comes from a file and
+    // is checked (an empty tensor reshaped to [2^32, 2^32] wrapped to 0 = 0 and passed).
     let total: usize = input.iter().product();
+    if budget::numel(&out).is_none() {
+        return tensor_err(format!(
+            "Reshape {input:?} to {spec:?}: the target has more elements than this machine can address"
+        ));
+    }
     if let Some(i) = infer {
         let known: usize = out.iter().product();
         if known == 0 || !total.is_multiple_of(known) {
@@ -379,8 +400,15 @@ pub fn concat(parts: &[&Tensor], axis: usize) -> Result<Tensor> {
                 p.shape()
             ));
         }
-        shape[axis] += p.shape()[axis];
+        shape[axis] = shape[axis]
+            .checked_add(p.shape()[axis])
+            .ok_or_else(|| crate::error::ModelError::Tensor("Concat: the axis overflows".into()))?;
     }
+    check_shape(
+        &"the Concat output",
+        &shape,
+        if first.is_f32() { 4 } else { 8 },
+    )?;
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
     macro_rules! cat {
@@ -429,6 +457,12 @@ pub fn gather(data: &Tensor, idx: &Tensor, axis: usize) -> Result<Tensor> {
     let mut shape = ds[..axis].to_vec();
     shape.extend_from_slice(idx.shape());
     shape.extend_from_slice(&ds[axis + 1..]);
+    // Many indices into a large row: the output can dwarf both inputs.
+    check_shape(
+        &"the Gather output",
+        &shape,
+        if data.is_f32() { 4 } else { 8 },
+    )?;
     macro_rules! g {
         ($v:expr, $ctor:ident) => {{
             let v = $v;
@@ -456,6 +490,10 @@ pub fn channel_affine(
     shift: &[f32],
 ) {
     let c = scale.len();
+    // No channels means no values (a [n, 0, h, w] activation); chunks of 0 would panic.
+    if c == 0 || x.is_empty() {
+        return;
+    }
     if channel_last {
         for row in x.chunks_exact_mut(c) {
             for ((v, &s), &b) in row.iter_mut().zip(scale).zip(shift) {

@@ -27,10 +27,6 @@ use crate::tensor::Tensor;
 pub use crosscheck::{crosscheck, CrossCheck, TractPlan, CROSSCHECK_REL_TOL};
 pub use export::{save, to_bytes, to_model_proto};
 
-/// Largest tensor (in elements) an initializer may declare; guards against corrupted
-/// dims asking for absurd allocations.
-pub const MAX_ELEMENTS: usize = 1 << 31;
-
 /// Reads and imports an ONNX file.
 pub fn load(path: impl AsRef<Path>) -> Result<Graph> {
     let path = path.as_ref();
@@ -93,7 +89,10 @@ pub fn from_model_proto(model: &pb::ModelProto, file: &str) -> Result<Graph> {
     let mut initializers = std::collections::BTreeMap::new();
     for t in &g.initializer {
         let v = tensor_from_proto(t).map_err(|e| gerr(format!("initializer {:?}: {e}", t.name)))?;
-        initializers.insert(t.name.clone(), v);
+        // Last-wins would make the graph mean whichever copy a reader happens to keep.
+        if initializers.insert(t.name.clone(), v).is_some() {
+            return Err(gerr(format!("initializer {:?} is defined twice", t.name)));
+        }
     }
     let value_info = |vi: &pb::ValueInfoProto| -> Result<ValueInfo> {
         let tt = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
@@ -134,6 +133,7 @@ pub fn from_model_proto(model: &pb::ModelProto, file: &str) -> Result<Graph> {
             })
             .transpose()?
             .unwrap_or_default();
+        check_declared_shape(&vi.name, &dims).map_err(|e| gerr(e.to_string()))?;
         Ok(ValueInfo {
             name: vi.name.clone(),
             dims,
@@ -146,6 +146,14 @@ pub fn from_model_proto(model: &pb::ModelProto, file: &str) -> Result<Graph> {
         .filter(|i| !initializers.contains_key(&i.name))
         .map(value_info)
         .collect::<Result<Vec<_>>>()?;
+    // The first dim of a graph input is the batch (the executor, the zoo and every
+    // command set it); a scalar input has none.
+    if let Some(i) = inputs.iter().find(|i| i.dims.is_empty()) {
+        return Err(gerr(format!(
+            "graph input {:?} has rank 0 (or no shape); qbench needs a batch dimension",
+            i.name
+        )));
+    }
     let outputs = g
         .output
         .iter()
@@ -173,6 +181,21 @@ pub fn from_model_proto(model: &pb::ModelProto, file: &str) -> Result<Graph> {
     };
     graph.validate(file)?;
     Ok(graph)
+}
+
+/// A graph input's or output's declared shape, at batch 1 (a free dim counts as 1): its
+/// element count must not overflow and the tensor must fit the budget, because callers
+/// build a zero tensor of it (`inspect`'s dry run, the quantizers' probe).
+fn check_declared_shape(name: &str, dims: &[Dim]) -> Result<()> {
+    let shape: Vec<usize> = dims
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => *n,
+            Dim::Symbolic(_) => 1,
+        })
+        .collect();
+    crate::budget::check_shape(&format_args!("graph input/output {name:?}"), &shape, 4)?;
+    Ok(())
 }
 
 /// Tensors some node or the graph's outputs read.
@@ -207,6 +230,11 @@ fn import_node(
         return Err(format!("unsupported domain {:?}", n.domain));
     }
     let op = parse_op(n, opset)?;
+    // Every op here computes its first output; a node without one is malformed (and
+    // the passes and executors index it).
+    if n.output.first().is_none_or(String::is_empty) {
+        return Err("has no output".into());
+    }
     let mut outputs = n.output.clone();
     // Ops whose extra outputs (Dropout mask, BatchNorm training stats, MaxPool
     // indices) we do not compute: refuse them only when something reads them.
@@ -395,24 +423,25 @@ pub fn tensor_from_proto(t: &pb::TensorProto) -> std::result::Result<Tensor, Str
     if t.segment.is_some() {
         return Err("segmented tensors are not supported".into());
     }
-    let mut n: usize = 1;
-    let mut shape = Vec::with_capacity(t.dims.len());
-    for &d in &t.dims {
-        let d = usize::try_from(d).map_err(|_| format!("negative dimension {d}"))?;
-        n = n
-            .checked_mul(d)
-            .filter(|&n| n <= MAX_ELEMENTS)
-            .ok_or_else(|| format!("dims {:?} are too large", t.dims))?;
-        shape.push(d);
-    }
+    let shape = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
+        .collect::<std::result::Result<Vec<usize>, String>>()?;
+    // Before any conversion allocates: the element count must not overflow (the sizes
+    // below multiply it) and the converted tensor must fit the budget.
+    let elem = match D::try_from(t.data_type) {
+        Ok(D::Float) | Ok(D::Double) => 4,
+        _ => 8,
+    };
+    let n = crate::budget::check_shape(&"the tensor", &shape, elem).map_err(|e| e.to_string())?;
     let raw = &t.raw_data;
     let from_raw = |size: usize| -> std::result::Result<Vec<&[u8]>, String> {
-        if raw.len() != n * size {
+        if Some(raw.len()) != n.checked_mul(size) {
             return Err(format!(
-                "raw_data has {} bytes, dims {:?} need {}",
+                "raw_data has {} bytes, dims {:?} need {n} values of {size} bytes",
                 raw.len(),
                 t.dims,
-                n * size
             ));
         }
         Ok(raw.chunks_exact(size).collect())

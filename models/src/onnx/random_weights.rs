@@ -13,8 +13,6 @@ use crate::ir::{Graph, Op};
 use crate::rng::Lcg;
 use crate::tensor::Tensor;
 
-use super::MAX_ELEMENTS;
-
 /// Uniform values in [-1, 1) from the seeded LCG ([`Lcg`]), so runs are reproducible
 /// from `seed`.
 pub fn uniform(shape: &[usize], seed: u64) -> Result<Tensor> {
@@ -36,20 +34,20 @@ pub fn randomize_constant_weights(g: &mut Graph, seed: u64) -> Result<usize> {
         let shape = match (&n.op, n.inputs.first().and_then(|s| g.initializers.get(s))) {
             (Op::ConstantOfShape { value }, Some(s)) if value.is_f32() => {
                 let dims = s.i64s()?;
+                let exec_err = |msg: String| ModelError::Exec {
+                    node: n.name.clone(),
+                    op: "ConstantOfShape".into(),
+                    msg,
+                };
                 let shape: Vec<usize> = dims
                     .iter()
                     .map(|&d| usize::try_from(d).ok())
                     .collect::<Option<_>>()
-                    .filter(|s: &Vec<usize>| {
-                        s.iter()
-                            .try_fold(1usize, |a, &d| a.checked_mul(d))
-                            .is_some_and(|n| n <= MAX_ELEMENTS)
-                    })
-                    .ok_or_else(|| ModelError::Exec {
-                        node: n.name.clone(),
-                        op: "ConstantOfShape".into(),
-                        msg: format!("shape {dims:?} is not a valid tensor shape"),
+                    .ok_or_else(|| {
+                        exec_err(format!("shape {dims:?} is not a valid tensor shape"))
                     })?;
+                crate::budget::check_shape(&"the weight", &shape, 4)
+                    .map_err(|e| exec_err(e.to_string()))?;
                 shape
             }
             _ => {

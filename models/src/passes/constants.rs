@@ -5,7 +5,8 @@
 //! nothing per call. Convs are left alone: the executor packs their weights, and the
 //! quantizers quantize them.
 
-use crate::error::Result;
+use crate::budget::MemoryBudget;
+use crate::error::{ModelError, Result};
 use crate::exec::eval_constant;
 use crate::ir::{Graph, Op};
 
@@ -23,6 +24,15 @@ pub enum OutputNodes {
 /// Folds the constant nodes of `g` into initializers (see the module docs), then drops
 /// initializers nothing reads any more. Returns how many nodes were folded.
 pub fn fold_constants(g: &mut Graph, outputs: OutputNodes) -> Result<usize> {
+    // Every folded value stays alive as an initializer, so their total (not only each
+    // one, which the op checks) must fit the budget: many 1 GiB ConstantOfShape nodes
+    // each pass on their own.
+    let budget = MemoryBudget::global()?;
+    let mut held: u64 = g.initializers.values().map(|t| t.bytes() as u64).sum();
+    budget.check(
+        &format_args!("the initializers of graph {:?}", g.name),
+        held,
+    )?;
     let nodes = std::mem::take(&mut g.nodes);
     let before = nodes.len();
     let mut keep = Vec::with_capacity(before);
@@ -46,6 +56,19 @@ pub fn fold_constants(g: &mut Graph, outputs: OutputNodes) -> Result<usize> {
             .map(|i| (!i.is_empty()).then(|| g.initializers[i].clone()))
             .collect();
         let values = eval_constant(&node, args)?;
+        held = values
+            .iter()
+            .fold(held, |h, v| h.saturating_add(v.bytes() as u64));
+        budget
+            .check(
+                &format_args!("the constants folded up to node {:?}", node.name),
+                held,
+            )
+            .map_err(|e| ModelError::Exec {
+                node: node.name.clone(),
+                op: node.op.onnx_name().into(),
+                msg: e.to_string(),
+            })?;
         for (name, v) in node.outputs.iter().zip(values) {
             if !name.is_empty() {
                 g.initializers.insert(name.clone(), v);

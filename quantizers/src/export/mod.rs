@@ -56,6 +56,10 @@ pub fn to_model_proto(model: &QuantizedModel, form: Form) -> Result<pb::ModelPro
         (Method::Static | Method::Qat, Form::Qdq) => qdq::to_model_proto(model),
         (Method::Dynamic, Form::QOperator) => dynamic::to_model_proto(model),
         (Method::Fp16, Form::QOperator) => fp16::to_model_proto(model),
+        (Method::Fp32, _) => Err(QuantError::Config {
+            key: "method".into(),
+            msg: "an fp32 model is not quantized: there is no quantized form to export".into(),
+        }),
         (m @ (Method::Dynamic | Method::Fp16), Form::Qdq) => Err(QuantError::Config {
             key: "form".into(),
             msg: format!(
@@ -71,10 +75,16 @@ pub fn to_model_proto(model: &QuantizedModel, form: Form) -> Result<pb::ModelPro
     }
 }
 
+/// The model in `form` as the bytes of an ONNX file, so a caller can refuse before it
+/// writes anything.
+pub fn to_bytes(model: &QuantizedModel, form: Form) -> Result<Vec<u8>> {
+    Ok(to_model_proto(model, form)?.encode_to_vec())
+}
+
 /// Writes the model in `form` as an ONNX file (temp file + rename).
 pub fn save(model: &QuantizedModel, form: Form, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let bytes = to_model_proto(model, form)?.encode_to_vec();
+    let bytes = to_bytes(model, form)?;
     qbench_models::atomic::write_atomic(path, &bytes).map_err(|e| QuantError::Config {
         key: path.display().to_string(),
         msg: format!("cannot write the ONNX export: {e}"),

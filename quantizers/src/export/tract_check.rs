@@ -139,7 +139,7 @@ pub fn check(model: &QuantizedModel, form: Form, inputs: &[QTensor]) -> Result<T
     // that of a u8 grid over tract's output range, max|y| / 127.5.
     let u8_out = match model.recipe.method {
         Method::Static | Method::Qat => super::qoperator::build(model)?.1.remove(out_name),
-        Method::Dynamic | Method::Fp16 => None,
+        Method::Fp32 | Method::Dynamic | Method::Fp16 => None,
     };
     let out_scale = match u8_out {
         Some(q) => q.scales[0],
