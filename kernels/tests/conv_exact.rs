@@ -633,3 +633,45 @@ fn neon_rungs_run_the_neon_depthwise_kernel() {
         }
     }
 }
+
+/// On the x86 rungs, 3x3 and 5x5 depthwise runs the rung's SIMD kernel (amx borrows the
+/// avx512vnni one), other kernel sizes the portable body, whatever the stride, padding
+/// and channel count.
+#[test]
+fn x86_rungs_run_the_x86_depthwise_kernels() {
+    for rung in rungs_under_test() {
+        let (simd, portable) = match rung.borrowed() {
+            Rung::Avx512Vnni => (
+                "avx512vnni_dwconv_u8s8_c32",
+                "avx512vnni_dwconv_u8s8_portable",
+            ),
+            Rung::Avx2 => ("avx2_dwconv_u8s8_c16", "avx2_dwconv_u8s8_portable"),
+            _ => continue,
+        };
+        for (k, c, stride, want) in [
+            (3, 32, 1, simd),
+            (3, 7, 2, simd),
+            (3, 48, 2, simd),
+            (5, 19, 3, simd),
+            (5, 64, 1, simd),
+            (7, 16, 1, portable),
+        ] {
+            let window = Window::new(k, k).stride(stride, stride).pads([k / 2; 4]);
+            let case = ConvCase::random(&mut Rng::new(7), Nhwc::new(1, 9, 9, c), c, c, window, 255);
+            let conv = PackedConv::for_rung(&case.weights(), c, window, rung).expect("pack");
+            let os = conv.output_shape(case.shape).expect("fits");
+            let mut out = vec![0u8; os.len()];
+            let (_, kernel) = conv_requant(
+                &case.input,
+                case.shape,
+                case.za,
+                &conv,
+                &case.requant(),
+                &mut out,
+                1,
+            )
+            .expect("runs");
+            assert_eq!(kernel, want, "{rung} {window:?}");
+        }
+    }
+}

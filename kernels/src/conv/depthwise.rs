@@ -140,67 +140,48 @@ pub(super) fn run(
     // A rung without depthwise kernels of its own (amx) runs the ones it borrows.
     let name = match rung.borrowed() {
         #[cfg(target_arch = "x86_64")]
-        Rung::Avx2 => {
-            if window.kernel == [3, 3] {
-                let full = c / 8 * 8;
-                let mut finish = finish_of(&mut out);
-                for c0 in (0..full).step_by(8) {
-                    // SAFETY: the avx2 rung (checked when packing) implies AVX2; the block
-                    // is within the channels, the window is 3x3, out_shape is its output
-                    // shape, and the vectors hold c values.
-                    unsafe {
-                        crate::x86_64::dwconv::dw3x3_u8_block8_avx2(
-                            input,
-                            shape,
-                            za,
-                            taps,
-                            window,
-                            out_shape,
-                            c0,
-                            &mut finish,
-                        )
-                    };
+        r @ (Rung::Avx2 | Rung::Avx512Vnni)
+            if window.kernel == [3, 3] || window.kernel == [5, 5] =>
+        {
+            let mut finish = finish_of(&mut out);
+            // SAFETY: the rung (checked when packing) implies its features (AVX2; AVX-512
+            // F, BW and VNNI); the window is 3x3 or 5x5, out_shape is its output shape,
+            // taps is [kh·kw][c], and the vectors hold c values.
+            unsafe {
+                if r == Rung::Avx512Vnni {
+                    crate::x86_64::dwconv_u8::dw_u8_avx512(
+                        input,
+                        shape,
+                        za,
+                        taps,
+                        window,
+                        out_shape,
+                        &mut finish,
+                    )
+                } else {
+                    crate::x86_64::dwconv_u8::dw_u8_avx2(
+                        input,
+                        shape,
+                        za,
+                        taps,
+                        window,
+                        out_shape,
+                        &mut finish,
+                    )
                 }
-                if full < c {
-                    // SAFETY: as above.
-                    unsafe { rest_avx2(&args, &mut out, full, c - full) };
-                }
-            } else {
-                // SAFETY: as above; the avx2 rung implies AVX2.
-                unsafe { body_avx2(&args, &mut out) };
             }
-            "avx2_dwconv_u8s8_c8"
+        }
+        #[cfg(target_arch = "x86_64")]
+        Rung::Avx2 => {
+            // SAFETY: the avx2 rung (checked when packing) implies AVX2.
+            unsafe { body_avx2(&args, &mut out) };
+            "avx2_dwconv_u8s8_portable"
         }
         #[cfg(target_arch = "x86_64")]
         Rung::Avx512Vnni => {
-            let full = c / BLOCK * BLOCK;
-            if window.kernel == [3, 3] {
-                let mut finish = finish_of(&mut out);
-                for c0 in (0..full).step_by(BLOCK) {
-                    // SAFETY: the rung (checked when packing) implies AVX-512 F and BW;
-                    // the block is within the channels, the window is 3x3, out_shape is
-                    // its output shape, and the vectors hold c values.
-                    unsafe {
-                        crate::x86_64::dwconv::dw3x3_u8_block16(
-                            input,
-                            shape,
-                            za,
-                            taps,
-                            window,
-                            out_shape,
-                            c0,
-                            &mut finish,
-                        )
-                    };
-                }
-                if full < c {
-                    block_any(&args, &mut out, full, c - full);
-                }
-            } else {
-                // SAFETY: as above; AVX-512 F and BW come with the rung.
-                unsafe { body_avx512(&args, &mut out) };
-            }
-            "avx512_dwconv_u8s8_c16"
+            // SAFETY: AVX-512 F and BW come with the rung (checked when packing).
+            unsafe { body_avx512(&args, &mut out) };
+            "avx512vnni_dwconv_u8s8_portable"
         }
         #[cfg(target_arch = "aarch64")]
         Rung::Neon | Rung::NeonDotprod => {
@@ -273,14 +254,6 @@ fn finish_of<'o>(out: &'o mut Out<'_>) -> Finish<'o> {
             out,
         },
     }
-}
-
-/// # Safety
-/// The CPU supports AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn rest_avx2(args: &Args, out: &mut Out, c0: usize, width: usize) {
-    block_any(args, out, c0, width);
 }
 
 /// # Safety

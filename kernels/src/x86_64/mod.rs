@@ -5,4 +5,5 @@ pub(crate) mod amx;
 pub(crate) mod avx2;
 pub(crate) mod avx512vnni;
 pub(crate) mod dwconv;
+pub(crate) mod dwconv_u8;
 pub(crate) mod qops;
