@@ -270,6 +270,10 @@ pub fn predictions(outputs: &[Tensor], batch: usize) -> Result<Vec<usize>> {
     Ok(pred)
 }
 
+/// The seed of a speed-only model's input batch (uniform in [0, 1), the range of
+/// preprocessed pixels).
+const SPEED_INPUT_SEED: u64 = 0x2545_f491_4f6c_dd1d;
+
 /// A deterministic input batch for the model: eval images when it has an eval set, else
 /// a seeded pseudo-random tensor of its declared input shape.
 pub fn input_batch(target: &Target, graph: &Graph, batch: usize) -> Result<Tensor> {
@@ -300,15 +304,7 @@ pub fn input_batch(target: &Target, graph: &Graph, batch: usize) -> Result<Tenso
         &dims,
         std::mem::size_of::<f32>(),
     )?;
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let data = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect();
+    let data = qbench_models::rng::Rng::new(SPEED_INPUT_SEED).uniforms_f32(n, 0.0, 1.0);
     Ok(Tensor::new(dims, data)?)
 }
 

@@ -99,12 +99,28 @@ fn inspect_lists_conv_nodes_shapes_and_parameters() {
     // SqueezeNet 1.1's 1,235,496 weights, all built by ConstantOfShape at load time.
     assert_eq!(v["parameters"], 1_235_496, "{v}");
     assert_eq!(v["all_supported"], true);
+    // The memory plan at batch 1, from inferred shapes: its largest tensor is the largest
+    // node output the dry run reports (f32), and the peak holds at least that.
+    let largest_output = nodes
+        .iter()
+        .flat_map(|n| n["outputs"].as_array().unwrap())
+        .map(|t| {
+            let dims = t["shape"].as_array().unwrap();
+            dims.iter().map(|d| d.as_u64().unwrap()).product::<u64>() * 4
+        })
+        .max()
+        .unwrap();
+    let memory = &v["memory"];
+    assert_eq!(memory["largest_tensor_bytes"], largest_output, "{memory}");
+    assert!(memory["peak_bytes"].as_u64().unwrap() > largest_output, "{memory}");
+    assert_eq!(memory["unknown_shapes"], 0, "{memory}");
 
     let out = qbench(&["inspect", "digit-cnn"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("Conv"), "{text}");
     assert!(text.contains("390,410"), "{text}");
+    assert!(text.contains("memory      at batch 1: "), "{text}");
 }
 
 /// An opset-13 model `x → nodes → y` (f32, `x` of shape `[N, 4]`).

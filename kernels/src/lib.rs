@@ -22,6 +22,7 @@ pub mod nhwc;
 pub mod pool;
 pub mod quantize;
 pub mod reference;
+pub mod rng;
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64;

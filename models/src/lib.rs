@@ -10,7 +10,8 @@
 //! cache, the sentence-transformers BERT encoder (MiniLM) built from safetensors, and the
 //! seeded RNG (`rng`) behind every initialisation, shuffle and split. `budget` holds the
 //! memory budget and the one checked size computation behind every tensor sized by a
-//! file (see `UNTRUSTED.md`).
+//! file (see `UNTRUSTED.md`); `shapes` infers every tensor's shape before a run, so the
+//! budget is checked at plan time.
 
 pub mod atomic;
 pub mod bert;
@@ -26,6 +27,7 @@ pub mod passes;
 pub mod plan;
 pub mod rng;
 pub mod rotten_tomatoes;
+pub mod shapes;
 pub mod tensor;
 pub mod train;
 pub mod zoo;

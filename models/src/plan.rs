@@ -52,6 +52,38 @@ impl<S> Plan<S> {
         self.nslots
     }
 
+    /// The most bytes alive at once while the plan runs, and the step where that
+    /// happens. `bytes[s]` is slot `s`'s size (0 for a constant or an unknown size);
+    /// `filled` are the slots holding a value before the first step (the inputs). A
+    /// step's outputs are counted beside its inputs, as if nothing ran in place, and a
+    /// value is dropped after its last reader, as [`Plan::run`] drops it.
+    pub fn peak(&self, bytes: &[u64], filled: &[usize]) -> (u64, Option<usize>) {
+        let size = |s: usize| bytes.get(s).copied().unwrap_or(0);
+        let mut remaining = self.uses.clone();
+        let mut live: u64 = filled.iter().map(|&s| size(s)).sum();
+        let (mut peak, mut at) = (live, None);
+        for (k, st) in self.steps.iter().enumerate() {
+            let made: u64 = st.outputs.iter().flatten().map(|&s| size(s)).sum();
+            if live.saturating_add(made) > peak {
+                (peak, at) = (live.saturating_add(made), Some(k));
+            }
+            live = live.saturating_add(made);
+            for &s in st.inputs.iter().flatten() {
+                remaining[s] = remaining[s].saturating_sub(1);
+                if remaining[s] == 0 {
+                    live = live.saturating_sub(size(s));
+                }
+            }
+            // An output nobody reads is dropped at once.
+            for &s in st.outputs.iter().flatten() {
+                if remaining[s] == 0 {
+                    live = live.saturating_sub(size(s));
+                }
+            }
+        }
+        (peak, at)
+    }
+
     /// An empty slot table to put the inputs in before [`Plan::run`].
     pub fn slots<V>(&self) -> Vec<Option<V>> {
         (0..self.nslots).map(|_| None).collect()

@@ -185,3 +185,43 @@ fn a_tensor_of_absurd_rank_is_refused_before_it_is_walked() {
     let e = plan_error(&bytes);
     assert!(e.contains("\"wide\"") && e.contains("rank 65536"), "{e}");
 }
+
+/// Plan time: tensors that each fit the budget but are alive together over it are
+/// refused by the memory plan, before the first step runs, naming the step where they
+/// meet. (Before shapes were inferred this ran: every tensor was checked on its own.)
+#[test]
+fn activations_alive_together_over_the_budget_are_refused_at_plan_time() {
+    budget();
+    let bytes = crafted::model(
+        vec![
+            node("a", "Relu", &["x"], &["ra"]),
+            node("b", "Sigmoid", &["x"], &["sb"]),
+            node("sum", "Add", &["ra", "sb"], &["y"]),
+        ],
+        vec![vi("x", &[1, 4096])],
+        vec![],
+        "y",
+    );
+    let g = onnx::from_bytes(&bytes, "crafted.onnx").unwrap();
+    let exec = Executor::new(&g, Options::default()).unwrap();
+    // 48 × 4096 f32 = 768 KiB a tensor: each under 1 MiB; x, ra and sb at once are not.
+    let shape = vec![48, 4096];
+    let plan = exec.memory_plan(std::slice::from_ref(&shape));
+    let e = plan.expect_err("the plan must be refused").to_string();
+    assert!(
+        e.contains("\"b\"") && e.contains("2359296 bytes") && e.contains("budget"),
+        "{e}"
+    );
+    let x = qbench_models::tensor::Tensor::new(shape, vec![0.5; 48 * 4096]).unwrap();
+    let run = exec
+        .run(&[x])
+        .expect_err("run checks the plan first")
+        .to_string();
+    assert_eq!(run, e);
+    // A batch whose tensors fit together runs.
+    let small = qbench_models::tensor::Tensor::new(vec![8, 4096], vec![0.5; 8 * 4096]).unwrap();
+    let plan = exec.memory_plan(&[vec![8, 4096]]).unwrap();
+    assert_eq!(plan.peak, 3 * 8 * 4096 * 4);
+    assert_eq!(plan.unknown, 0);
+    exec.run(&[small]).unwrap();
+}

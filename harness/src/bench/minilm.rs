@@ -127,10 +127,15 @@ pub fn cmd_bench_minilm(
     let dir = crate::fetch::fetched_dir(&entry)?;
     let graph = bert::load_graph(&dir)
         .with_context(|| format!("building MiniLM from {}", dir.display()))?;
+    let exec = Executor::new(&graph, Options { threads })?;
+    // The batch is a flag: the run's memory is planned from the shapes (and refused over
+    // the budget, naming the node) before any row is tokenized or allocated.
+    let shape = vec![batch, tokens];
+    exec.memory_plan(&[shape.clone(), shape])
+        .with_context(|| format!("MiniLM at batch {batch} x {tokens} tokens"))?;
     let batch_in = inputs(&dir, batch, tokens)?;
     let feed = [batch_in.input_ids, batch_in.attention_mask];
 
-    let exec = Executor::new(&graph, Options { threads })?;
     let onnx_path = match save_onnx {
         Some(p) => p.to_path_buf(),
         None => std::env::temp_dir().join(format!("qbench-minilm-{}.onnx", std::process::id())),

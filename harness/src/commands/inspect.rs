@@ -11,7 +11,9 @@
 //! declared a graph output and run once on zeros, so the executor itself reports every
 //! intermediate shape (including those of weights built at load time, e.g. by
 //! `ConstantOfShape` in the ONNX "light" models). If the dry run fails, its error is shown
-//! and shapes are only those of initializers.
+//! and shapes are only those of initializers. The activation memory at batch 1 (the peak
+//! of tensors alive at once, and the largest) comes from shapes inferred before running
+//! (`qbench_models::shapes`), the plan the memory budget is checked against.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -21,7 +23,8 @@ use std::io::Write as _;
 use anyhow::{bail, Context, Result};
 use qbench_models::error::ModelError;
 use qbench_models::exec::{Executor, Options};
-use qbench_models::ir::{Dim, Graph, ValueInfo};
+use qbench_models::ir::{Graph, ValueInfo};
+use qbench_models::shapes::MemoryPlan;
 use qbench_models::tensor::Tensor;
 use serde::Serialize;
 use tabled::{builder::Builder, settings::Style};
@@ -61,10 +64,49 @@ struct Report {
     /// The dry run's error, if it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     dry_run_error: Option<String>,
+    /// Activation memory at batch 1 from inferred shapes; `None` when the file did not
+    /// import.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<MemoryInfo>,
     /// Node count per op type.
     ops: BTreeMap<String, usize>,
     all_supported: bool,
     nodes: Vec<NodeInfo>,
+}
+
+#[derive(Serialize)]
+struct MemoryInfo {
+    /// Bytes of activations alive at once at the busiest node, counting each node's
+    /// outputs beside its inputs.
+    peak_bytes: Option<u64>,
+    peak_node: Option<String>,
+    largest_tensor_bytes: Option<u64>,
+    /// Tensors whose shapes depend on input data (checked when allocated).
+    unknown_shapes: Option<usize>,
+    /// Why there is no plan (a shape that does not fit, over the budget, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl MemoryInfo {
+    fn of(plan: Result<MemoryPlan, ModelError>) -> MemoryInfo {
+        match plan {
+            Ok(p) => MemoryInfo {
+                peak_bytes: Some(p.peak),
+                peak_node: Some(p.peak_node),
+                largest_tensor_bytes: Some(p.largest),
+                unknown_shapes: Some(p.unknown),
+                error: None,
+            },
+            Err(e) => MemoryInfo {
+                peak_bytes: None,
+                peak_node: None,
+                largest_tensor_bytes: None,
+                unknown_shapes: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
 }
 
 /// `qbench inspect`.
@@ -156,6 +198,7 @@ fn raw_report(target: &target::Target) -> Result<Option<Report>> {
         parameters: None,
         shapes_from: "none: the importer refused the file, nodes listed as written".into(),
         dry_run_error: None,
+        memory: None,
         all_supported: false,
         ops,
         nodes,
@@ -247,6 +290,7 @@ fn imported_report(target: &target::Target, graph: &Graph) -> Report {
             "initializers only (the dry run failed)".into()
         },
         dry_run_error: dry_run_error.as_ref().map(|e| e.to_string()),
+        memory: Some(MemoryInfo::of(memory_at_batch1(graph))),
         all_supported: nodes.iter().all(|n| n.supported),
         ops,
         nodes,
@@ -276,6 +320,22 @@ fn render_text(r: &Report) -> String {
     let _ = writeln!(s, "shapes      {}", r.shapes_from);
     if let Some(e) = &r.dry_run_error {
         let _ = writeln!(s, "dry run     FAILED: {e}");
+    }
+    if let Some(m) = &r.memory {
+        let _ = match (&m.error, m.peak_bytes, &m.peak_node, m.largest_tensor_bytes) {
+            (Some(e), ..) => writeln!(s, "memory      no plan at batch 1: {e}"),
+            (None, Some(peak), Some(node), Some(largest)) => writeln!(
+                s,
+                "memory      at batch 1: {} of activations at most (at node {node:?}), largest tensor {}{}",
+                mib(peak),
+                mib(largest),
+                match m.unknown_shapes {
+                    Some(n) if n > 0 => format!("; {n} tensors' shapes depend on input data"),
+                    _ => String::new(),
+                }
+            ),
+            _ => Ok(()),
+        };
     }
     let ops: Vec<String> = r.ops.iter().map(|(op, n)| format!("{op} x{n}")).collect();
     let _ = writeln!(s, "ops         {}", ops.join(", "));
@@ -309,6 +369,10 @@ fn render_text(r: &Report) -> String {
     s
 }
 
+fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
 fn fmt_shape(s: &Option<Vec<usize>>) -> String {
     match s {
         Some(s) => format!("{s:?}"),
@@ -332,15 +396,25 @@ fn thousands(n: usize) -> String {
 /// A graph input's shape with a free batch dimension set to 1; `None` when another
 /// dimension is free.
 pub fn batch1_shape(vi: &ValueInfo) -> Option<Vec<usize>> {
-    vi.dims
+    qbench_models::shapes::bind_batch(vi, 1)
+}
+
+/// The activation memory of a run at batch 1, from shapes inferred before running
+/// (`qbench_models::shapes`): what the budget is checked against at plan time.
+fn memory_at_batch1(graph: &Graph) -> Result<MemoryPlan, ModelError> {
+    let shapes = graph
+        .inputs
         .iter()
-        .enumerate()
-        .map(|(k, d)| match d {
-            Dim::Fixed(n) => Some(*n),
-            Dim::Symbolic(_) if k == 0 => Some(1),
-            Dim::Symbolic(_) => None,
+        .map(|vi| {
+            batch1_shape(vi).ok_or_else(|| {
+                ModelError::Tensor(format!(
+                    "input {:?} has a free dimension other than the batch: {:?}",
+                    vi.name, vi.dims
+                ))
+            })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Executor::new(graph, Options { threads: 1 })?.memory_plan(&shapes)
 }
 
 /// Runs the graph once at batch 1 on zeros with every node output made a graph output,

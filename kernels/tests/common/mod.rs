@@ -1,4 +1,4 @@
-//! Shared test support: a seeded generator, the rungs under test, and `check_case`, which
+//! Shared test support: the workspace's seeded generator, the rungs under test, and `check_case`, which
 //! runs one GEMM case through all three output stages on a rung and compares every output
 //! bit for bit with the reference, with poisoned output buffers.
 
@@ -9,18 +9,16 @@ use qbench_kernels::{
     gemm, isa, reference, ActZeroPoints, Dequant, MatA, MatB, PackedB, Requant, Rung, Scales,
 };
 
-/// xorshift64*: deterministic and dependency-free, for edge-case data.
-pub struct Rng(u64);
+/// The workspace's seeded generator ([`qbench_kernels::rng`]) with the draws the kernel
+/// tests use.
+pub struct Rng(qbench_kernels::rng::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Rng(qbench_kernels::rng::Rng::new(seed))
     }
     pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
@@ -32,7 +30,7 @@ impl Rng {
         self.next() as i8
     }
     pub fn f32_in(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.below(1 << 24) as f32 / (1 << 24) as f32)
+        self.0.uniform_f32(lo, hi)
     }
 }
 

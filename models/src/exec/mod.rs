@@ -30,6 +30,7 @@ mod rows;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use qbench_kernels::conv::fp32::PackedConvF32;
 use qbench_kernels::{Nhwc, Window};
@@ -38,10 +39,11 @@ use crate::error::{ModelError, Result};
 use crate::ir::{AutoPad, Dim, Graph, Node, Op, ValueInfo};
 use crate::passes::{self, Activation, FusedNode, OutputNodes, Reach};
 use crate::plan::{Plan, PlanStep};
+use crate::shapes::{Inferred, MemoryPlan, ShapeModel};
 use crate::tensor::{broadcast_binary, broadcast_shapes, Tensor};
 use dispatch::eval;
 
-pub use ops::{norm_axis, reshape_target};
+pub use ops::{norm_axis, pool_geom, pool_out, reshape_target};
 
 /// Executor settings.
 #[derive(Clone, Debug)]
@@ -106,6 +108,8 @@ struct Step {
     name: String,
     op: Op,
     kernel: Kernel,
+    /// The node's output names, to hold each output to its inferred shape (debug builds).
+    out_names: Vec<String>,
 }
 
 /// A graph prepared to run: constants folded, convs packed. Immutable and `Sync`; one
@@ -117,7 +121,24 @@ pub struct Executor {
     consts: Vec<Option<Val>>,
     plan: Plan<Step>,
     threads: usize,
+    /// The folded graph's shapes, inferred per input shape before a call runs anything.
+    shapes: ShapeModel,
+    /// Each slot's tensor name.
+    slot_names: Vec<String>,
+    /// The inferred shapes and memory plans of the input shapes seen so far (see
+    /// [`Executor::memory_plan`]).
+    memory: Mutex<HashMap<Vec<Vec<usize>>, Planned>>,
 }
+
+/// What [`Executor::memory_plan`] knows of one input shape.
+#[derive(Clone)]
+struct Planned {
+    inferred: Arc<Inferred>,
+    memory: MemoryPlan,
+}
+
+/// How many input shapes' memory plans an executor keeps.
+const MEMORY_PLANS_KEPT: usize = 64;
 
 fn exec_err(node: &str, op: &Op, e: impl std::fmt::Display) -> ModelError {
     ModelError::Exec {
@@ -136,6 +157,7 @@ impl Executor {
         passes::fold_constants(&mut g, OutputNodes::Fold)?;
         passes::fold_batch_norms(&mut g, Reach::Adjacent)?;
         let live = passes::fuse_activations(&g);
+        let shapes = ShapeModel::new(&g);
         let consts = g.initializers;
 
         // Slots: every name a running step or a graph output reads or writes.
@@ -175,6 +197,7 @@ impl Executor {
                     name: node.name,
                     op: node.op,
                     kernel,
+                    out_names: node.outputs,
                 },
                 inputs: ins,
                 outputs: outs,
@@ -195,13 +218,85 @@ impl Executor {
             }
         }
         let out_slots: Vec<usize> = outputs.iter().map(|(s, _)| *s).collect();
+        let mut slot_names = vec![String::new(); nslots];
+        for (name, s) in slot_of {
+            slot_names[s] = name;
+        }
         Ok(Executor {
             inputs,
             outputs,
             consts: const_slots,
             plan: Plan::new(nslots, steps, &out_slots),
             threads,
+            shapes,
+            slot_names,
+            memory: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The memory a call on inputs of `input_shapes` needs, from shapes inferred before
+    /// anything runs ([`crate::shapes`]); an error names the node when one tensor, or the
+    /// tensors alive at once, would be over the memory budget. Every call checks this
+    /// first; plans are kept per input shape.
+    pub fn memory_plan(&self, input_shapes: &[Vec<usize>]) -> Result<MemoryPlan> {
+        Ok(self.planned(input_shapes)?.memory)
+    }
+
+    fn planned(&self, input_shapes: &[Vec<usize>]) -> Result<Planned> {
+        let cached = self
+            .memory
+            .lock()
+            .ok()
+            .and_then(|m| m.get(input_shapes).cloned());
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let inferred = self.shapes.infer(input_shapes)?;
+        let memory = self.plan_memory(&inferred);
+        memory.check(&crate::budget::MemoryBudget::global()?)?;
+        let planned = Planned {
+            inferred: Arc::new(inferred),
+            memory,
+        };
+        if let Ok(mut m) = self.memory.lock() {
+            if m.len() >= MEMORY_PLANS_KEPT {
+                m.clear();
+            }
+            m.insert(input_shapes.to_vec(), planned.clone());
+        }
+        Ok(planned)
+    }
+
+    fn plan_memory(&self, inferred: &Inferred) -> MemoryPlan {
+        let mut unknown = 0;
+        let bytes: Vec<u64> = self
+            .slot_names
+            .iter()
+            .enumerate()
+            .map(|(s, name)| {
+                if self.consts[s].is_some() {
+                    return 0;
+                }
+                match inferred.tensors.get(name) {
+                    Some(info) => info.bytes(),
+                    None => {
+                        unknown += 1;
+                        0
+                    }
+                }
+            })
+            .collect();
+        let filled: Vec<usize> = self.inputs.iter().map(|(s, _)| *s).collect();
+        let (peak, at) = self.plan.peak(&bytes, &filled);
+        MemoryPlan {
+            largest: bytes.iter().copied().max().unwrap_or(0),
+            peak,
+            peak_node: match at {
+                Some(k) => self.plan.steps()[k].op.name.clone(),
+                None => "(the inputs)".into(),
+            },
+            unknown,
+        }
     }
 
     /// Number of steps that run per call (after folding and fusion).
@@ -226,9 +321,13 @@ impl Executor {
                 inputs.len()
             )));
         }
+        for ((_, vi), t) in self.inputs.iter().zip(&inputs) {
+            check_input(vi, t)?;
+        }
+        let input_shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let planned = self.planned(&input_shapes)?;
         let mut vals = self.plan.slots();
-        for ((slot, vi), t) in self.inputs.iter().zip(inputs) {
-            check_input(vi, &t)?;
+        for ((slot, _), t) in self.inputs.iter().zip(inputs) {
             vals[*slot] = Some(Val::plain(t));
         }
         let mut vals = self.plan.run(
@@ -236,8 +335,22 @@ impl Executor {
             &self.consts,
             false,
             |st, args| {
-                eval(&st.op, &st.kernel, args, self.threads)
-                    .map_err(|e| exec_err(&st.name, &st.op, e))
+                let outs = eval(&st.op, &st.kernel, args, self.threads)
+                    .map_err(|e| exec_err(&st.name, &st.op, e))?;
+                // Debug builds hold every output to its inferred shape, so the inference
+                // rules cannot drift from the op bodies unnoticed.
+                #[cfg(debug_assertions)]
+                for (name, v) in st.out_names.iter().zip(&outs) {
+                    if let Some(info) = planned.inferred.tensors.get(name) {
+                        debug_assert_eq!(
+                            info.shape,
+                            v.logical_shape(),
+                            "node {:?} output {name:?}: inferred shape differs from the run's",
+                            st.name
+                        );
+                    }
+                }
+                Ok(outs)
             },
             |st, s| exec_err(&st.name, &st.op, format!("input slot {s} is empty")),
         )?;

@@ -310,17 +310,10 @@ const EMULATED: RungKernels = RungKernels {
 mod tests {
     use super::*;
 
-    /// xorshift64*, for tile data.
+    /// Seeded tile data from the workspace's generator.
     fn bytes(seed: u64, n: usize) -> Vec<u8> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s >> 12;
-                s ^= s << 25;
-                s ^= s >> 27;
-                (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
-            })
-            .collect()
+        let mut r = crate::rng::Rng::new(seed);
+        (0..n).map(|_| (r.next_u64() >> 56) as u8).collect()
     }
 
     /// C (tmm0) = C + A (tmm4) · B (tmm6) for a C and A of `rows` rows, from 16×64-byte
