@@ -112,7 +112,10 @@ fn inspect_lists_conv_nodes_shapes_and_parameters() {
         .unwrap();
     let memory = &v["memory"];
     assert_eq!(memory["largest_tensor_bytes"], largest_output, "{memory}");
-    assert!(memory["peak_bytes"].as_u64().unwrap() > largest_output, "{memory}");
+    assert!(
+        memory["peak_bytes"].as_u64().unwrap() > largest_output,
+        "{memory}"
+    );
     assert_eq!(memory["unknown_shapes"], 0, "{memory}");
 
     let out = qbench(&["inspect", "digit-cnn"]);
